@@ -1,0 +1,140 @@
+//! The recipe format (`docs/images.md`): a base and a list of steps, one layer per step.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// One image recipe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// `scratch`, `host-closure`, `oci:PATH[:TAG]`, `oci-archive:FILE`, `docker-archive:FILE`
+    /// or `debootstrap`.
+    pub base: String,
+    /// For `host-closure`: host binaries copied with their shared-library closure.
+    #[serde(default)]
+    pub binaries: Vec<String>,
+    /// For `host-closure`: Debian packages copied from the host with their closure.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Build context directory, relative to the recipe (default: the recipe's directory).
+    pub context: Option<PathBuf>,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// One build step; each becomes a layer or a config change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum Step {
+    Copy { src: String, dst: String },
+    Run(Vec<String>),
+    Env(IndexMap<String, String>),
+    Workdir(String),
+    User(String),
+    Entrypoint(Vec<String>),
+    Cmd(Vec<String>),
+    Labels(IndexMap<String, String>),
+}
+
+/// Why a recipe is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("cannot read recipe {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {field}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{path}: base: unknown base {base:?} (use scratch, host-closure, oci:PATH[:TAG], oci-archive:FILE, docker-archive:FILE or debootstrap)")]
+    Base { path: PathBuf, base: String },
+    #[error("{path}: context: build context {context} is not a directory")]
+    Context { path: PathBuf, context: PathBuf },
+}
+
+const BASES: &[&str] = &["scratch", "host-closure", "debootstrap"];
+const BASE_PREFIXES: &[&str] = &["oci:", "oci-archive:", "docker-archive:"];
+
+/// Reads and checks a recipe file.
+pub fn load_recipe(path: &Path) -> Result<Recipe, RecipeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let de = serde_yaml_ng::Deserializer::from_str(&text);
+    let recipe: Recipe = serde_path_to_error::deserialize(de).map_err(|e| {
+        let loc = e.inner().location();
+        let mut message = e.inner().to_string();
+        if let Some(cut) = message.rfind(" at line ") {
+            message.truncate(cut);
+        }
+        RecipeError::Parse {
+            path: path.to_path_buf(),
+            line: loc.as_ref().map_or(0, |l| l.line()),
+            column: loc.as_ref().map_or(0, |l| l.column()),
+            field: e.path().to_string(),
+            message,
+        }
+    })?;
+    let base_ok = BASES.contains(&recipe.base.as_str())
+        || BASE_PREFIXES.iter().any(|p| {
+            recipe
+                .base
+                .strip_prefix(p)
+                .is_some_and(|rest| !rest.is_empty())
+        });
+    if !base_ok {
+        return Err(RecipeError::Base {
+            path: path.to_path_buf(),
+            base: recipe.base.clone(),
+        });
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let context = recipe
+        .context
+        .as_ref()
+        .map_or_else(|| dir.to_path_buf(), |c| dir.join(c));
+    if !context.is_dir() {
+        return Err(RecipeError::Context {
+            path: path.to_path_buf(),
+            context,
+        });
+    }
+    Ok(recipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipes_parse_and_bad_ones_name_the_place() {
+        let dir = std::env::temp_dir().join(format!("recipe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, "base: host-closure\nbinaries: [python3]\nsteps:\n  - copy: {src: agents, dst: /app}\n  - env: {A: b}\n").unwrap();
+        let r = load_recipe(&good).unwrap();
+        assert_eq!(r.steps.len(), 2);
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "base: scratch\nsteps:\n  - copy: {src: a, dts: /b}\n").unwrap();
+        let err = load_recipe(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.yaml:3:"), "{err}");
+        assert!(err.contains("unknown field `dts`"), "{err}");
+        let base = dir.join("base.yaml");
+        std::fs::write(&base, "base: ubuntu\n").unwrap();
+        assert!(load_recipe(&base)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown base \"ubuntu\""));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,401 @@
+//! `agent-supervisor check`: every static and machine check of a system file, all findings
+//! at once, with a per-host summary.
+
+mod machine;
+mod python;
+mod summary;
+
+use std::path::{Path, PathBuf};
+
+use agent_config::model::{GpuDevices, GpuId};
+use agent_config::scripts::{python_script, Script};
+use agent_config::validate::{host_ports, listen_port};
+use agent_config::{defaults, Finding, Loaded, Severity};
+use serde::Serialize;
+
+pub use summary::{render, summarize, HostSummary};
+
+use self::python::Compiled;
+
+/// How `check` was asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The host this machine is, when given with `--host`.
+    pub host: Option<String>,
+}
+
+/// Totals of the Python syntax check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScriptTotals {
+    /// Agents whose script compiles.
+    pub compiled: usize,
+    /// Agents that run a Python script.
+    pub total: usize,
+}
+
+/// Everything `check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub file: PathBuf,
+    pub ok: bool,
+    pub local_host: Option<String>,
+    pub findings: Vec<Finding>,
+    pub scripts: ScriptTotals,
+    pub hosts: Vec<HostSummary>,
+}
+
+impl Report {
+    pub fn errors(&self) -> usize {
+        self.findings.iter().filter(|f| f.is_error()).count()
+    }
+    pub fn warnings(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count()
+    }
+}
+
+/// Runs every check on the system file at `path`.
+pub fn run(path: &Path, opts: &Options) -> Report {
+    let loaded = match agent_config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            let findings = e.findings();
+            return Report {
+                file: path.to_path_buf(),
+                ok: false,
+                local_host: None,
+                findings,
+                scripts: ScriptTotals::default(),
+                hosts: Vec::new(),
+            };
+        }
+    };
+    let mut findings = agent_config::validate::validate(&loaded);
+    check_recipes(&loaded, &mut findings);
+    let scripts = check_scripts(&loaded, &mut findings);
+    let local_host = find_local_host(&loaded, opts, &mut findings);
+    if let Some(h) = &local_host {
+        check_local(&loaded, h, &mut findings);
+    }
+    findings.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.at.cmp(&b.at)));
+    let hosts = summarize(&loaded, local_host.as_deref());
+    Report {
+        file: path.to_path_buf(),
+        ok: !findings.iter().any(Finding::is_error),
+        local_host,
+        findings,
+        scripts,
+        hosts,
+    }
+}
+
+fn check_recipes(l: &Loaded, out: &mut Vec<Finding>) {
+    for (name, img) in &l.system.images {
+        let path = l.resolve(&img.recipe);
+        if let Err(e) = agent_images::load_recipe(&path) {
+            out.push(l.at(
+                Severity::Error,
+                "recipe",
+                &format!("images.{name}.recipe"),
+                e.to_string(),
+            ));
+        }
+    }
+}
+
+/// Syntax-checks every agent's Python script; one finding per failing script.
+fn check_scripts(l: &Loaded, out: &mut Vec<Finding>) -> ScriptTotals {
+    let mut runs: Vec<(String, String, Script)> = Vec::new(); // (field path, agent, script)
+    for (g, group) in &l.system.groups {
+        for (i, a) in group.agents.iter().enumerate() {
+            if let Some(s) = python_script(l, group, a) {
+                runs.push((
+                    format!("groups.{g}.agents[{i}].command"),
+                    format!("{g}:{}", a.name),
+                    s,
+                ));
+            }
+        }
+    }
+    let scripts: Vec<Script> = runs.iter().map(|r| r.2.clone()).collect();
+    let results = python::compile_all(&scripts);
+    let mut totals = ScriptTotals {
+        compiled: 0,
+        total: runs.len(),
+    };
+    let mut reported = std::collections::HashSet::new();
+    for (field, agent, s) in &runs {
+        match results.get(&s.path) {
+            Some(Compiled::Ok) => totals.compiled += 1,
+            Some(Compiled::Missing) => out.push(l.at(
+                Severity::Error,
+                "missing-script",
+                field,
+                format!(
+                    "agent {agent} runs {} but {} does not exist",
+                    s.written,
+                    s.path.display()
+                ),
+            )),
+            Some(Compiled::SyntaxError {
+                line,
+                kind,
+                message,
+            }) => {
+                if reported.insert(s.path.clone()) {
+                    out.push(
+                        Finding::error("syntax", format!("{kind}: {message} (agent {agent})"))
+                            .in_file(s.path.clone(), None)
+                            .with_line(*line),
+                    );
+                }
+            }
+            Some(Compiled::NoInterpreter(why)) => out.push(l.at(
+                Severity::Error,
+                "interpreter",
+                field,
+                format!("agent {agent}: {why}"),
+            )),
+            None => out.push(l.at(
+                Severity::Error,
+                "syntax",
+                field,
+                format!("agent {agent}: {} was not checked", s.path.display()),
+            )),
+        }
+    }
+    totals
+}
+
+/// Which host of the file this machine is: `--host`, else by hostname, else by address.
+fn find_local_host(l: &Loaded, opts: &Options, out: &mut Vec<Finding>) -> Option<String> {
+    let hosts = &l.system.hosts;
+    if let Some(h) = &opts.host {
+        if hosts.contains_key(h) {
+            return Some(h.clone());
+        }
+        let names: Vec<&str> = hosts.keys().map(|s| s.as_str()).collect();
+        out.push(Finding::error(
+            "unknown-host",
+            format!(
+                "--host {h:?} is not a host of {} (hosts: {})",
+                l.file.display(),
+                names.join(", ")
+            ),
+        ));
+        return None;
+    }
+    let me = machine::hostname();
+    for (name, h) in hosts {
+        let matches = name.eq_ignore_ascii_case(&me)
+            || h.hostnames.iter().any(|n| n.eq_ignore_ascii_case(&me));
+        if matches {
+            return Some(name.clone());
+        }
+    }
+    let addrs = machine::addresses();
+    for (name, h) in hosts {
+        if let Ok(ip) = h.address.parse() {
+            if addrs.contains(&ip) {
+                return Some(name.clone());
+            }
+        }
+    }
+    out.push(Finding::warning(
+        "local-host",
+        format!(
+            "this machine (hostname {me:?}, addresses {}) matches no host in {}; checks of this machine's ports, RAM, disk and GPUs were skipped (pass --host NAME)",
+            addrs.iter().filter(|a| !a.is_loopback()).map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+            l.file.display()
+        ),
+    ));
+    None
+}
+
+/// Checks of this machine for the groups of `host`.
+fn check_local(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
+    let s = &l.system;
+    let daemon = defaults::daemon(s, host);
+    // Ports something already listens on.
+    let listeners = machine::listening_ports();
+    let busy = |port: u16| listeners.iter().find(|x| x.port == port);
+    let owner = |x: &machine::Listener| match (&x.process, x.pid) {
+        (Some(p), Some(pid)) => format!("{p} (pid {pid})"),
+        _ => "another process".to_string(),
+    };
+    for (port, label) in host_ports(l, host) {
+        if let Some(x) = busy(port.0) {
+            let (g, a) = label.split_once(':').unwrap_or((&label, ""));
+            let field = agent_field(l, g, a)
+                .map(|p| format!("{p}.port"))
+                .unwrap_or_default();
+            out.push(l.at(
+                Severity::Error,
+                "port-in-use",
+                &field,
+                format!(
+                    "port {port} of {label} is already in use on this machine by {}",
+                    owner(x)
+                ),
+            ));
+        }
+    }
+    if let Some(p) = listen_port(&daemon.http_listen) {
+        if let Some(x) = busy(p) {
+            out.push(Finding::warning("port-in-use", format!(
+                "the daemon's http_listen port {p} is in use on this machine by {} (fine if that is the agent-supervisor daemon)", owner(x)
+            )));
+        }
+    }
+    // Memory.
+    let groups: Vec<(&String, &agent_config::model::Group)> =
+        s.groups.iter().filter(|(_, g)| g.host == host).collect();
+    if let Some(total) = machine::mem_total() {
+        let mut sum = 0u64;
+        for (name, g) in &groups {
+            if let Some(m) = g.resources.memory {
+                sum += m.0;
+                if m.0 > total {
+                    out.push(l.at(
+                        Severity::Error,
+                        "memory",
+                        &format!("groups.{name}.resources.memory"),
+                        format!(
+                            "group {name} asks for {m} of memory; this machine has {}",
+                            agent_config::units::ByteSize(total)
+                        ),
+                    ));
+                }
+            }
+        }
+        if sum > total {
+            out.push(Finding::warning("memory", format!(
+                "the memory limits of {host}'s groups add up to {}, more than this machine's {} (limits are caps; they may not all be reached at once)",
+                agent_config::units::ByteSize(sum), agent_config::units::ByteSize(total)
+            )));
+        }
+    }
+    // Disk.
+    match machine::free_disk(&daemon.state_dir) {
+        Some((dir, free)) if free < daemon.min_free_disk.0 => out.push(Finding::error("disk", format!(
+            "only {} free on {} (state directory {}); at least {} is needed (daemon.min_free_disk)",
+            agent_config::units::ByteSize(free), dir.display(), daemon.state_dir.display(), daemon.min_free_disk
+        ))),
+        Some(_) => {}
+        None => out.push(Finding::warning("disk", format!("cannot measure free disk at {}", daemon.state_dir.display()))),
+    }
+    // GPUs.
+    let wants: Vec<_> = groups
+        .iter()
+        .filter_map(|(n, g)| g.gpus.as_ref().map(|r| (*n, r)))
+        .collect();
+    if !wants.is_empty() {
+        let present = machine::gpus();
+        for (name, req) in wants {
+            let sev = if req.optional {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
+            let field = format!("groups.{name}.gpus");
+            let problem = match (&present, &req.devices) {
+                (Err(why), _) => Some(why.clone()),
+                (Ok(list), GpuDevices::All) if list.is_empty() => Some("no GPU is present".into()),
+                (Ok(list), GpuDevices::Count(n)) if (*n as usize) > list.len() => {
+                    Some(format!("{n} GPU(s) requested, {} present", list.len()))
+                }
+                (Ok(list), GpuDevices::List(ids)) => ids.iter().find_map(|id| match id {
+                    GpuId::Index(i) if !list.iter().any(|g| g.index == *i) => Some(format!(
+                        "GPU index {i} is not present ({} GPUs)",
+                        list.len()
+                    )),
+                    GpuId::Uuid(u) if !list.iter().any(|g| &g.uuid == u) => {
+                        Some(format!("GPU {u} is not present"))
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            };
+            if let Some(p) = problem {
+                let suffix = if req.optional {
+                    " (optional: the group runs without GPU)"
+                } else {
+                    ""
+                };
+                out.push(l.at(sev, "gpu", &field, format!("group {name}: {p}{suffix}")));
+            }
+        }
+    }
+    // Host rootfs and programs for groups on the host image.
+    let host_image_groups: Vec<_> = groups
+        .iter()
+        .filter(|(_, g)| defaults::image(g) == defaults::HOST_IMAGE)
+        .collect();
+    if !host_image_groups.is_empty() {
+        if let Err(e) = agent_rootfs::host_rootfs(Path::new("/")) {
+            out.push(Finding::error("rootfs", e.to_string()));
+        }
+    }
+    for (gname, g) in host_image_groups {
+        for (i, a) in g.agents.iter().enumerate() {
+            let prog = &a.command.0[0];
+            if python_script(l, g, a).is_some() && !agent_config::scripts::is_python(prog) {
+                continue;
+            }
+            if find_program(prog, &agent_config::scripts::workdir(l, g, a)).is_none() {
+                out.push(l.at(
+                    Severity::Error,
+                    "program",
+                    &format!("groups.{gname}.agents[{i}].command"),
+                    format!(
+                        "agent {gname}:{}: program {prog:?} is not found{}",
+                        a.name,
+                        if prog.contains('/') {
+                            String::new()
+                        } else {
+                            " on PATH".to_string()
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn agent_field(l: &Loaded, group: &str, agent: &str) -> Option<String> {
+    let g = l.system.groups.get(group)?;
+    let i = g.agents.iter().position(|a| a.name == agent)?;
+    Some(format!("groups.{group}.agents[{i}]"))
+}
+
+/// Resolves a program like `execvp` would (relative paths against `workdir`).
+pub fn find_program(prog: &str, workdir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if prog.contains('/') {
+        let p = workdir.join(prog);
+        return is_exec(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| is_exec(p))
+}
+
+/// Adds a line number to a finding about a script.
+trait WithLine {
+    fn with_line(self, line: usize) -> Self;
+}
+
+impl WithLine for Finding {
+    fn with_line(mut self, line: usize) -> Finding {
+        self.at = Some(agent_config::locate::Mark { line, column: 0 });
+        self
+    }
+}

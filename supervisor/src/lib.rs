@@ -1,0 +1,9 @@
+//! agent-supervisor: runs a multi-host system of agent groups without Docker.
+//!
+//! The library holds the commands; `src/main.rs` (the `agent-supervisor` binary) and
+//! `src/bin/supervisorctl.rs` only parse arguments and print.
+
+pub mod check;
+
+/// The version printed by `--version` and `supervisorctl version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

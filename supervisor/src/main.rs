@@ -1,0 +1,78 @@
+//! The `agent-supervisor` binary: pre-flight checks today; launcher and daemon to come.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent_supervisor::check;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "agent-supervisor",
+    version,
+    about = "Run a multi-host system of agent groups without Docker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Pre-flight checks: the system file, every agent's script, ports, dependency cycles,
+    /// and this machine's RAM, disk and GPUs. Exits 1 on any error.
+    Check {
+        /// The system file (YAML).
+        config: PathBuf,
+        /// Which host of the file this machine is (default: by hostname or address).
+        #[arg(long)]
+        host: Option<String>,
+        /// Print the findings and summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Check { config, host, json } => {
+            let report = check::run(&config, &check::Options { host });
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("agent-supervisor: cannot encode the report as JSON: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", check::render(&report.hosts));
+                for f in &report.findings {
+                    println!("{f}");
+                }
+                if report.scripts.total > 0 || !report.hosts.is_empty() {
+                    println!(
+                        "{}/{} agents compile",
+                        report.scripts.compiled, report.scripts.total
+                    );
+                }
+                println!(
+                    "check {}: {} error(s), {} warning(s){}",
+                    config.display(),
+                    report.errors(),
+                    report.warnings(),
+                    match &report.local_host {
+                        Some(h) => format!("; this machine is host {h}"),
+                        None => String::new(),
+                    }
+                );
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

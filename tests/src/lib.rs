@@ -1,0 +1,4 @@
+//! Test harness for agent-supervisor's end-to-end tests: temporary system files and a
+//! throwaway QEMU VM with a full cgroup v2 host.
+
+pub mod vm;

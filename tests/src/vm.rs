@@ -1,0 +1,1 @@
+//! VM harness (filled in below).
