@@ -124,15 +124,20 @@ fn type_error(
         message.truncate(cut);
     }
     // It may also prefix the path it knows; drop it so the path shows once.
-    if let Some(rest) = message.strip_prefix(&format!("{field}: ")) {
-        message = rest.to_string();
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        if !prefix.contains(' ') && field.starts_with(prefix) {
+            message = rest.to_string();
+        }
     }
     let mut at = inner.location().map(|l| Mark {
         line: l.line(),
         column: l.column(),
     });
     if let Some(name) = unknown_field(&message) {
-        field = crate::locate::join_key(&field, &name);
+        let last = field.rsplit(['.', ']']).next().unwrap_or_default();
+        if last != name {
+            field = crate::locate::join_key(&field, &name);
+        }
         at = source.locate_key(&field).or(at);
     } else if at.is_none() {
         at = source.locate(&field);

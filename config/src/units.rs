@@ -53,7 +53,7 @@ impl fmt::Display for ByteSize {
         ];
         for (name, size) in UNITS {
             if b >= size {
-                if b % size == 0 {
+                if b.is_multiple_of(size) {
                     return write!(f, "{}{}", b / size, name);
                 }
                 return write!(f, "{:.1}{}", b as f64 / size as f64, name);

@@ -24,9 +24,8 @@ pub struct Recipe {
     pub steps: Vec<Step>,
 }
 
-/// One build step; each becomes a layer or a config change.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
+/// One build step; each becomes a layer (`copy`, `run`) or a config change.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Copy { src: String, dst: String },
     Run(Vec<String>),
@@ -36,6 +35,55 @@ pub enum Step {
     Entrypoint(Vec<String>),
     Cmd(Vec<String>),
     Labels(IndexMap<String, String>),
+}
+
+/// A `copy` step's fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CopyDe {
+    src: String,
+    dst: String,
+}
+
+/// A step as written: a map with exactly one of these keys.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StepDe {
+    copy: Option<CopyDe>,
+    run: Option<Vec<String>>,
+    env: Option<IndexMap<String, String>>,
+    workdir: Option<String>,
+    user: Option<String>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    labels: Option<IndexMap<String, String>>,
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = StepDe::deserialize(d)?;
+        let mut found = Vec::new();
+        if let Some(c) = s.copy {
+            found.push(Step::Copy {
+                src: c.src,
+                dst: c.dst,
+            });
+        }
+        found.extend(s.run.map(Step::Run));
+        found.extend(s.env.map(Step::Env));
+        found.extend(s.workdir.map(Step::Workdir));
+        found.extend(s.user.map(Step::User));
+        found.extend(s.entrypoint.map(Step::Entrypoint));
+        found.extend(s.cmd.map(Step::Cmd));
+        found.extend(s.labels.map(Step::Labels));
+        if found.len() != 1 {
+            return Err(serde::de::Error::custom(format!(
+                "a step has exactly one of copy, run, env, workdir, user, entrypoint, cmd, labels (found {})",
+                found.len()
+            )));
+        }
+        Ok(found.remove(0))
+    }
 }
 
 /// Why a recipe is unusable.
@@ -77,11 +125,15 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, RecipeError> {
         if let Some(cut) = message.rfind(" at line ") {
             message.truncate(cut);
         }
+        let field = e.path().to_string();
+        if let Some(rest) = message.strip_prefix(&format!("{field}: ")) {
+            message = rest.to_string();
+        }
         RecipeError::Parse {
             path: path.to_path_buf(),
             line: loc.as_ref().map_or(0, |l| l.line()),
             column: loc.as_ref().map_or(0, |l| l.column()),
-            field: e.path().to_string(),
+            field,
             message,
         }
     })?;

@@ -134,7 +134,6 @@ pub fn free_disk(path: &Path) -> Option<(PathBuf, u64)> {
 pub struct Gpu {
     pub index: u32,
     pub uuid: String,
-    pub name: String,
 }
 
 /// The GPUs NVML sees, or why NVML could not be asked.
@@ -156,7 +155,6 @@ pub fn gpus() -> Result<Vec<Gpu>, String> {
         out.push(Gpu {
             index,
             uuid: d.uuid().unwrap_or_default(),
-            name: d.name().unwrap_or_default(),
         });
     }
     Ok(out)

@@ -1,0 +1,388 @@
+//! `agent-supervisor check` end to end: the example passes, and every kind of bad input
+//! fails with a message naming the file, line, column and field (or script and line).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A temporary directory with a system file and a good agent script.
+struct Fixture {
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("as-check-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("agents")).unwrap();
+        std::fs::write(dir.join("agents/ok.py"), "print('ok')\n").unwrap();
+        Fixture { dir }
+    }
+
+    fn write(&self, rel: &str, text: &str) -> &Self {
+        std::fs::write(self.dir.join(rel), text).unwrap();
+        self
+    }
+
+    /// Runs check on system.yaml; returns (exit code, stdout).
+    fn check(&self, extra: &[&str]) -> (i32, String) {
+        let out = Command::new(BIN)
+            .arg("check")
+            .arg(self.dir.join("system.yaml"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A valid two-group system; tests replace parts of it.
+const BASE: &str = "\
+hosts:
+  h1: {address: 10.0.0.1, role: primary}
+groups:
+  web:
+    host: h1
+    agents:
+      - name: front
+        command: python3 agents/ok.py
+        port: 18080
+      - name: back
+        command: [python3, agents/ok.py]
+        port: 18081
+  db:
+    host: h1
+    depends_on: [web]
+    agents:
+      - name: store
+        command: python3 agents/ok.py
+        port: 18082
+";
+
+fn fails_with(name: &str, system: &str, expect: &[&str]) {
+    let f = Fixture::new(name);
+    f.write("system.yaml", system);
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{name}: check should fail:\n{out}");
+    for e in expect {
+        assert!(out.contains(e), "{name}: expected {e:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn base_fixture_passes() {
+    let f = Fixture::new("base");
+    f.write("system.yaml", BASE);
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3/3 agents compile"), "{out}");
+}
+
+#[test]
+fn example_system_passes_and_names_every_seed_group_and_agent() {
+    let out = Command::new(BIN)
+        .args(["check", "--json"])
+        .arg(repo().join("examples/ai-system/system.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["scripts"]["compiled"], 50);
+    let hosts = v["hosts"].as_array().unwrap();
+    let names: Vec<&str> = hosts.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["mainpc", "pc2"]);
+    let find = |agent: &str| -> (String, u64) {
+        for h in hosts {
+            for g in h["groups"].as_array().unwrap() {
+                for a in g["agents"].as_array().unwrap() {
+                    if a["name"] == agent {
+                        return (
+                            h["name"].as_str().unwrap().to_string(),
+                            a["ports"][0].as_u64().unwrap(),
+                        );
+                    }
+                }
+            }
+        }
+        panic!("agent {agent} missing from the summary");
+    };
+    // A sample from every group the seed lists, with the seed's ports.
+    for (agent, host, port) in [
+        ("VRAMOptimizerAgent", "mainpc", 5572),
+        ("ChainOfThoughtAgent", "mainpc", 5612),
+        ("FaceRecognitionAgent", "mainpc", 5610),
+        ("LearningAdjusterAgent", "mainpc", 5643),
+        ("TTSService", "mainpc", 5801),
+        ("ProactiveAgent", "mainpc", 5624),
+        ("EmpathyAgent", "mainpc", 5703),
+        ("MemoryOrchestratorService", "pc2", 7140),
+        ("VisionProcessingAgent", "pc2", 7150),
+        ("UnifiedWebAgent", "pc2", 7126),
+        ("AdvancedRouter", "pc2", 7129),
+        ("redis", "mainpc", 6379),
+        ("pc2-redis", "pc2", 6379),
+    ] {
+        assert_eq!(find(agent), (host.to_string(), port), "{agent}");
+    }
+    let agents: usize = hosts
+        .iter()
+        .map(|h| h["agent_count"].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(agents, 52);
+}
+
+#[test]
+fn unknown_keys_are_rejected_at_every_level() {
+    fails_with(
+        "unknown-top",
+        &format!("{BASE}extra: 1\n"),
+        &["system.yaml:20:1: extra: unknown field `extra`"],
+    );
+    fails_with(
+        "unknown-host-key",
+        &BASE.replace("role: primary}", "role: primary, colour: red}"),
+        &["system.yaml:2:", "hosts.h1.colour: unknown field `colour`"],
+    );
+    fails_with(
+        "unknown-agent-key",
+        &BASE.replace(
+            "        port: 18081\n",
+            "        port: 18081\n        prot: 1\n",
+        ),
+        &["system.yaml:13:9: groups.web.agents[1].prot: unknown field `prot`"],
+    );
+    fails_with(
+        "unknown-health-key",
+        &BASE.replace(
+            "        port: 18082\n",
+            "        port: 18082\n        health: {http: /h, intervall: 2s}\n",
+        ),
+        &["groups.db.agents[0].health.intervall: unknown field `intervall`"],
+    );
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    fails_with(
+        "wrong-type",
+        &BASE.replace(
+            "    depends_on: [web]\n",
+            "    depends_on: [web]\n    resources: {memory: lots}\n",
+        ),
+        &[
+            "system.yaml:16:25: groups.db.resources.memory",
+            "expected a size like 512M or 2G",
+        ],
+    );
+    fails_with(
+        "wrong-type-cmd",
+        &BASE.replace(
+            "command: python3 agents/ok.py\n        port: 18082",
+            "command: {a: 1}\n        port: 18082",
+        ),
+        &["groups.db.agents[0].command", "expected a command"],
+    );
+}
+
+#[test]
+fn port_out_of_range() {
+    fails_with(
+        "port-range",
+        &BASE.replace("port: 18081", "port: 66000"),
+        &["system.yaml:12:15: groups.web.agents[1].port: expected a port 1-65535, got 66000"],
+    );
+}
+
+#[test]
+fn duplicate_agent_name() {
+    fails_with(
+        "dup-agent",
+        &BASE.replace("name: store", "name: front"),
+        &["system.yaml:17:15: groups.db.agents[0].name: duplicate agent name \"front\" (also defined at groups.web.agents[0])"],
+    );
+}
+
+#[test]
+fn group_dependency_cycle_is_named() {
+    fails_with(
+        "cycle",
+        &BASE.replace(
+            "  web:\n    host: h1\n",
+            "  web:\n    host: h1\n    depends_on: [db]\n",
+        ),
+        &["dependency cycle among groups: web -> db -> web"],
+    );
+}
+
+#[test]
+fn agent_dependency_cycle_is_named() {
+    let s = BASE
+        .replace(
+            "        port: 18080\n",
+            "        port: 18080\n        depends_on: [back]\n",
+        )
+        .replace(
+            "        port: 18081\n",
+            "        port: 18081\n        depends_on: [front]\n",
+        );
+    fails_with(
+        "agent-cycle",
+        &s,
+        &["dependency cycle among agents: front -> back -> front"],
+    );
+}
+
+#[test]
+fn port_clash_names_both_agents() {
+    fails_with(
+        "clash",
+        &BASE.replace("port: 18082", "port: 18080"),
+        &["groups.db.agents[0].port: port 18080 of db:store is already used by web:front on host h1"],
+    );
+    fails_with(
+        "clash-daemon",
+        &BASE.replace("port: 18082", "port: 9000"),
+        &["port 9000 of db:store clashes with the daemon's http_listen on host h1"],
+    );
+}
+
+#[test]
+fn port_in_use_on_this_machine() {
+    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let f = Fixture::new("in-use");
+    f.write(
+        "system.yaml",
+        &BASE.replace("port: 18082", &format!("port: {port}")),
+    );
+    let (code, out) = f.check(&["--host", "h1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("groups.db.agents[0].port: port {port} of db:store is already in use on this machine by")), "{out}");
+    assert!(
+        out.contains(&format!("(pid {})", std::process::id())),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_script_names_the_agent() {
+    fails_with(
+        "missing-script",
+        &BASE.replace(
+            "command: [python3, agents/ok.py]",
+            "command: [python3, agents/gone.py]",
+        ),
+        &[
+            "groups.web.agents[1].command: agent web:back runs agents/gone.py but",
+            "gone.py does not exist",
+        ],
+    );
+}
+
+#[test]
+fn syntax_error_names_script_and_line() {
+    let f = Fixture::new("syntax");
+    f.write(
+        "system.yaml",
+        &BASE.replace(
+            "command: [python3, agents/ok.py]",
+            "command: [python3, -u, agents/bad.py]",
+        ),
+    );
+    f.write("agents/bad.py", "import os\n\ndef broken(:\n    pass\n");
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{out}");
+    let bad = f.dir.join("agents/bad.py");
+    assert!(
+        out.contains(&format!(
+            "{}:3: SyntaxError: invalid syntax (agent web:back)",
+            bad.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("2/3 agents compile"), "{out}");
+}
+
+#[test]
+fn unknown_host_reference() {
+    fails_with(
+        "unknown-host",
+        &BASE.replace("  db:\n    host: h1", "  db:\n    host: h9"),
+        &["system.yaml:14:11: groups.db.host: unknown host \"h9\" (hosts: h1)"],
+    );
+    let f = Fixture::new("unknown-host-flag");
+    f.write("system.yaml", BASE);
+    let (code, out) = f.check(&["--host", "nope"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("--host \"nope\" is not a host of"), "{out}");
+}
+
+#[test]
+fn all_findings_are_reported_at_once() {
+    let s = BASE
+        .replace("  db:\n    host: h1", "  db:\n    host: h9")
+        .replace("port: 18081", "port: 18080")
+        .replace(
+            "command: [python3, agents/ok.py]",
+            "command: [python3, agents/gone.py]",
+        );
+    fails_with(
+        "many",
+        &s,
+        &[
+            "unknown host \"h9\"",
+            "already used by web:front",
+            "gone.py does not exist",
+        ],
+    );
+}
+
+#[test]
+fn json_output_lists_findings() {
+    let f = Fixture::new("json");
+    f.write("system.yaml", &BASE.replace("port: 18082", "port: 18080"));
+    let out = Command::new(BIN)
+        .args(["check", "--json"])
+        .arg(f.dir.join("system.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errs: Vec<&serde_json::Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert_eq!(errs.len(), 1, "{v}");
+    assert_eq!(errs[0]["code"], "port-clash");
+    assert_eq!(errs[0]["field"], "groups.db.agents[0].port");
+    assert_eq!(errs[0]["at"]["line"], 19);
+}
+
+#[test]
+fn yaml_syntax_error_and_missing_file() {
+    fails_with("yaml", "hosts: [a\n", &["system.yaml:", "invalid YAML"]);
+    let out = Command::new(BIN)
+        .args(["check", "/nonexistent/system.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("/nonexistent/system.yaml: cannot read system file"));
+}
