@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what agent-supervisor and its tests need on a fresh Debian machine (run as root).
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-prereqs: run as root (apt-get, and the tests need namespaces and cgroups)" >&2
+  exit 1
+fi
+
+packages=(python3 redis-server redis-tools iproute2 procps util-linux kmod)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-prereqs: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The example system runs its own Redis on 6379: Debian's redis-server service must not hold it.
+if systemctl is-active --quiet redis-server 2>/dev/null; then
+  echo "install-prereqs: stopping and disabling Debian's redis-server service (the example runs its own Redis on 6379)"
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
+elif pgrep -x redis-server >/dev/null 2>&1 && [[ -x /etc/init.d/redis-server ]]; then
+  /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+fi
+
+# The VM used by the cgroup v2 tests: QEMU, busybox and a cached Debian cloud kernel.
+if [[ -x .ci/vm-prereqs.sh ]]; then
+  .ci/vm-prereqs.sh
+fi
