@@ -4,6 +4,7 @@
 //! `src/bin/supervisorctl.rs` only parse arguments and print.
 
 pub mod check;
+pub mod launch;
 
 /// The version printed by `--version` and `supervisorctl version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

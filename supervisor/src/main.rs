@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_supervisor::check;
+use agent_supervisor::{check, launch};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,11 +31,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// (internal) Build a group's namespaces and PID 1 from a launch spec; prints the init pid.
+    #[command(name = "__group-init", hide = true)]
+    GroupInit { spec: PathBuf },
+    /// (internal) Run one agent inside a running group from a launch spec, as its shim.
+    #[command(name = "__agent", hide = true)]
+    Agent { spec: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::GroupInit { spec } => exit_code(launch::init::main(&spec)),
+        Cmd::Agent { spec } => exit_code(launch::agent::main(&spec)),
         Cmd::Check { config, host, json } => {
             let report = check::run(&config, &check::Options { host });
             if json {
@@ -75,4 +83,8 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn exit_code(status: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(status).unwrap_or(255))
 }

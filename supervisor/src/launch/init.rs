@@ -1,0 +1,134 @@
+//! `agent-supervisor __group-init SPEC`: creates a group's namespaces and its PID 1.
+//!
+//! The launching process joins the group's init cgroup, unshares the namespaces and forks;
+//! the child, PID 1 of the new pid namespace, builds the root file system, reports "ok" on a
+//! pipe and becomes the group's init: it reaps orphans and forwards SIGHUP/SIGUSR1/SIGUSR2 to
+//! every process of the group; SIGTERM/SIGINT end it (and with it the whole pid namespace).
+//! The launcher prints the init's pid and exits once the init is ready.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::spec::{read, GroupSpec};
+use super::{close_inherited_fds, join_cgroup, LaunchError};
+
+/// Entry point; returns the process exit status.
+pub fn main(spec_path: &Path) -> i32 {
+    match launch(spec_path) {
+        Ok(pid) => {
+            println!("{pid}");
+            0
+        }
+        Err(e) => {
+            eprintln!("agent-supervisor __group-init: {e}");
+            1
+        }
+    }
+}
+
+fn launch(spec_path: &Path) -> Result<i32, LaunchError> {
+    // Step 1: close inherited fds.
+    close_inherited_fds();
+    let spec: GroupSpec = read(spec_path)?;
+    // Step 2: join the group's init cgroup (the init and all it forks are accounted there).
+    join_cgroup(&spec.cgroup_procs)?;
+    // Step 3: new namespaces. The pid namespace applies to the child forked next.
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    if spec.private_network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| LaunchError::sys("unshare namespaces", &spec.group, e))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::sys("pipe", &spec.group, e))?;
+    // SAFETY: this launcher is single-threaded (no threads were spawned), so the child may
+    // run arbitrary code after fork.
+    match unsafe { fork() }.map_err(|e| LaunchError::sys("fork group init", &spec.group, e))? {
+        ForkResult::Child => {
+            drop(ready_r);
+            become_init(&spec, ready_w)
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            let mut status = String::new();
+            let _ = std::fs::File::from(ready_r).read_to_string(&mut status);
+            if status == "ok" {
+                Ok(child.as_raw())
+            } else {
+                let _ = waitpid(child, None);
+                let why = status.strip_prefix("error: ").unwrap_or(if status.is_empty() { "the group init died before it was ready" } else { &status });
+                Err(LaunchError::Init { group: spec.group.clone(), message: why.to_string() })
+            }
+        }
+    }
+}
+
+/// PID 1 of the group: builds the root, reports ready (closing the pipe), then serves.
+fn become_init(spec: &GroupSpec, ready: OwnedFd) -> ! {
+    if let Err(e) = prepare(spec) {
+        let _ = nix::unistd::write(&ready, format!("error: {e}").as_bytes());
+        std::process::exit(1);
+    }
+    let _ = nix::unistd::write(&ready, b"ok");
+    drop(ready);
+    init_loop()
+}
+
+/// Steps 4 onwards of `docs/launcher.md`, run by the init itself.
+fn prepare(spec: &GroupSpec) -> Result<(), LaunchError> {
+    SigSet::all().thread_block().map_err(|e| LaunchError::sys("block signals", &spec.group, e))?;
+    // Step 4: hostname.
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| LaunchError::sys("sethostname", &spec.group, e))?;
+    // Steps 5-11: the file system.
+    super::mounts::build_root(spec).map_err(|e| LaunchError::Mount { group: spec.group.clone(), source: e })?;
+    if spec.private_network {
+        super::net::loopback_up().map_err(|e| LaunchError::sys("bring up lo", &spec.group, e))?;
+    }
+    // The init holds no host file: stdio goes to the group's /dev/null.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| LaunchError::Io { step: "open /dev/null", group: spec.group.clone(), source: e })?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
+    Ok(())
+}
+
+/// The init's life: wait for signals, reap every exited process, forward some signals.
+fn init_loop() -> ! {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
+        set.add(s);
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    loop {
+        let Ok(sig) = set.wait() else { continue };
+        match sig {
+            Signal::SIGCHLD => reap_all(),
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => std::process::exit(0),
+            other => {
+                let _ = kill(Pid::from_raw(-1), other);
+            }
+        }
+    }
+}
+
+fn reap_all() {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => continue,
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The privileged launch path, in the style of Firecracker's jailer: small, single-threaded
+//! programs (hidden subcommands of `agent-supervisor`) that the daemon execs. Nothing here
+//! runs inside the tokio daemon. The order of steps is documented in `docs/launcher.md`.
+//!
+//! - [`init`]: `__group-init SPEC` builds a group's namespaces, root and PID 1;
+//! - [`agent`]: `__agent SPEC` starts one agent in a running group and stays as its shim.
+
+pub mod agent;
+pub mod init;
+pub mod mounts;
+pub mod net;
+pub mod sandbox;
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+
+/// Errors of the launch path; each names the group or agent and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    SpecFile(#[from] spec::SpecError),
+    #[error("group {group}: {step}{}: {source}", .path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Sys {
+        step: &'static str,
+        group: String,
+        path: Option<PathBuf>,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("group {group}: {step}: {source}")]
+    Io {
+        step: &'static str,
+        group: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("group {group}: cannot join cgroup {path}: {source}")]
+    Cgroup {
+        group: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("group {group}: {source}")]
+    Mount {
+        group: String,
+        #[source]
+        source: mounts::MountError,
+    },
+    #[error("group {group}: {source}")]
+    Sandbox {
+        group: String,
+        #[source]
+        source: sandbox::SandboxError,
+    },
+    #[error("group {group}: {message}")]
+    Init { group: String, message: String },
+    #[error("group {group}: bad launch spec: {message}")]
+    Spec { group: String, message: String },
+    #[error("agent {agent}: {message}")]
+    Exec { agent: String, message: String },
+}
+
+impl LaunchError {
+    fn sys(step: &'static str, group: &str, source: nix::Error) -> LaunchError {
+        LaunchError::Sys { step, group: group.to_string(), path: None, source }
+    }
+
+    fn with_path(self, p: &Path) -> LaunchError {
+        match self {
+            LaunchError::Sys { step, group, source, .. } => LaunchError::Sys { step, group, path: Some(p.to_path_buf()), source },
+            other => other,
+        }
+    }
+}
+
+/// Closes every fd above 2 (step 1 of every launch path).
+pub fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; nothing of ours above 2 is open yet.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
+/// Moves the calling process into a cgroup by writing 0 to each `cgroup.procs`.
+pub fn join_cgroup(procs: &[PathBuf]) -> Result<(), LaunchError> {
+    for p in procs {
+        std::fs::write(p, "0").map_err(|source| LaunchError::Cgroup {
+            group: String::new(),
+            path: p.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
