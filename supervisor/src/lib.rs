@@ -3,8 +3,11 @@
 //! The library holds the commands; `src/main.rs` (the `agent-supervisor` binary) and
 //! `src/bin/supervisorctl.rs` only parse arguments and print.
 
+pub mod cgroup;
 pub mod check;
 pub mod launch;
+pub mod pod;
+pub mod run_group;
 
 /// The version printed by `--version` and `supervisorctl version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_supervisor::{check, launch};
+use agent_supervisor::{check, launch, run_group};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,6 +31,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run one group in the foreground until Ctrl-C, printing its agents' starts and exits.
+    RunGroup {
+        /// The system file (YAML).
+        config: PathBuf,
+        /// The host the group belongs to (this machine).
+        #[arg(long)]
+        host: String,
+        /// The group to run.
+        group: String,
+        /// Return once every agent has ended (exit 0 if all exited 0).
+        #[arg(long)]
+        until_exit: bool,
+    },
     /// (internal) Build a group's namespaces and PID 1 from a launch spec; prints the init pid.
     #[command(name = "__group-init", hide = true)]
     GroupInit { spec: PathBuf },
@@ -44,6 +57,19 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::GroupInit { spec } => exit_code(launch::init::main(&spec)),
         Cmd::Agent { spec } => exit_code(launch::agent::main(&spec)),
+        Cmd::RunGroup {
+            config,
+            host,
+            group,
+            until_exit,
+        } => match run_group::run(&config, &host, &group, until_exit) {
+            Ok(outcome) if outcome.all_ok || !until_exit => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("agent-supervisor run-group: {e}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::Check { config, host, json } => {
             let report = check::run(&config, &check::Options { host });
             if json {

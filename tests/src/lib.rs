@@ -1,4 +1,5 @@
 //! Test harness for agent-supervisor's end-to-end tests: temporary system files and a
 //! throwaway QEMU VM with a full cgroup v2 host.
 
+pub mod fixture;
 pub mod vm;

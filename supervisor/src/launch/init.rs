@@ -48,7 +48,8 @@ fn launch(spec_path: &Path) -> Result<i32, LaunchError> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| LaunchError::sys("unshare namespaces", &spec.group, e))?;
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::sys("pipe", &spec.group, e))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::sys("pipe", &spec.group, e))?;
     // SAFETY: this launcher is single-threaded (no threads were spawned), so the child may
     // run arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| LaunchError::sys("fork group init", &spec.group, e))? {
@@ -64,8 +65,17 @@ fn launch(spec_path: &Path) -> Result<i32, LaunchError> {
                 Ok(child.as_raw())
             } else {
                 let _ = waitpid(child, None);
-                let why = status.strip_prefix("error: ").unwrap_or(if status.is_empty() { "the group init died before it was ready" } else { &status });
-                Err(LaunchError::Init { group: spec.group.clone(), message: why.to_string() })
+                let why = status
+                    .strip_prefix("error: ")
+                    .unwrap_or(if status.is_empty() {
+                        "the group init died before it was ready"
+                    } else {
+                        &status
+                    });
+                Err(LaunchError::Init {
+                    group: spec.group.clone(),
+                    message: why.to_string(),
+                })
             }
         }
     }
@@ -84,11 +94,17 @@ fn become_init(spec: &GroupSpec, ready: OwnedFd) -> ! {
 
 /// Steps 4 onwards of `docs/launcher.md`, run by the init itself.
 fn prepare(spec: &GroupSpec) -> Result<(), LaunchError> {
-    SigSet::all().thread_block().map_err(|e| LaunchError::sys("block signals", &spec.group, e))?;
+    SigSet::all()
+        .thread_block()
+        .map_err(|e| LaunchError::sys("block signals", &spec.group, e))?;
     // Step 4: hostname.
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| LaunchError::sys("sethostname", &spec.group, e))?;
+    nix::unistd::sethostname(&spec.hostname)
+        .map_err(|e| LaunchError::sys("sethostname", &spec.group, e))?;
     // Steps 5-11: the file system.
-    super::mounts::build_root(spec).map_err(|e| LaunchError::Mount { group: spec.group.clone(), source: e })?;
+    super::mounts::build_root(spec).map_err(|e| LaunchError::Mount {
+        group: spec.group.clone(),
+        source: e,
+    })?;
     if spec.private_network {
         super::net::loopback_up().map_err(|e| LaunchError::sys("bring up lo", &spec.group, e))?;
     }
@@ -97,7 +113,11 @@ fn prepare(spec: &GroupSpec) -> Result<(), LaunchError> {
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| LaunchError::Io { step: "open /dev/null", group: spec.group.clone(), source: e })?;
+        .map_err(|e| LaunchError::Io {
+            step: "open /dev/null",
+            group: spec.group.clone(),
+            source: e,
+        })?;
     for fd in 0..3 {
         // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
         unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
@@ -108,7 +128,15 @@ fn prepare(spec: &GroupSpec) -> Result<(), LaunchError> {
 /// The init's life: wait for signals, reap every exited process, forward some signals.
 fn init_loop() -> ! {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         set.add(s);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);

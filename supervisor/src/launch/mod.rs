@@ -63,12 +63,27 @@ pub enum LaunchError {
 
 impl LaunchError {
     fn sys(step: &'static str, group: &str, source: nix::Error) -> LaunchError {
-        LaunchError::Sys { step, group: group.to_string(), path: None, source }
+        LaunchError::Sys {
+            step,
+            group: group.to_string(),
+            path: None,
+            source,
+        }
     }
 
     fn with_path(self, p: &Path) -> LaunchError {
         match self {
-            LaunchError::Sys { step, group, source, .. } => LaunchError::Sys { step, group, path: Some(p.to_path_buf()), source },
+            LaunchError::Sys {
+                step,
+                group,
+                source,
+                ..
+            } => LaunchError::Sys {
+                step,
+                group,
+                path: Some(p.to_path_buf()),
+                source,
+            },
             other => other,
         }
     }

@@ -30,10 +30,21 @@ pub const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Paths read-only by default, as runc and crun do.
-pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// Host files hidden from groups on the `host` rootfs (its `/etc` is the host's).
-pub const HOST_MASKED: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-"];
+pub const HOST_MASKED: &[&str] = &[
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+];
 
 /// A failed mount step, naming it and the path.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +57,11 @@ pub struct MountError {
 }
 
 fn err<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> MountError + 'a {
-    move |source| MountError { step, path: path.to_path_buf(), source }
+    move |source| MountError {
+        step,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn mnt(
@@ -64,12 +79,17 @@ fn mnt(
 /// absolute ones included, resolve as if `root` were `/`), creating missing directories, and
 /// the last component as a directory or an empty file.
 pub fn open_in_root(root: &OwnedFd, path: &Path, dir: bool) -> Result<OwnedFd, MountError> {
-    let how = |flags: OFlag| OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let how = |flags: OFlag| {
+        OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+    };
     let mut so_far = PathBuf::from("/");
     let comps: Vec<Component> = path.components().collect();
     for (i, c) in comps.iter().enumerate() {
         let Component::Normal(name) = c else { continue };
-        let parent = openat2(root, &so_far, how(OFlag::O_PATH | OFlag::O_DIRECTORY)).map_err(err("open", &so_far))?;
+        let parent = openat2(root, &so_far, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
+            .map_err(err("open", &so_far))?;
         so_far.push(name);
         let last = i + 1 == comps.len();
         match openat2(root, &so_far, how(OFlag::O_PATH)) {
@@ -77,20 +97,37 @@ pub fn open_in_root(root: &OwnedFd, path: &Path, dir: bool) -> Result<OwnedFd, M
             Ok(_) => continue,
             Err(nix::Error::ENOENT) => {
                 if !last || dir {
-                    nix::sys::stat::mkdirat(&parent, *name, Mode::from_bits_truncate(0o755)).map_err(err("mkdir", &so_far))?;
+                    nix::sys::stat::mkdirat(&parent, *name, Mode::from_bits_truncate(0o755))
+                        .map_err(err("mkdir", &so_far))?;
                 } else {
                     // Create an empty file to bind a file onto.
-                    let dirfd = openat2(root, so_far.parent().unwrap_or(Path::new("/")), how(OFlag::O_DIRECTORY | OFlag::O_RDONLY))
-                        .map_err(err("open", &so_far))?;
-                    let f = nix::fcntl::openat(&dirfd, *name, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644))
-                        .map_err(err("create", &so_far))?;
+                    let dirfd = openat2(
+                        root,
+                        so_far.parent().unwrap_or(Path::new("/")),
+                        how(OFlag::O_DIRECTORY | OFlag::O_RDONLY),
+                    )
+                    .map_err(err("open", &so_far))?;
+                    let f = nix::fcntl::openat(
+                        &dirfd,
+                        *name,
+                        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o644),
+                    )
+                    .map_err(err("create", &so_far))?;
                     drop(f);
                 }
                 if last {
-                    return openat2(root, &so_far, how(OFlag::O_PATH)).map_err(err("open", &so_far));
+                    return openat2(root, &so_far, how(OFlag::O_PATH))
+                        .map_err(err("open", &so_far));
                 }
             }
-            Err(e) => return Err(MountError { step: "open", path: so_far, source: e }),
+            Err(e) => {
+                return Err(MountError {
+                    step: "open",
+                    path: so_far,
+                    source: e,
+                })
+            }
         }
     }
     openat2(root, &so_far, how(OFlag::O_PATH)).map_err(err("open", &so_far))
@@ -102,20 +139,49 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 }
 
 /// Binds `source` (a host path) onto `target` inside `root`, read-only if asked.
-pub fn bind_into(root: &OwnedFd, source: &Path, target: &Path, readonly: bool, step: &'static str) -> Result<(), MountError> {
-    let is_dir = source.metadata().map(|m| m.is_dir()).map_err(|e| MountError {
-        step,
-        path: source.to_path_buf(),
-        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)),
-    })?;
+pub fn bind_into(
+    root: &OwnedFd,
+    source: &Path,
+    target: &Path,
+    readonly: bool,
+    step: &'static str,
+) -> Result<(), MountError> {
+    let is_dir = source
+        .metadata()
+        .map(|m| m.is_dir())
+        .map_err(|e| MountError {
+            step,
+            path: source.to_path_buf(),
+            source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)),
+        })?;
     let fd = open_in_root(root, target, is_dir)?;
     let t = fd_path(&fd);
-    mnt(Some(source), &t, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, step).map_err(|e| MountError { path: target.to_path_buf(), ..e })?;
+    mnt(
+        Some(source),
+        &t,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+        step,
+    )
+    .map_err(|e| MountError {
+        path: target.to_path_buf(),
+        ..e
+    })?;
     if readonly {
         // Re-open: the old fd names the directory under the new mount.
         let fd = open_in_root(root, target, is_dir)?;
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        mnt(None, &fd_path(&fd), None, flags, None, "remount read-only").map_err(|e| MountError { path: target.to_path_buf(), ..e })?;
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV;
+        mnt(None, &fd_path(&fd), None, flags, None, "remount read-only").map_err(|e| {
+            MountError {
+                path: target.to_path_buf(),
+                ..e
+            }
+        })?;
     }
     Ok(())
 }
@@ -125,40 +191,82 @@ pub fn bind_into(root: &OwnedFd, source: &Path, target: &Path, readonly: bool, s
 pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
     let root = spec.root_dir.as_path();
     // 1. Nothing we mount propagates back to the host.
-    mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None, "make / private")?;
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+        "make / private",
+    )?;
     // 2. The root file system.
     let host_rootfs = matches!(spec.rootfs, RootfsSpec::Host(_));
     match &spec.rootfs {
         RootfsSpec::Host(entries) => {
-            mnt(Some(Path::new("tmpfs")), root, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755,size=4m"), "mount root tmpfs")?;
+            mnt(
+                Some(Path::new("tmpfs")),
+                root,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=755,size=4m"),
+                "mount root tmpfs",
+            )?;
             let root_fd = open_dir(root)?;
             for e in entries {
                 match e {
                     RootEntry::Dir(d) => bind_into(&root_fd, d, d, true, "bind host directory")?,
                     RootEntry::Symlink { path, target } => {
                         let name = path.strip_prefix("/").unwrap_or(path);
-                        nix::unistd::symlinkat(target, &root_fd, name).map_err(err("symlink", path))?;
+                        nix::unistd::symlinkat(target, &root_fd, name)
+                            .map_err(err("symlink", path))?;
                     }
                 }
             }
-            for d in ["proc", "dev", "sys", "tmp", "run", "var", "var/tmp", "root", "home"] {
+            for d in [
+                "proc", "dev", "sys", "tmp", "run", "var", "var/tmp", "root", "home",
+            ] {
                 let p = root.join(d);
                 if !p.exists() {
-                    std::fs::create_dir(&p).map_err(|e| MountError { step: "mkdir", path: p.clone(), source: io_errno(&e) })?;
+                    std::fs::create_dir(&p).map_err(|e| MountError {
+                        step: "mkdir",
+                        path: p.clone(),
+                        source: io_errno(&e),
+                    })?;
                 }
             }
         }
         RootfsSpec::Dir { path, .. } => {
-            mnt(Some(path), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, "bind rootfs directory")?;
+            mnt(
+                Some(path),
+                root,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                "bind rootfs directory",
+            )?;
         }
     }
     let root_fd = open_dir(root)?;
     // 3. /proc of the new pid namespace.
     let proc_fd = open_in_root(&root_fd, Path::new("/proc"), true)?;
-    mnt(Some(Path::new("proc")), &fd_path(&proc_fd), Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None, "mount /proc")?;
+    mnt(
+        Some(Path::new("proc")),
+        &fd_path(&proc_fd),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+        "mount /proc",
+    )?;
     // 4. A minimal /dev.
     let dev_fd = open_in_root(&root_fd, Path::new("/dev"), true)?;
-    mnt(Some(Path::new("tmpfs")), &fd_path(&dev_fd), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=64k"), "mount /dev")?;
+    mnt(
+        Some(Path::new("tmpfs")),
+        &fd_path(&dev_fd),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=64k"),
+        "mount /dev",
+    )?;
     for n in DEV_NODES {
         let host = Path::new("/dev").join(n);
         bind_into(&root_fd, &host, &host, false, "bind device")?;
@@ -167,27 +275,81 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
         bind_into(&root_fd, d, d, false, "bind device")?;
     }
     let pts = open_in_root(&root_fd, Path::new("/dev/pts"), true)?;
-    mnt(Some(Path::new("devpts")), &fd_path(&pts), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"), "mount /dev/pts")?;
+    mnt(
+        Some(Path::new("devpts")),
+        &fd_path(&pts),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+        "mount /dev/pts",
+    )?;
     let shm = open_in_root(&root_fd, Path::new("/dev/shm"), true)?;
-    mnt(Some(Path::new("shm")), &fd_path(&shm), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=1777,size=64m"), "mount /dev/shm")?;
+    mnt(
+        Some(Path::new("shm")),
+        &fd_path(&shm),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=64m"),
+        "mount /dev/shm",
+    )?;
     let dev = root.join("dev");
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| MountError { step: "symlink", path: dev.join(link), source: io_errno(&e) })?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| MountError {
+            step: "symlink",
+            path: dev.join(link),
+            source: io_errno(&e),
+        })?;
     }
     // 5. /sys read-only.
     let sys = open_in_root(&root_fd, Path::new("/sys"), true)?;
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if mount(Some("sysfs"), &fd_path(&sys), Some("sysfs"), ro, None::<&str>).is_err() {
+    if mount(
+        Some("sysfs"),
+        &fd_path(&sys),
+        Some("sysfs"),
+        ro,
+        None::<&str>,
+    )
+    .is_err()
+    {
         // Without a private network namespace some kernels refuse a new sysfs: bind it.
-        bind_into(&root_fd, Path::new("/sys"), Path::new("/sys"), true, "bind /sys")?;
+        bind_into(
+            &root_fd,
+            Path::new("/sys"),
+            Path::new("/sys"),
+            true,
+            "bind /sys",
+        )?;
     }
     // 6. /tmp and /run.
-    for (p, opts) in [("/tmp", "mode=1777"), ("/run", "mode=755"), ("/var/tmp", "mode=1777")] {
+    for (p, opts) in [
+        ("/tmp", "mode=1777"),
+        ("/run", "mode=755"),
+        ("/var/tmp", "mode=1777"),
+    ] {
         let fd = open_in_root(&root_fd, Path::new(p), true)?;
-        mnt(Some(Path::new("tmpfs")), &fd_path(&fd), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts), "mount tmpfs")?;
+        mnt(
+            Some(Path::new("tmpfs")),
+            &fd_path(&fd),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts),
+            "mount tmpfs",
+        )?;
     }
     // 7. The config's binds, resolved inside the new root.
-    for BindSpec { source, target, readonly } in &spec.binds {
+    for BindSpec {
+        source,
+        target,
+        readonly,
+    } in &spec.binds
+    {
         bind_into(&root_fd, source, target, *readonly, "bind")?;
     }
     drop((proc_fd, dev_fd, pts, shm, sys));
@@ -206,15 +368,44 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
         mask(p)?;
     }
     for p in &spec.readonly_paths {
-        match mount(Some(p.as_path()), p.as_path(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+        match mount(
+            Some(p.as_path()),
+            p.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ) {
             Err(nix::Error::ENOENT) => continue,
             r => r.map_err(err("bind read-only path", p))?,
         }
-        mnt(None, p, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None, "remount read-only path")?;
+        mnt(
+            None,
+            p,
+            None,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            None,
+            "remount read-only path",
+        )?;
     }
     // 10. The host rootfs skeleton itself becomes read-only.
     if host_rootfs || matches!(spec.rootfs, RootfsSpec::Dir { readonly: true, .. }) {
-        mnt(None, Path::new("/"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None, "remount / read-only")?;
+        mnt(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            None,
+            "remount / read-only",
+        )?;
     }
     Ok(())
 }
@@ -223,13 +414,32 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
 fn mask(p: &Path) -> Result<(), MountError> {
     match std::fs::metadata(p) {
         Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => mnt(Some(Path::new("tmpfs")), p, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"), "mask directory"),
-        Ok(_) => mnt(Some(Path::new("/dev/null")), p, None, MsFlags::MS_BIND, None, "mask file"),
+        Ok(m) if m.is_dir() => mnt(
+            Some(Path::new("tmpfs")),
+            p,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+            "mask directory",
+        ),
+        Ok(_) => mnt(
+            Some(Path::new("/dev/null")),
+            p,
+            None,
+            MsFlags::MS_BIND,
+            None,
+            "mask file",
+        ),
     }
 }
 
 fn open_dir(p: &Path) -> Result<OwnedFd, MountError> {
-    nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(err("open", p))
+    nix::fcntl::open(
+        p,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open", p))
 }
 
 fn io_errno(e: &std::io::Error) -> nix::Error {

@@ -61,7 +61,9 @@ pub fn parse_caps(names: &[String]) -> Result<CapsHashSet, SandboxError> {
     let mut set = CapsHashSet::new();
     for n in names {
         let canon = caps::to_canonical(n);
-        let cap: Capability = canon.parse().map_err(|_| SandboxError::UnknownCap(n.clone()))?;
+        let cap: Capability = canon
+            .parse()
+            .map_err(|_| SandboxError::UnknownCap(n.clone()))?;
         set.insert(cap);
     }
     Ok(set)
@@ -69,7 +71,8 @@ pub fn parse_caps(names: &[String]) -> Result<CapsHashSet, SandboxError> {
 
 /// The default set with `add` added and `drop` removed (`ALL` allowed in both).
 pub fn effective_caps(add: &[String], drop: &[String]) -> Result<Vec<String>, SandboxError> {
-    let mut set: std::collections::BTreeSet<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    let mut set: std::collections::BTreeSet<String> =
+        DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     for a in add {
         if a.eq_ignore_ascii_case("all") {
             set.extend(caps::all().iter().map(|c| c.to_string()));
@@ -97,15 +100,30 @@ pub fn apply_caps(keep: &CapsHashSet) -> Result<(), SandboxError> {
             // Ignore caps the running kernel does not know.
             if let Err(e) = caps::drop(None, CapSet::Bounding, cap) {
                 if caps::runtime::thread_all_supported().contains(&cap) {
-                    return Err(SandboxError::Caps { step: "bounding", source: e });
+                    return Err(SandboxError::Caps {
+                        step: "bounding",
+                        source: e,
+                    });
                 }
             }
         }
     }
-    caps::clear(None, CapSet::Ambient).map_err(|source| SandboxError::Caps { step: "ambient", source })?;
-    caps::set(None, CapSet::Inheritable, keep).map_err(|source| SandboxError::Caps { step: "inheritable", source })?;
-    caps::set(None, CapSet::Effective, keep).map_err(|source| SandboxError::Caps { step: "effective", source })?;
-    caps::set(None, CapSet::Permitted, keep).map_err(|source| SandboxError::Caps { step: "permitted", source })?;
+    caps::clear(None, CapSet::Ambient).map_err(|source| SandboxError::Caps {
+        step: "ambient",
+        source,
+    })?;
+    caps::set(None, CapSet::Inheritable, keep).map_err(|source| SandboxError::Caps {
+        step: "inheritable",
+        source,
+    })?;
+    caps::set(None, CapSet::Effective, keep).map_err(|source| SandboxError::Caps {
+        step: "effective",
+        source,
+    })?;
+    caps::set(None, CapSet::Permitted, keep).map_err(|source| SandboxError::Caps {
+        step: "permitted",
+        source,
+    })?;
     Ok(())
 }
 
@@ -177,22 +195,44 @@ pub fn default_filters() -> Result<Vec<BpfProgram>, SandboxError> {
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e: seccompiler::BackendError| SandboxError::SeccompBuild(e.to_string()))?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = blocked_syscalls().into_iter().map(|s| (s, vec![])).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = blocked_syscalls()
+        .into_iter()
+        .map(|s| (s, vec![]))
+        .collect();
     let newuser = libc::CLONE_NEWUSER as u64;
-    let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(newuser), newuser)
-        .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
+    let cond = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::MaskedEq(newuser),
+        newuser,
+    )
+    .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
     rules.insert(
         libc::SYS_clone,
         vec![SeccompRule::new(vec![cond]).map_err(|e| SandboxError::SeccompBuild(e.to_string()))?],
     );
-    let eperm = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
-        .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
+    let eperm = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
     let mut clone3 = BTreeMap::new();
     clone3.insert(libc::SYS_clone3, vec![]);
-    let enosys = SeccompFilter::new(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
-        .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
-    let a: BpfProgram = eperm.try_into().map_err(|e: seccompiler::BackendError| SandboxError::SeccompBuild(e.to_string()))?;
-    let b: BpfProgram = enosys.try_into().map_err(|e: seccompiler::BackendError| SandboxError::SeccompBuild(e.to_string()))?;
+    let enosys = SeccompFilter::new(
+        clone3,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
+    let a: BpfProgram = eperm
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| SandboxError::SeccompBuild(e.to_string()))?;
+    let b: BpfProgram = enosys
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| SandboxError::SeccompBuild(e.to_string()))?;
     Ok(vec![a, b])
 }
 
@@ -219,7 +259,10 @@ pub fn apply_rlimits(limits: &[Rlimit]) -> Result<(), SandboxError> {
             "cpu" => Resource::RLIMIT_CPU,
             other => return Err(SandboxError::UnknownRlimit(other.to_string())),
         };
-        setrlimit(r, l.soft, l.hard).map_err(|source| SandboxError::Rlimit { name: l.name.clone(), source })?;
+        setrlimit(r, l.soft, l.hard).map_err(|source| SandboxError::Rlimit {
+            name: l.name.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

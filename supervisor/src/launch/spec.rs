@@ -137,8 +137,14 @@ pub enum SpecError {
 
 /// Reads a JSON spec file.
 pub fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SpecError> {
-    let bytes = std::fs::read(path).map_err(|source| SpecError::Read { path: path.into(), source })?;
-    serde_json::from_slice(&bytes).map_err(|source| SpecError::Parse { path: path.into(), source })
+    let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| SpecError::Parse {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Writes a JSON spec file, readable by root only.
@@ -155,7 +161,12 @@ pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), SpecError> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|source| SpecError::Write { path: path.into(), source })?;
-    f.write_all(&bytes)
-        .map_err(|source| SpecError::Write { path: path.into(), source })
+        .map_err(|source| SpecError::Write {
+            path: path.into(),
+            source,
+        })?;
+    f.write_all(&bytes).map_err(|source| SpecError::Write {
+        path: path.into(),
+        source,
+    })
 }

@@ -1,0 +1,366 @@
+//! A group as a pod, from the daemon's side: creates its cgroups and state directory, execs
+//! `__group-init`, prepares `__agent` commands for its agents, and tears everything down.
+//!
+//! Architecture Invariant: this module only spawns programs (`Command` without `pre_exec`);
+//! all namespace and mount work happens in the exec'd launcher (`crate::launch`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agent_config::model::{Agent, Group};
+use agent_config::scripts::agent_env;
+use agent_config::{defaults, Loaded};
+
+use crate::cgroup::{Cgroup, CgroupError, Layout, Limits};
+use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
+use crate::launch::sandbox::DEFAULT_CAPS;
+use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, RootEntry, RootfsSpec};
+
+/// Where a pod keeps its things.
+#[derive(Debug, Clone)]
+pub struct PodOptions {
+    /// The `agent-supervisor` binary that has the hidden launcher subcommands.
+    pub launcher: PathBuf,
+    /// Runtime directory (`run_dir`); the pod uses `groups/<group>/` in it.
+    pub run_dir: PathBuf,
+    /// Cgroup root, relative to the cgroup mount (`cgroup_root`).
+    pub cgroup_root: String,
+}
+
+impl PodOptions {
+    /// Options from the system file's daemon settings for `host`, with this binary as launcher.
+    pub fn for_host(l: &Loaded, host: &str) -> Result<PodOptions, PodError> {
+        let d = defaults::daemon(&l.system, host);
+        let launcher = std::env::current_exe().map_err(|e| PodError::Io {
+            what: "find the agent-supervisor binary".into(),
+            source: e,
+        })?;
+        Ok(PodOptions {
+            launcher,
+            run_dir: d.run_dir,
+            cgroup_root: d.cgroup_root,
+        })
+    }
+}
+
+/// Errors of pod management; each names the group or agent.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("group {group}: {source}")]
+    Cgroup {
+        group: String,
+        #[source]
+        source: CgroupError,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error("group {group}: the launcher failed: {message}")]
+    Launch { group: String, message: String },
+    #[error("group {0} is not in the system file")]
+    NoGroup(String),
+    #[error("group {group}: env_file {path}: {message}")]
+    EnvFile {
+        group: String,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// A running group.
+#[derive(Debug)]
+pub struct Pod {
+    pub group: String,
+    /// The group init's pid (host pid namespace).
+    pub init_pid: i32,
+    pub init_start_time: u64,
+    pub cgroup: Cgroup,
+    /// `run_dir/groups/<group>`.
+    pub dir: PathBuf,
+    private_network: bool,
+    launcher: PathBuf,
+}
+
+/// The state directory of a group.
+pub fn group_dir(run_dir: &Path, group: &str) -> PathBuf {
+    run_dir.join("groups").join(group)
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
+    let what = what.into();
+    move |source| PodError::Io { what, source }
+}
+
+/// The group's root file system as the launcher needs it.
+fn rootfs(l: &Loaded, g: &Group) -> Result<(RootfsSpec, Vec<BindSpec>), PodError> {
+    let mut binds = Vec::new();
+    let image = defaults::image(g);
+    let rootfs = if image == defaults::HOST_IMAGE {
+        let entries = agent_rootfs::host_rootfs(Path::new("/")).map_err(|e| PodError::Launch {
+            group: String::new(),
+            message: e.to_string(),
+        })?;
+        // The host image also shows the system file's directory (agents' code), read-only.
+        let dir =
+            std::fs::canonicalize(&l.dir).map_err(io(format!("resolve {}", l.dir.display())))?;
+        binds.push(BindSpec {
+            source: dir.clone(),
+            target: dir,
+            readonly: true,
+        });
+        RootfsSpec::Host(
+            entries
+                .into_iter()
+                .map(|e| match e {
+                    agent_rootfs::HostEntry::Dir(d) => RootEntry::Dir(d),
+                    agent_rootfs::HostEntry::Symlink { path, target } => {
+                        RootEntry::Symlink { path, target }
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        return Err(PodError::Launch {
+            group: String::new(),
+            message: format!("image {image:?} is not built yet: only the `host` image can run"),
+        });
+    };
+    for b in &g.binds {
+        let source = std::fs::canonicalize(l.resolve(&b.source))
+            .map_err(io(format!("bind source {}", b.source.display())))?;
+        binds.push(BindSpec {
+            source,
+            target: b.target.clone(),
+            readonly: b.readonly,
+        });
+    }
+    Ok((rootfs, binds))
+}
+
+impl Pod {
+    /// Creates the group's cgroups and runs its init.
+    pub fn start(l: &Loaded, group: &str, opts: &PodOptions) -> Result<Pod, PodError> {
+        let g = l
+            .system
+            .groups
+            .get(group)
+            .ok_or_else(|| PodError::NoGroup(group.to_string()))?;
+        let cg_err = |source| PodError::Cgroup {
+            group: group.to_string(),
+            source,
+        };
+        let layout = Layout::detect().map_err(cg_err)?;
+        let root = Cgroup::root(&layout, &opts.cgroup_root).map_err(cg_err)?;
+        if let Some(stale) = root.open_child(group) {
+            stale.remove().map_err(cg_err)?;
+        }
+        let cgroup = root
+            .create_child(group, &Limits::from(&g.resources))
+            .map_err(cg_err)?;
+        let result = Self::start_in(l, group, g, opts, &cgroup);
+        match result {
+            Ok((init_pid, init_start_time, dir)) => Ok(Pod {
+                group: group.to_string(),
+                init_pid,
+                init_start_time,
+                cgroup,
+                dir,
+                private_network: false,
+                launcher: opts.launcher.clone(),
+            }),
+            Err(e) => {
+                let _ = cgroup.remove();
+                let _ = std::fs::remove_dir_all(group_dir(&opts.run_dir, group));
+                Err(e)
+            }
+        }
+    }
+
+    fn start_in(
+        l: &Loaded,
+        group: &str,
+        g: &Group,
+        opts: &PodOptions,
+        cgroup: &Cgroup,
+    ) -> Result<(i32, u64, PathBuf), PodError> {
+        let init_cg = cgroup
+            .create_child("init", &Limits::default())
+            .map_err(|source| PodError::Cgroup {
+                group: group.to_string(),
+                source,
+            })?;
+        let dir = group_dir(&opts.run_dir, group);
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["root", "agents"] {
+            std::fs::create_dir_all(dir.join(d))
+                .map_err(io(format!("create {}", dir.join(d).display())))?;
+        }
+        let (rootfs, binds) = rootfs(l, g).map_err(|e| match e {
+            PodError::Launch { message, .. } => PodError::Launch {
+                group: group.to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        let spec = GroupSpec {
+            group: group.to_string(),
+            hostname: group.to_string(),
+            cgroup_procs: init_cg.procs_files(),
+            root_dir: dir.join("root"),
+            rootfs,
+            binds,
+            private_network: false,
+            masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
+            readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
+            devices: Vec::new(),
+        };
+        let spec_path = dir.join("group.json");
+        spec::write(&spec_path, &spec)?;
+        let out = Command::new(&opts.launcher)
+            .arg("__group-init")
+            .arg(&spec_path)
+            .output()
+            .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let msg = msg
+                .strip_prefix("agent-supervisor __group-init: ")
+                .unwrap_or(&msg)
+                .to_string();
+            return Err(PodError::Launch {
+                group: group.to_string(),
+                message: msg,
+            });
+        }
+        let pid: i32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| PodError::Launch {
+                group: group.to_string(),
+                message: format!(
+                    "unexpected output {:?}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
+            })?;
+        let start = crate::launch::proc_start_time(pid).ok_or_else(|| PodError::Launch {
+            group: group.to_string(),
+            message: format!("the group init (pid {pid}) died right after starting"),
+        })?;
+        std::fs::write(dir.join("init.pid"), format!("{pid} {start}\n"))
+            .map_err(io(format!("write {}", dir.join("init.pid").display())))?;
+        Ok((pid, start, dir))
+    }
+
+    /// Prepares one agent: its cgroup, its spec and the `__agent` command to spawn (stdin,
+    /// stdout and stderr are the caller's to set). Returns the command and the agent's cgroup.
+    pub fn agent_command(&self, l: &Loaded, agent: &Agent) -> Result<(Command, Cgroup), PodError> {
+        let g = l
+            .system
+            .groups
+            .get(&self.group)
+            .ok_or_else(|| PodError::NoGroup(self.group.clone()))?;
+        let cg_err = |source| PodError::Cgroup {
+            group: self.group.clone(),
+            source,
+        };
+        if let Some(old) = self.cgroup.open_child(&agent.name) {
+            old.remove().map_err(cg_err)?;
+        }
+        let cg = self
+            .cgroup
+            .create_child(&agent.name, &Limits::default())
+            .map_err(cg_err)?;
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+            ("HOME".into(), "/root".into()),
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+        ];
+        let mut set = |k: String, v: String| {
+            env.retain(|(x, _)| *x != k);
+            env.push((k, v));
+        };
+        if let Some(f) = &g.env_file {
+            let path = l.resolve(f);
+            let text = std::fs::read_to_string(&path).map_err(|e| PodError::EnvFile {
+                group: self.group.clone(),
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (k, v) = line.split_once('=').ok_or_else(|| PodError::EnvFile {
+                    group: self.group.clone(),
+                    path: path.clone(),
+                    message: format!("line {}: expected KEY=VALUE", n + 1),
+                })?;
+                set(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        for (k, v) in g.env.iter().chain(agent.env.iter()) {
+            set(k.clone(), v.clone());
+        }
+        for (k, v) in agent_env(l, &self.group, agent) {
+            set(k, v);
+        }
+        let workdir = agent_config::scripts::workdir(l, g, agent);
+        let workdir = std::fs::canonicalize(&workdir).unwrap_or(workdir);
+        let agents = self.dir.join("agents");
+        let spec = AgentSpec {
+            group: self.group.clone(),
+            agent: agent.name.clone(),
+            init_pid: self.init_pid,
+            init_start_time: self.init_start_time,
+            private_network: self.private_network,
+            cgroup_procs: cg.procs_files(),
+            argv: agent.command.0.clone(),
+            env,
+            workdir,
+            capabilities: DEFAULT_CAPS.iter().map(|s| s.to_string()).collect(),
+            seccomp: true,
+            rlimits: Vec::new(),
+            pid_file: Some(agents.join(format!("{}.pid", agent.name))),
+            exit_file: Some(agents.join(format!("{}.exit", agent.name))),
+        };
+        let spec_path = agents.join(format!("{}.json", agent.name));
+        let _ = std::fs::remove_file(agents.join(format!("{}.exit", agent.name)));
+        spec::write(&spec_path, &spec)?;
+        let mut cmd = Command::new(&self.launcher);
+        cmd.arg("__agent").arg(spec_path);
+        Ok((cmd, cg))
+    }
+
+    /// The exit record the shim wrote for `agent`, if it ended.
+    pub fn exit_record(&self, agent: &str) -> Option<spec::ExitRecord> {
+        spec::read(&self.dir.join("agents").join(format!("{agent}.exit"))).ok()
+    }
+
+    /// Stops the group: ends its init (and with it the pid namespace), kills whatever is left
+    /// in its cgroups, removes them and the state directory.
+    pub fn stop(&self) -> Result<(), PodError> {
+        let cg_err = |source| PodError::Cgroup {
+            group: self.group.clone(),
+            source,
+        };
+        if crate::launch::proc_start_time(self.init_pid) == Some(self.init_start_time) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.init_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.cgroup.kill().map_err(cg_err)?;
+        self.cgroup.remove().map_err(cg_err)?;
+        std::fs::remove_dir_all(&self.dir).map_err(io(format!("remove {}", self.dir.display())))?;
+        Ok(())
+    }
+}

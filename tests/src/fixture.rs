@@ -1,0 +1,110 @@
+//! Temporary systems for end-to-end tests: a directory with a one-host system file whose
+//! run directory and cgroup root are the test's own, removed when the fixture drops.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// Root is needed for namespaces and cgroups: on a laptop the test is skipped with a printed
+/// reason; in CI (`CI` set) it fails instead.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc_geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs root, and CI must run it");
+    }
+    eprintln!("SKIP {test}: needs root");
+    false
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// A system file with host `h1` in a fresh directory.
+pub struct Fixture {
+    pub dir: PathBuf,
+    /// The cgroup root of this fixture's groups (`as-test-<tag>-<pid>.slice`).
+    pub slice: String,
+    bin: PathBuf,
+}
+
+impl Fixture {
+    /// `groups` is the YAML of the `groups:` map, indented by two spaces; `@DIR@` in it
+    /// becomes the fixture directory. `bin` is the `agent-supervisor` binary.
+    pub fn new(bin: &str, name: &str, tag: &str, groups: &str) -> Fixture {
+        let dir = PathBuf::from(format!("/tmp/as-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("agents")).expect("create fixture dir");
+        let slice = format!("as-test-{tag}-{}.slice", std::process::id());
+        let system = format!(
+            "hosts:\n  h1: {{address: 127.0.0.1, role: primary}}\ndaemon: {{run_dir: {}/run, cgroup_root: {slice}, http_listen: '127.0.0.1:19999'}}\ngroups:\n{}",
+            dir.display(),
+            groups.replace("@DIR@", &dir.to_string_lossy())
+        );
+        std::fs::write(dir.join("system.yaml"), system).expect("write system.yaml");
+        Fixture {
+            dir,
+            slice,
+            bin: PathBuf::from(bin),
+        }
+    }
+
+    /// Writes a file under the fixture directory.
+    pub fn file(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("a file has a parent")).expect("create parent");
+        std::fs::write(&p, text).expect("write fixture file");
+        p
+    }
+
+    /// `agent-supervisor run-group ... --until-exit`, waited for.
+    pub fn run_group(&self, group: &str) -> Output {
+        self.run_group_cmd(group)
+            .arg("--until-exit")
+            .output()
+            .expect("run agent-supervisor run-group")
+    }
+
+    /// `agent-supervisor run-group ...` in the background (stop it with SIGINT).
+    pub fn spawn_group(&self, group: &str) -> Child {
+        self.run_group_cmd(group)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent-supervisor run-group")
+    }
+
+    fn run_group_cmd(&self, group: &str) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("run-group")
+            .arg(self.dir.join("system.yaml"))
+            .args(["--host", "h1", group]);
+        c
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The slice itself outlives its groups; remove it in every hierarchy (best effort:
+        // another test of the same binary may still use it).
+        if let Ok(hier) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hier.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&self.slice));
+            }
+        }
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.slice));
+    }
+}
+
+/// stdout followed by stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
