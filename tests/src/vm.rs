@@ -406,6 +406,26 @@ fn share_list(opts: &VmOptions) -> Result<Vec<(String, PathBuf)>, VmError> {
         }
         shares.push((format!("rw{i}"), path.clone()));
     }
+    // The guest mounts fresh tmpfs on these; a checkout or target directory below one of them
+    // (a CI runner's workspace in /tmp, say) is shared automatically so tests find their
+    // binaries and fixtures.
+    let hidden = [Path::new("/tmp"), Path::new("/run"), Path::new("/var/tmp")];
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().and_then(Path::parent).map(Path::to_path_buf));
+    for auto in [
+        repo.canonicalize().ok(),
+        exe_dir.and_then(|d| d.canonicalize().ok()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let covered = shares.iter().any(|(_, p)| auto.starts_with(p));
+        if !covered && hidden.iter().any(|h| auto.starts_with(h)) && auto.to_str().is_some() {
+            shares.push((format!("rw{}", shares.len()), auto));
+        }
+    }
     Ok(shares)
 }
 
