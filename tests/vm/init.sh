@@ -6,7 +6,7 @@
 # directory (9p tag "vmio") on /io, gives /newroot fresh proc/sys/dev/cgroup2 and tmpfs
 # on /tmp /run /var/tmp, enables every cgroup v2 controller in the root's
 # subtree_control, mounts the read-write shares listed in /io/shares, then runs
-# /io/run.sh chrooted into /newroot with an empty environment. Its stdout+stderr go to
+# /io/run.sh in /newroot (after switch_root) with an empty environment. Its stdout+stderr go to
 # /io/output, its exit status to /io/status; then the VM powers off.
 # Messages for the person debugging go to the console (ttyS0) prefixed with "vm-init:".
 
@@ -77,14 +77,27 @@ if [ -f /io/shares ]; then
     done < /io/shares
 fi
 
-say "running the script"
-env -i /bin/chroot $r /bin/sh -c "$(cat /io/run.sh)" < /dev/null > /io/output 2>&1
+# Switch to the host root for real (switch_root: move it onto /, chroot, free the
+# initramfs), as a booted system is: a plain chroot would leave the initramfs as the mount
+# namespace's root, and pivot_root inside the tests would then not behave as on a host.
+vm=$r/run/vm
+mkdir -p $vm/io || die "cannot create $vm"
+cp /bin/busybox $vm/busybox || die "cannot copy busybox to $vm"
+mount --move /io $vm/io || die "cannot move /io to $vm/io"
+cat > $vm/runner <<'RUNNER'
+B=/run/vm/busybox
+IO=/run/vm/io
+echo "vm-init: running the script" > /dev/console
+$B env -i /bin/sh -c "$($B cat $IO/run.sh)" < /dev/null > $IO/output 2>&1
 status=$?
-cat /proc/uptime > /io/uptime-end
-say "script exited with status $status"
-dmesg > /io/dmesg 2>/dev/null
-echo "$status" > /io/status
-sync
-umount /io
-poweroff -f
-reboot -f
+$B cat /proc/uptime > $IO/uptime-end
+echo "vm-init: script exited with status $status" > /dev/console
+$B dmesg > $IO/dmesg 2>/dev/null
+echo "$status" > $IO/status
+$B sync
+$B umount $IO
+$B poweroff -f
+$B reboot -f
+RUNNER
+exec switch_root $r /run/vm/busybox sh /run/vm/runner
+die "switch_root failed"
