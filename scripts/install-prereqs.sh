@@ -9,7 +9,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-packages=(python3 redis-server redis-tools iproute2 procps util-linux kmod)
+packages=(python3 redis-server redis-tools iproute2 procps util-linux kmod prometheus crun runc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +27,15 @@ if systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl disable --now redis-server >/dev/null 2>&1 || true
 elif pgrep -x redis-server >/dev/null 2>&1 && [[ -x /etc/init.d/redis-server ]]; then
   /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+fi
+
+# Only promtool is needed (the metrics test runs `promtool check metrics`): Debian's prometheus
+# service must not run (it would listen on 9090 and scrape nothing useful).
+if systemctl is-active --quiet prometheus 2>/dev/null || systemctl is-enabled --quiet prometheus 2>/dev/null; then
+  echo "install-prereqs: stopping and disabling Debian's prometheus service (only promtool is used)"
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+elif pgrep -x prometheus >/dev/null 2>&1 && [[ -x /etc/init.d/prometheus ]]; then
+  /etc/init.d/prometheus stop >/dev/null 2>&1 || true
 fi
 
 # The VM used by the cgroup v2 tests: QEMU, busybox and a cached Debian cloud kernel.

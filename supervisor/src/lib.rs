@@ -3,11 +3,15 @@
 //! The library holds the commands; `src/main.rs` (the `agent-supervisor` binary) and
 //! `src/bin/supervisorctl.rs` only parse arguments and print.
 
+pub mod bench;
+pub mod bundle;
 pub mod cgroup;
 pub mod check;
+pub mod daemon;
 pub mod launch;
 pub mod pod;
 pub mod run_group;
+pub mod up;
 
 /// The version printed by `--version` and `supervisorctl version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_supervisor::{check, launch, run_group};
+use agent_supervisor::{bench, bundle, check, daemon, launch, run_group};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,6 +31,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The supervision daemon: runs this host's groups, restarts agents, serves the control
+    /// socket and /metrics. SIGTERM stops every agent; SIGQUIT leaves them for the next daemon.
+    Daemon {
+        /// The system file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Which host this machine is (default: by hostname or address).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// The daemon in the foreground with a live status view (Ctrl-C stops everything).
+    Up {
+        /// The system file (YAML).
+        config: PathBuf,
+        /// Which host this machine is (default: by hostname or address).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Run one group in the foreground until Ctrl-C, printing its agents' starts and exits.
     RunGroup {
         /// The system file (YAML).
@@ -44,6 +62,23 @@ enum Cmd {
         #[arg(long)]
         until_exit: bool,
     },
+    /// Export a group as an OCI runtime bundle (config.json + rootfs) for crun or runc.
+    Bundle {
+        /// The system file (YAML).
+        config: PathBuf,
+        /// The host the group belongs to.
+        #[arg(long)]
+        host: String,
+        /// The group to export.
+        group: String,
+        /// The bundle directory to write (created; must be empty if it exists).
+        dir: PathBuf,
+    },
+    /// Benchmarks that print a table comparing agent-supervisor with its peers, in one run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
     /// (internal) Build a group's namespaces and PID 1 from a launch spec; prints the init pid.
     #[command(name = "__group-init", hide = true)]
     GroupInit { spec: PathBuf },
@@ -52,11 +87,61 @@ enum Cmd {
     Agent { spec: PathBuf },
 }
 
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Launch-to-exit time of /bin/true in a group, beside fork+exec, unshare, crun and runc.
+    Launch {
+        /// Runs per contender.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::GroupInit { spec } => exit_code(launch::init::main(&spec)),
         Cmd::Agent { spec } => exit_code(launch::agent::main(&spec)),
+        Cmd::Daemon { config, host } => daemon_main(daemon::Options { config, host }, false),
+        Cmd::Up { config, host } => daemon_main(daemon::Options { config, host }, true),
+        Cmd::Bundle {
+            config,
+            host,
+            group,
+            dir,
+        } => match bundle::export(&config, &host, &group, &dir) {
+            Ok(b) => {
+                println!(
+                    "wrote OCI bundle of group {group} (agent {}) to {}",
+                    b.agent,
+                    dir.display()
+                );
+                if !b.left_out.is_empty() {
+                    println!(
+                        "note: an OCI bundle runs one process; agents {} are not in it",
+                        b.left_out.join(", ")
+                    );
+                }
+                println!("run it with: crun run --bundle {} {group}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor bundle: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Bench {
+            what: BenchCmd::Launch { runs },
+        } => match bench::launch::run(runs) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor bench launch: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::RunGroup {
             config,
             host,
@@ -113,4 +198,33 @@ fn main() -> ExitCode {
 
 fn exit_code(status: i32) -> ExitCode {
     ExitCode::from(u8::try_from(status).unwrap_or(255))
+}
+
+/// Runs the daemon on a tokio runtime; with `live`, prints a status table as it changes.
+fn daemon_main(opts: daemon::Options, live: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agent-supervisor: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let view: Option<Box<dyn FnOnce(tokio::sync::mpsc::Sender<daemon::api::ControlMsg>) + Send>> =
+        if live {
+            Some(Box::new(|ctl| {
+                tokio::spawn(agent_supervisor::up::live_view(ctl));
+            }))
+        } else {
+            None
+        };
+    match rt.block_on(daemon::run(opts, view)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent-supervisor daemon: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -14,7 +14,7 @@ use agent_config::{defaults, Loaded};
 use crate::cgroup::{Cgroup, CgroupError, Layout, Limits};
 use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
 use crate::launch::sandbox::DEFAULT_CAPS;
-use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, RootEntry, RootfsSpec};
+use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, LogSpec, RootEntry, RootfsSpec};
 
 /// Where a pod keeps its things.
 #[derive(Debug, Clone)]
@@ -257,8 +257,21 @@ impl Pod {
     }
 
     /// Prepares one agent: its cgroup, its spec and the `__agent` command to spawn (stdin,
-    /// stdout and stderr are the caller's to set). Returns the command and the agent's cgroup.
+    /// stdout and stderr are the caller's to set; the agent inherits the shim's stdout and
+    /// stderr). Returns the command and the agent's cgroup.
     pub fn agent_command(&self, l: &Loaded, agent: &Agent) -> Result<(Command, Cgroup), PodError> {
+        self.agent_command_with_log(l, agent, None)
+    }
+
+    /// [`Pod::agent_command`], and with `log` the shim writes the agent's stdout and stderr
+    /// to those files itself (timestamped, rotated), so the agent never writes to a pipe of
+    /// the caller and keeps running when the caller dies.
+    pub fn agent_command_with_log(
+        &self,
+        l: &Loaded,
+        agent: &Agent,
+        log: Option<LogSpec>,
+    ) -> Result<(Command, Cgroup), PodError> {
         let g = l
             .system
             .groups
@@ -331,9 +344,11 @@ impl Pod {
             rlimits: Vec::new(),
             pid_file: Some(agents.join(format!("{}.pid", agent.name))),
             exit_file: Some(agents.join(format!("{}.exit", agent.name))),
+            log,
         };
         let spec_path = agents.join(format!("{}.json", agent.name));
         let _ = std::fs::remove_file(agents.join(format!("{}.exit", agent.name)));
+        let _ = std::fs::remove_file(agents.join(format!("{}.pid", agent.name)));
         spec::write(&spec_path, &spec)?;
         let mut cmd = Command::new(&self.launcher);
         cmd.arg("__agent").arg(spec_path);
@@ -362,5 +377,108 @@ impl Pod {
         self.cgroup.remove().map_err(cg_err)?;
         std::fs::remove_dir_all(&self.dir).map_err(io(format!("remove {}", self.dir.display())))?;
         Ok(())
+    }
+}
+
+/// Reads `init.pid` (`PID START_TIME`) of a group directory.
+fn read_init(dir: &Path) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(dir.join("init.pid")).ok()?;
+    let mut it = text.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+impl Pod {
+    /// Re-attaches to a group an earlier daemon left running. `Ok(None)` when its init is
+    /// gone; whatever it left (processes in its cgroups, the state directory) is removed then.
+    pub fn adopt(l: &Loaded, group: &str, opts: &PodOptions) -> Result<Option<Pod>, PodError> {
+        let _ = l;
+        let cg_err = |source| PodError::Cgroup {
+            group: group.to_string(),
+            source,
+        };
+        let dir = group_dir(&opts.run_dir, group);
+        let layout = Layout::detect().map_err(cg_err)?;
+        let root = Cgroup::root(&layout, &opts.cgroup_root).map_err(cg_err)?;
+        let cgroup = root.open_child(group);
+        match (read_init(&dir), cgroup) {
+            (Some((pid, start)), Some(cgroup))
+                if crate::launch::proc_start_time(pid) == Some(start) =>
+            {
+                Ok(Some(Pod {
+                    group: group.to_string(),
+                    init_pid: pid,
+                    init_start_time: start,
+                    cgroup,
+                    dir,
+                    private_network: false,
+                    launcher: opts.launcher.clone(),
+                }))
+            }
+            (init, cgroup) => {
+                if let Some((pid, start)) = init {
+                    if crate::launch::proc_start_time(pid) == Some(start) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                if let Some(cg) = cgroup {
+                    cg.remove().map_err(cg_err)?;
+                }
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(io(format!("remove {}", dir.display())))?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The agent's pid as its shim recorded it.
+    pub fn agent_pid(&self, agent: &str) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("agents").join(format!("{agent}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Tears down groups left in the run directory or the cgroup root that are not in
+    /// `keep` (removed from the system file while no daemon ran).
+    pub fn remove_strays(opts: &PodOptions, keep: &[String]) {
+        if let Ok(entries) = std::fs::read_dir(opts.run_dir.join("groups")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if keep.contains(&name) {
+                    continue;
+                }
+                if let Some((pid, start)) = read_init(&e.path()) {
+                    if crate::launch::proc_start_time(pid) == Some(start) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        if let Ok(layout) = Layout::detect() {
+            if let Ok(root) = Cgroup::root(&layout, &opts.cgroup_root) {
+                for child in root.children() {
+                    if !keep.contains(&child) {
+                        if let Some(cg) = root.open_child(&child) {
+                            if let Err(e) = cg.remove() {
+                                eprintln!(
+                                    "agent-supervisor: stray group cgroup {}: {e}",
+                                    cg.path()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

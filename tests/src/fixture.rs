@@ -28,6 +28,8 @@ pub struct Fixture {
     pub dir: PathBuf,
     /// The cgroup root of this fixture's groups (`as-test-<tag>-<pid>.slice`).
     pub slice: String,
+    /// The daemon's HTTP port (`/metrics`), free when the fixture was made.
+    pub port: u16,
     bin: PathBuf,
 }
 
@@ -39,15 +41,20 @@ impl Fixture {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("agents")).expect("create fixture dir");
         let slice = format!("as-test-{tag}-{}.slice", std::process::id());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
         let system = format!(
-            "hosts:\n  h1: {{address: 127.0.0.1, role: primary}}\ndaemon: {{run_dir: {}/run, cgroup_root: {slice}, http_listen: '127.0.0.1:19999'}}\ngroups:\n{}",
-            dir.display(),
-            groups.replace("@DIR@", &dir.to_string_lossy())
+            "hosts:\n  h1: {{address: 127.0.0.1, role: primary}}\ndaemon:\n  run_dir: {d}/run\n  log_dir: {d}/logs\n  state_dir: {d}/state\n  control_socket: {d}/control.sock\n  cgroup_root: {slice}\n  http_listen: '127.0.0.1:{port}'\ngroups:\n{}",
+            groups.replace("@DIR@", &dir.to_string_lossy()),
+            d = dir.display(),
         );
         std::fs::write(dir.join("system.yaml"), system).expect("write system.yaml");
         Fixture {
             dir,
             slice,
+            port,
             bin: PathBuf::from(bin),
         }
     }
@@ -75,6 +82,49 @@ impl Fixture {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn agent-supervisor run-group")
+    }
+
+    /// Replaces the `groups:` part of the system file (for reload tests).
+    pub fn set_groups(&self, groups: &str) {
+        let path = self.dir.join("system.yaml");
+        let text = std::fs::read_to_string(&path).expect("read system.yaml");
+        let head =
+            &text[..text.find("groups:\n").expect("the fixture has groups") + "groups:\n".len()];
+        let new = format!(
+            "{head}{}",
+            groups.replace("@DIR@", &self.dir.to_string_lossy())
+        );
+        std::fs::write(&path, new).expect("write system.yaml");
+    }
+
+    /// The control socket of this fixture's daemon.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// `agent-supervisor daemon` for this system, in the background, output to `daemon.log`.
+    pub fn spawn_daemon(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("open daemon.log");
+        let err = log.try_clone().expect("clone daemon.log");
+        Command::new(&self.bin)
+            .arg("daemon")
+            .arg("--config")
+            .arg(self.dir.join("system.yaml"))
+            .args(["--host", "h1"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("spawn agent-supervisor daemon")
+    }
+
+    /// The daemon's log so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
     fn run_group_cmd(&self, group: &str) -> Command {

@@ -1,14 +1,19 @@
-//! `supervisorctl`: the control client of the agent-supervisor daemon.
+//! `supervisorctl`: the control client of the agent-supervisor daemon (HTTP over its Unix
+//! socket; the API is in `docs/api.md`).
 //!
-//! The daemon and its control socket arrive with the supervision work; until then every
-//! command but `version` reports that no daemon answers on the socket.
+//! Exit codes: 0 success; 1 the daemon refused or failed the request; 2 the daemon cannot be
+//! reached (not running, permission denied); 3 `status` listed an agent that is not RUNNING
+//! (as supervisord's `status`).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use agent_supervisor::daemon::api::{AgentState, AgentStatus, Response, Snapshot};
+use agent_supervisor::daemon::http::percent_encode;
+use anyhow::{anyhow, Context};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -17,77 +22,460 @@ use clap::{Parser, Subcommand};
     about = "Control the agent-supervisor daemon"
 )]
 struct Cli {
-    /// The daemon's control socket.
-    #[arg(long, short = 's', default_value = agent_config::defaults::CONTROL_SOCKET)]
-    socket: PathBuf,
+    /// The daemon's control socket [env: AGENT_SUPERVISOR_SOCKET; default:
+    /// /run/agent-supervisor/control.sock].
+    #[arg(long, short = 's', global = true)]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print the client's version and the daemon's, if one answers.
-    Version,
-    /// Show agents' state.
+    /// Show agents' state (exit status 3 when one of them is not RUNNING).
     Status {
-        /// Agents (`NAME`) or groups (`GROUP:*`).
+        /// Agents (`NAME`) or groups (`GROUP:*`); none: every agent.
+        names: Vec<String>,
+        /// Print the daemon's snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start agents.
+    Start {
+        /// `NAME`, `GROUP:*` or `all`.
+        #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Stop agents.
+    Stop {
+        /// `NAME`, `GROUP:*` or `all`.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Restart agents.
+    Restart {
+        /// `NAME`, `GROUP:*` or `all`.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Send a signal to agents.
+    Signal {
+        /// `HUP`, `SIGUSR1`, `9`, ...
+        signal: String,
+        /// `NAME`, `GROUP:*` or `all`.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print an agent's log.
+    Logs {
+        /// Keep printing what the agent writes.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Lines of the past to print.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// The agent's stderr instead of its stdout.
+        #[arg(long)]
+        stderr: bool,
+        agent: String,
+    },
+    /// Re-read the system file and apply the changes.
+    Reload,
+    /// Stop every agent and the daemon.
+    Shutdown,
+    /// Print the client's and the daemon's versions.
+    Version,
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// Why a command failed, with its exit status.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure {
+            code: 1,
+            message: format!("{e:#}"),
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Cmd::Version => {
-            println!("supervisorctl {}", agent_supervisor::VERSION);
-            match request(&cli.socket, "GET", "/v1/version") {
-                Ok(body) => println!("daemon {body}"),
-                Err(e) => println!("daemon: {e}"),
-            }
-            ExitCode::SUCCESS
+    let socket = cli
+        .socket
+        .clone()
+        .or_else(|| std::env::var_os("AGENT_SUPERVISOR_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(agent_config::defaults::CONTROL_SOCKET));
+    match run(cli.command, &socket) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("supervisorctl: {}", f.message);
+            ExitCode::from(f.code)
         }
-        Cmd::Status { names } => match request(
-            &cli.socket,
-            "GET",
-            &format!("/v1/status?names={}", names.join(",")),
-        ) {
-            Ok(body) => {
-                println!("{body}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("supervisorctl: {e}");
-                ExitCode::from(2)
-            }
-        },
     }
 }
 
-/// One HTTP/1.1 request over the control socket; returns the body.
-fn request(socket: &PathBuf, method: &str, path: &str) -> Result<String, String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            format!(
-                "the agent-supervisor daemon is not running (no listener on {}: {e})",
-                socket.display()
-            )
+fn run(cmd: Cmd, socket: &Path) -> Result<u8, Failure> {
+    match cmd {
+        Cmd::Status { names, json } => {
+            let targets: Vec<String> = names.iter().map(|n| percent_encode(n, b":*")).collect();
+            let path = if targets.is_empty() {
+                "/v1/status".to_string()
+            } else {
+                format!("/v1/status?targets={}", targets.join(","))
+            };
+            let Response::Status { snapshot } = call(socket, "GET", &path, None)? else {
+                return Err(anyhow!("the daemon answered status with something else").into());
+            };
+            if json {
+                let text = serde_json::to_string_pretty(&snapshot).context("JSON")?;
+                println!("{text}");
+            } else {
+                print!("{}", status_table(&snapshot));
+            }
+            let all_running = snapshot
+                .agents
+                .iter()
+                .all(|a| a.state == AgentState::Running);
+            Ok(if all_running { 0 } else { 3 })
         }
-        std::io::ErrorKind::PermissionDenied => {
-            format!(
-                "permission denied on {}: run as root or as a member of the daemon's control_group",
-                socket.display()
-            )
+        Cmd::Start { names } => action(socket, "start", &names),
+        Cmd::Stop { names } => action(socket, "stop", &names),
+        Cmd::Restart { names } => action(socket, "restart", &names),
+        Cmd::Signal { signal, names } => {
+            let body = serde_json::json!({ "signal": signal, "targets": names });
+            print_done(call(socket, "POST", "/v1/signal", Some(&body))?)
         }
-        _ => format!("cannot connect to {}: {e}", socket.display()),
-    })?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: agent-supervisor\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("cannot send to {}: {e}", socket.display()))?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)
-        .map_err(|e| format!("cannot read from {}: {e}", socket.display()))?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok(body.trim().to_string())
+        Cmd::Logs {
+            follow,
+            lines,
+            stderr,
+            agent,
+        } => {
+            let path = format!(
+                "/v1/logs/{}?stream={}&lines={lines}{}",
+                percent_encode(&agent, b""),
+                if stderr { "stderr" } else { "stdout" },
+                if follow { "&follow=1" } else { "" }
+            );
+            let mut out = std::io::stdout().lock();
+            let status = exchange(socket, "GET", &path, None, &mut out)?;
+            if status != 200 {
+                return Err(anyhow!("logs {agent}: HTTP {status}").into());
+            }
+            Ok(0)
+        }
+        Cmd::Reload => {
+            let Response::Reloaded { result } = call(socket, "POST", "/v1/reload", None)? else {
+                return Err(anyhow!("the daemon answered reload with something else").into());
+            };
+            for (what, names) in [
+                ("added", &result.added),
+                ("removed", &result.removed),
+                ("changed", &result.changed),
+            ] {
+                for n in names {
+                    println!("{n}: {what}");
+                }
+            }
+            if result.added.is_empty() && result.removed.is_empty() && result.changed.is_empty() {
+                println!("no changes ({} agents unchanged)", result.unchanged);
+            } else {
+                println!("{} agents unchanged", result.unchanged);
+            }
+            Ok(0)
+        }
+        Cmd::Shutdown => {
+            call(socket, "POST", "/v1/shutdown", None)?;
+            println!("Shut down");
+            Ok(0)
+        }
+        Cmd::Version => {
+            println!("supervisorctl {}", agent_supervisor::VERSION);
+            if let Response::Version { version, pid } = call(socket, "GET", "/v1/version", None)? {
+                println!("agent-supervisor daemon {version} (pid {pid})");
+            }
+            Ok(0)
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "supervisorctl",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// start/stop/restart: one line per agent, like supervisord (`AudioCapture: started`).
+fn action(socket: &Path, verb: &str, names: &[String]) -> Result<u8, Failure> {
+    let body = serde_json::json!({ "targets": names });
+    print_done(call(socket, "POST", &format!("/v1/{verb}"), Some(&body))?)
+}
+
+/// Prints `agent: result` lines; exit status 1 when one of them is an error.
+fn print_done(resp: Response) -> Result<u8, Failure> {
+    let Response::Done { results } = resp else {
+        return Err(anyhow!("the daemon answered with something else: {resp:?}").into());
+    };
+    let mut code = 0;
+    for (agent, result) in results {
+        if result.starts_with("ERROR") {
+            code = 1;
+        }
+        println!("{agent}: {result}");
+    }
+    Ok(code)
+}
+
+/// The `status` table: one aligned line per agent, with a header.
+fn status_table(s: &Snapshot) -> String {
+    let header = [
+        "GROUP:AGENT",
+        "STATE",
+        "HEALTH",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "MEMORY",
+        "LAST EXIT",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for a in &s.agents {
+        rows.push(row(a));
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn row(a: &AgentStatus) -> Vec<String> {
+    let running = matches!(a.state, AgentState::Running | AgentState::Stopping);
+    let mut last = a
+        .last_exit
+        .as_ref()
+        .map_or("-".to_string(), |e| e.to_string());
+    if let Some(b) = a.backoff_seconds {
+        last.push_str(&format!(" (retry in {b:.1}s)"));
+    }
+    vec![
+        format!("{}:{}", a.group, a.agent),
+        a.state.as_str().to_string(),
+        a.health.as_str().to_string(),
+        a.pid
+            .filter(|_| running)
+            .map_or("-".into(), |p| p.to_string()),
+        a.uptime_seconds
+            .filter(|_| running)
+            .map_or("-".into(), uptime),
+        a.restarts.to_string(),
+        a.memory_bytes.map_or("-".into(), human_bytes),
+        last,
+    ]
+}
+
+/// `0:05:12`, `2d 3:04:05`.
+fn uptime(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}:{m:02}:{sec:02}")
+    } else {
+        format!("{h}:{m:02}:{sec:02}")
+    }
+}
+
+/// `812.0K`, `23.4M`, `1.5G` (binary units).
+fn human_bytes(b: u64) -> String {
+    let units = ["K", "M", "G", "T", "P"];
+    if b < 1024 {
+        return format!("{b}B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = units[0];
+    for u in &units[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1}{unit}")
+}
+
+/// One request whose answer is a [`Response`]; an error answer becomes a [`Failure`].
+fn call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<Response, Failure> {
+    let mut buf = Vec::new();
+    let status = exchange(socket, method, path, body, &mut buf)?;
+    if status != 200 {
+        return Err(http_failure(status, &buf, socket));
+    }
+    serde_json::from_slice(&buf)
+        .with_context(|| format!("the daemon's answer to {method} {path} is not understood"))
+        .map_err(Failure::from)
+}
+
+/// The message of an error answer (`{"error": "..."}`).
+fn http_failure(status: u16, body: &[u8], socket: &Path) -> Failure {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    if status == 403 {
+        return Failure {
+            code: 2,
+            message: format!("{message} (refused by the daemon on {})", socket.display()),
+        };
+    }
+    Failure {
+        code: 1,
+        message: format!("ERROR ({message})"),
+    }
+}
+
+fn connect(socket: &Path) -> Result<UnixStream, Failure> {
+    UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Failure {
+            code: 2,
+            message: format!(
+                "the agent-supervisor daemon is not running (no listener on {})",
+                socket.display()
+            ),
+        },
+        std::io::ErrorKind::PermissionDenied => Failure {
+            code: 2,
+            message: format!(
+                "permission denied on {}: run supervisorctl as root, or join the daemon's \
+                 control group (daemon.control_group in the system file)",
+                socket.display()
+            ),
+        },
+        _ => Failure {
+            code: 2,
+            message: format!("cannot connect to {}: {e}", socket.display()),
+        },
+    })
+}
+
+/// Sends one HTTP/1.1 request and copies the answer's body to `out` as it arrives (chunked,
+/// `Content-Length`, or until the connection closes); returns the status.
+fn exchange(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    out: &mut dyn Write,
+) -> Result<u16, Failure> {
+    let mut stream = connect(socket)?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: agent-supervisor\r\nUser-Agent: supervisorctl/{}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        agent_supervisor::VERSION,
+        body.len()
+    );
+    let io = |what: &str, e: std::io::Error| -> Failure {
+        anyhow!("cannot {what} the daemon on {}: {e}", socket.display()).into()
+    };
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| io("send to", e))?;
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| io("read from", e))?;
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("malformed answer from {}: {line:?}", socket.display()))?;
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    loop {
+        line.clear();
+        if r.read_line(&mut line).map_err(|e| io("read from", e))? == 0 {
+            break;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.parse().ok();
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+    // An error answer is collected (to print its message); a good one streams to `out`.
+    let mut collected = Vec::new();
+    let sink: &mut dyn Write = if status == 200 { out } else { &mut collected };
+    let copied = if chunked {
+        copy_chunked(&mut r, sink)
+    } else if let Some(n) = length {
+        std::io::copy(&mut (&mut r).take(n as u64), sink).map(|_| ())
+    } else {
+        std::io::copy(&mut r, sink).map(|_| ())
+    };
+    match copied {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(status),
+        Err(e) => return Err(io("read from", e)),
+    }
+    if status != 200 {
+        return Err(http_failure(status, &collected, socket));
+    }
+    Ok(status)
+}
+
+/// Copies a chunked body, flushing after every chunk (for `logs -f`).
+fn copy_chunked(r: &mut impl BufRead, out: &mut dyn Write) -> std::io::Result<()> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(bad("the answer ended in the middle of a chunk"));
+        }
+        let size_text = line.trim_end().split(';').next().unwrap_or_default();
+        let size =
+            usize::from_str_radix(size_text.trim(), 16).map_err(|_| bad("malformed chunk size"))?;
+        if size == 0 {
+            return Ok(());
+        }
+        let copied = std::io::copy(&mut r.by_ref().take(size as u64), out)?;
+        if copied != size as u64 {
+            return Err(bad("the answer ended in the middle of a chunk"));
+        }
+        out.flush()?;
+        line.clear();
+        r.read_line(&mut line)?;
+    }
 }

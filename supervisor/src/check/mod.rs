@@ -399,3 +399,19 @@ impl WithLine for Finding {
         self
     }
 }
+
+/// Which host of the system file this machine is (`--host`, else hostname, else address);
+/// the error says why none matched.
+pub fn local_host(l: &Loaded, host: Option<&str>) -> Result<String, String> {
+    let mut findings = Vec::new();
+    let opts = Options {
+        host: host.map(str::to_string),
+    };
+    find_local_host(l, &opts, &mut findings).ok_or_else(|| {
+        findings
+            .into_iter()
+            .map(|f| f.message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}

@@ -1,6 +1,8 @@
 //! `agent-supervisor __agent SPEC`: starts one agent inside a running group and stays as its
 //! parent (a shim, like conmon): it forwards signals, records the exit and exits with the
-//! agent's status, so an agent's end is never lost, even while no daemon runs.
+//! agent's status, so an agent's end is never lost, even while no daemon runs. With a log spec
+//! it also writes the agent's stdout and stderr to rotated, timestamped files
+//! ([`super::logfile`]), so the agent never writes to a pipe of a daemon that may die.
 //!
 //! The forked child joins the agent's cgroup, a new cgroup namespace, the group's ipc, uts,
 //! (net) and mount namespaces (the pid namespace applies from the fork), then applies rlimits,
@@ -8,16 +10,19 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
+use super::logfile::{self, RotatingFile, StreamPump};
 use super::sandbox;
-use super::spec::{read, AgentSpec, ExitRecord};
+use super::spec::{read, AgentSpec, ExitRecord, LogSpec};
 use super::{close_inherited_fds, join_cgroup, proc_start_time, LaunchError};
 
 /// Signals the shim passes on to the agent.
@@ -30,6 +35,14 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGUSR2,
 ];
 
+/// After the agent ended: how long the shim reads what is left in its pipes (its children
+/// may hold them open and keep writing).
+const DRAIN_FOR: Duration = Duration::from_secs(1);
+/// After the agent ended: how long the shim waits for the log writers before it writes the
+/// exit record, and in all before it exits (then the rest of a slow disk's backlog is lost).
+const FLUSH_BEFORE_RECORD: Duration = Duration::from_secs(5);
+const FLUSH_BEFORE_EXIT: Duration = Duration::from_secs(30);
+
 /// Entry point; returns the agent's exit status (code, 128 + signal, or 127).
 pub fn main(spec_path: &Path) -> i32 {
     close_inherited_fds();
@@ -40,13 +53,24 @@ pub fn main(spec_path: &Path) -> i32 {
             return 127;
         }
     };
-    match run(&spec) {
+    let mut logs = Vec::new();
+    let status = match run(&spec, &mut logs) {
         Ok(record) => {
+            finish_logs(&mut logs, FLUSH_BEFORE_RECORD);
             write_exit(&spec, &record);
             record.status()
         }
         Err(e) => {
-            eprintln!("agent-supervisor: agent {}:{}: {e}", spec.group, spec.agent);
+            let msg = match &e {
+                LaunchError::Exec { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            let msg = format!("agent {}:{}: {msg}", spec.group, spec.agent);
+            if let Some(err) = logs.get_mut(1) {
+                err.note(&msg);
+            }
+            finish_logs(&mut logs, FLUSH_BEFORE_RECORD);
+            report(&msg);
             write_exit(
                 &spec,
                 &ExitRecord {
@@ -58,13 +82,30 @@ pub fn main(spec_path: &Path) -> i32 {
             );
             127
         }
+    };
+    finish_logs(&mut logs, FLUSH_BEFORE_EXIT);
+    status
+}
+
+/// A message of the shim on its stderr, which may be gone (a dead daemon's pipe): never
+/// panics.
+fn report(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "agent-supervisor: {msg}");
+}
+
+/// Waits for the log writers to write what they hold, for at most `within`.
+fn finish_logs(logs: &mut [StreamPump], within: Duration) {
+    let deadline = Instant::now() + within;
+    for l in logs {
+        l.finish(deadline);
     }
 }
 
 fn write_exit(spec: &AgentSpec, record: &ExitRecord) {
     if let Some(p) = &spec.exit_file {
         if let Err(e) = super::spec::write(p, record) {
-            eprintln!("agent-supervisor: agent {}:{}: {e}", spec.group, spec.agent);
+            report(&format!("agent {}:{}: {e}", spec.group, spec.agent));
         }
     }
 }
@@ -110,7 +151,48 @@ fn open_ns(spec: &AgentSpec) -> Result<Namespaces, LaunchError> {
     Ok(ns)
 }
 
-fn run(spec: &AgentSpec) -> Result<ExitRecord, LaunchError> {
+/// The agent's stdout and stderr pipes when the shim writes its logs: (read, write) each.
+struct LogPipes {
+    out: (OwnedFd, OwnedFd),
+    err: (OwnedFd, OwnedFd),
+}
+
+fn log_pipes(g: &str) -> Result<LogPipes, LaunchError> {
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| LaunchError::sys("create log pipe", g, e))
+    };
+    Ok(LogPipes {
+        out: pipe()?,
+        err: pipe()?,
+    })
+}
+
+/// Starts the writers of the agent's two log files (threads: only after the fork).
+fn start_logs(
+    spec: &AgentSpec,
+    log: &LogSpec,
+    out: OwnedFd,
+    err: OwnedFd,
+) -> Result<Vec<StreamPump>, LaunchError> {
+    let who = format!("agent {}:{}", spec.group, spec.agent);
+    let mut pumps = Vec::new();
+    for (name, fd, path) in [("stdout", out, &log.stdout), ("stderr", err, &log.stderr)] {
+        let file = RotatingFile::new(path, log.max_size, log.keep);
+        let pump =
+            StreamPump::start(format!("{who} {name}"), fd, file).map_err(|e| LaunchError::Io {
+                step: "start the log writer",
+                group: spec.group.clone(),
+                source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+            })?;
+        pumps.push(pump);
+    }
+    Ok(pumps)
+}
+
+/// Runs the agent; `logs` gets the pumps of its log files when the spec has them (the
+/// caller finishes them, also when this fails).
+fn run(spec: &AgentSpec, logs: &mut Vec<StreamPump>) -> Result<ExitRecord, LaunchError> {
     let g = spec.group.as_str();
     let ns = open_ns(spec)?;
     // Everything the child needs is allocated before the fork.
@@ -169,14 +251,29 @@ fn run(spec: &AgentSpec) -> Result<ExitRecord, LaunchError> {
     waited
         .thread_block()
         .map_err(|e| LaunchError::sys("block signals", g, e))?;
+    let signals = SignalFd::with_flags(&waited, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| LaunchError::sys("signalfd", g, e))?;
+    let pipes = spec.log.as_ref().map(|_| log_pipes(g)).transpose()?;
+    // The kernel refuses threads while the pid namespace for children is not the process's
+    // own: the shim goes back to its own after the fork, before its log writers start.
+    let own_pid_ns = std::fs::File::open("/proc/self/ns/pid").map_err(|e| LaunchError::Io {
+        step: "open namespace",
+        group: g.into(),
+        source: std::io::Error::new(e.kind(), format!("/proc/self/ns/pid: {e}")),
+    })?;
     setns(&ns.pid, CloneFlags::CLONE_NEWPID).map_err(|e| LaunchError::sys("setns pid", g, e))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| LaunchError::sys("pipe", g, e))?;
-    // SAFETY: the shim is single-threaded, so the child may run arbitrary code after fork.
+    // SAFETY: the shim is single-threaded (log writer threads start after the fork), so the
+    // child may run arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| LaunchError::sys("fork agent", g, e))? {
         ForkResult::Child => {
             drop(err_r);
-            let e = child(spec, &ns, &caps, &filters, &argv, &env, &path_var);
+            let e = match &pipes {
+                Some(p) => redirect_output(g, &p.out.1, &p.err.1).err(),
+                None => None,
+            };
+            let e = e.unwrap_or_else(|| child(spec, &ns, &caps, &filters, &argv, &env, &path_var));
             let _ = nix::unistd::write(&err_w, e.to_string().as_bytes());
             // SAFETY: leave without running the parent's atexit handlers or destructors.
             unsafe { libc::_exit(127) }
@@ -184,58 +281,142 @@ fn run(spec: &AgentSpec) -> Result<ExitRecord, LaunchError> {
         ForkResult::Parent { child } => {
             drop(err_w);
             drop(ns);
+            if let (Some(p), Some(log)) = (pipes, &spec.log) {
+                // Only the agent holds the write ends now: end of file when it (and its
+                // children) closed them.
+                drop(p.out.1);
+                drop(p.err.1);
+                let started = setns(&own_pid_ns, CloneFlags::CLONE_NEWPID)
+                    .map_err(|e| LaunchError::sys("setns back to the shim's pid namespace", g, e))
+                    .and_then(|()| start_logs(spec, log, p.out.0, p.err.0));
+                match started {
+                    Ok(pumps) => *logs = pumps,
+                    Err(e) => {
+                        let _ = kill(child, Signal::SIGKILL);
+                        let _ = waitpid(child, None);
+                        return Err(e);
+                    }
+                }
+            }
             let mut failure = String::new();
             let _ = std::fs::File::from(err_r).read_to_string(&mut failure);
             if !failure.is_empty() {
                 let _ = waitpid(child, None);
+                // The child's error already names the agent when it is an exec error.
+                let prefix = format!("agent {}: ", spec.agent);
+                let message = failure
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&failure)
+                    .to_string();
                 return Err(LaunchError::Exec {
                     agent: spec.agent.clone(),
-                    message: failure,
+                    message,
                 });
             }
             if let Some(p) = &spec.pid_file {
                 let _ = std::fs::write(p, format!("{}\n", child.as_raw()));
             }
-            Ok(supervise(child, &waited))
+            let record = supervise(child, &signals, logs);
+            drain(logs);
+            Ok(record)
         }
     }
 }
 
-/// Waits for the agent, forwarding signals; returns how it ended.
-fn supervise(child: Pid, waited: &SigSet) -> ExitRecord {
+/// In the child: the log pipes become stdout and stderr.
+fn redirect_output(g: &str, out: &OwnedFd, err: &OwnedFd) -> Result<(), LaunchError> {
+    nix::unistd::dup2_stdout(out).map_err(|e| LaunchError::sys("dup2 stdout", g, e))?;
+    nix::unistd::dup2_stderr(err).map_err(|e| LaunchError::sys("dup2 stderr", g, e))
+}
+
+/// How the agent ended, if it did.
+fn reaped(child: Pid) -> Option<ExitRecord> {
+    let record = |code, signal, error: Option<&str>| ExitRecord {
+        pid: child.as_raw(),
+        code,
+        signal,
+        error: error.map(str::to_string),
+    };
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(record(Some(code), None, None)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(record(None, Some(sig as i32), None)),
+        Err(nix::Error::ECHILD) => Some(record(None, None, Some("the agent vanished"))),
+        _ => None,
+    }
+}
+
+/// Waits for the agent, forwarding signals and pumping its output into the log writers;
+/// returns how it ended. One `poll` over the signalfd and the open pipes.
+fn supervise(child: Pid, signals: &SignalFd, logs: &mut [StreamPump]) -> ExitRecord {
+    let mut buf = logfile::read_buffer();
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => {
-                return ExitRecord {
-                    pid: child.as_raw(),
-                    code: Some(code),
-                    signal: None,
-                    error: None,
-                }
-            }
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return ExitRecord {
-                    pid: child.as_raw(),
-                    code: None,
-                    signal: Some(sig as i32),
-                    error: None,
-                }
-            }
-            Err(nix::Error::ECHILD) => {
-                return ExitRecord {
-                    pid: child.as_raw(),
-                    code: None,
-                    signal: None,
-                    error: Some("the agent vanished".into()),
-                }
-            }
-            _ => {}
+        if let Some(record) = reaped(child) {
+            return record;
         }
-        match waited.wait() {
-            Ok(Signal::SIGCHLD) | Err(_) => {}
-            Ok(sig) => {
-                let _ = kill(child, sig);
+        let mut fds = vec![libc::pollfd {
+            fd: signals.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let mut which = Vec::new();
+        for (i, l) in logs.iter().enumerate() {
+            if let Some(fd) = l.pipe() {
+                fds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                which.push(i);
             }
+        }
+        let now = Instant::now();
+        let timeout = logs
+            .iter()
+            .filter_map(StreamPump::due)
+            .min()
+            .map_or(-1, |t| {
+                let ms = t.saturating_duration_since(now).as_micros().div_ceil(1000);
+                i32::try_from(ms).unwrap_or(i32::MAX)
+            });
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd structs for the whole call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            // EINTR: look again. (Nothing else can fail with valid fds.)
+            continue;
+        }
+        if fds[0].revents != 0 {
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) | Err(_) => {}
+                    Ok(sig) => {
+                        let _ = kill(child, sig);
+                    }
+                }
+            }
+        }
+        for (pfd, i) in fds[1..].iter().zip(which) {
+            if pfd.revents != 0 {
+                // At most 1 MiB per stream and round, so signals are never starved.
+                logs[i].read_available(&mut buf, 16);
+            }
+        }
+        let now = Instant::now();
+        for l in logs.iter_mut() {
+            l.flush_partial(now, false);
+        }
+    }
+}
+
+/// After the agent ended: reads what is left in its pipes, without waiting for writers that
+/// keep them open (the agent's children), for at most [`DRAIN_FOR`].
+fn drain(logs: &mut [StreamPump]) {
+    if logs.is_empty() {
+        return;
+    }
+    let mut buf = logfile::read_buffer();
+    let deadline = Instant::now() + DRAIN_FOR;
+    for l in logs.iter_mut() {
+        while l.read_available(&mut buf, 16) == logfile::Pumped::More && Instant::now() < deadline {
         }
     }
 }
@@ -273,6 +454,13 @@ fn child(
         SigSet::all()
             .thread_unblock()
             .map_err(|e| LaunchError::sys("unblock signals", g, e))?;
+        // An ignored signal stays ignored across exec (Rust ignores SIGPIPE; a shell ignores
+        // SIGINT and SIGQUIT for background jobs): the agent starts with every default back.
+        for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+            // SAFETY: restoring a default disposition installs no handler.
+            unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }
+                .map_err(|e| LaunchError::sys("reset signal dispositions", g, e))?;
+        }
         let prog = resolve(&spec.argv[0], path_var).ok_or_else(|| LaunchError::Exec {
             agent: spec.agent.clone(),
             message: format!("{}: not found in the group (PATH={path_var})", spec.argv[0]),

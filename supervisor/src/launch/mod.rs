@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod init;
+pub mod logfile;
 pub mod mounts;
 pub mod net;
 pub mod sandbox;

@@ -86,6 +86,21 @@ pub struct AgentSpec {
     pub pid_file: Option<PathBuf>,
     /// Where the shim writes the agent's exit (JSON) when it ends.
     pub exit_file: Option<PathBuf>,
+    /// Log files the shim writes the agent's stdout and stderr to (timestamped, rotated).
+    /// `None`: the agent inherits the shim's stdout and stderr (`run-group` in a terminal).
+    #[serde(default)]
+    pub log: Option<LogSpec>,
+}
+
+/// The agent's log files, written by its shim (`crate::launch::logfile`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogSpec {
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// Rotate a file before it would grow beyond this many bytes (0: never rotate).
+    pub max_size: u64,
+    /// Rotated files kept per stream (`path.1` newest ... `path.<keep>` oldest).
+    pub keep: u32,
 }
 
 /// How an agent ended, as the shim records it.

@@ -1,0 +1,185 @@
+//! agent-supervisor's own contenders in `bench launch`: a whole pod lifecycle per run
+//! (`Pod::start`, one `__agent` running `/bin/true`, `Pod::stop`), and one agent per run in a
+//! group that keeps running. Both use a tiny system file in a temporary directory whose run
+//! directory and cgroup root are the benchmark's own, removed afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use agent_config::Loaded;
+
+use crate::cgroup::{Cgroup, Layout};
+use crate::pod::{Pod, PodOptions};
+
+/// The group and agent of the benchmark's system file.
+const GROUP: &str = "bench";
+const AGENT: &str = "true";
+const HOST: &str = "h1";
+
+/// Where the time of one "new group + agent" run went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    /// `Pod::start`: cgroups, spec, `__group-init` until the init is ready.
+    pub start: Duration,
+    /// `Pod::agent_command` (agent cgroup, spec file) until the shim exited.
+    pub agent: Duration,
+    /// `Pod::stop` and reaping the init: kill, wait for empty cgroups, remove them.
+    pub stop: Duration,
+}
+
+/// The benchmark's system: a temporary directory with `system.yaml`, loaded.
+pub struct BenchSystem {
+    loaded: Loaded,
+    opts: PodOptions,
+    _cleanup: Cleanup,
+}
+
+/// Removes the benchmark's directory and cgroup slice when dropped.
+struct Cleanup {
+    dir: PathBuf,
+    slice: String,
+}
+
+impl BenchSystem {
+    /// Writes and loads the system file in `/tmp/as-bench-<pid>`.
+    pub fn new() -> Result<BenchSystem, String> {
+        let pid = std::process::id();
+        let dir = PathBuf::from(format!("/tmp/as-bench-{pid}"));
+        let slice = format!("as-bench-{pid}.slice");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let file = dir.join("system.yaml");
+        let text = format!(
+            "hosts:\n  {HOST}: {{address: 127.0.0.1, role: primary}}\n\
+             daemon: {{run_dir: {run}, cgroup_root: {slice}}}\n\
+             groups:\n  {GROUP}:\n    host: {HOST}\n    image: host\n    agents:\n\
+             \x20     - name: {AGENT}\n        command: [/bin/true]\n",
+            run = dir.join("run").display(),
+        );
+        // From here on, dropping `cleanup` removes the directory and the slice.
+        let cleanup = Cleanup { dir, slice };
+        std::fs::write(&file, text).map_err(|e| format!("write {}: {e}", file.display()))?;
+        let loaded = agent_config::load(&file).map_err(|e| format!("bench system file: {e}"))?;
+        let errors: Vec<String> = agent_config::validate::validate(&loaded)
+            .into_iter()
+            .filter(|f| f.is_error())
+            .map(|f| f.to_string())
+            .collect();
+        if !errors.is_empty() {
+            return Err(format!("bench system file: {}", errors.join("; ")));
+        }
+        let opts = PodOptions::for_host(&loaded, HOST).map_err(|e| e.to_string())?;
+        Ok(BenchSystem {
+            loaded,
+            opts,
+            _cleanup: cleanup,
+        })
+    }
+
+    /// The launcher binary (this executable).
+    pub fn launcher(&self) -> &Path {
+        &self.opts.launcher
+    }
+
+    fn agent(&self) -> Result<&agent_config::model::Agent, String> {
+        self.loaded
+            .system
+            .groups
+            .get(GROUP)
+            .and_then(|g| g.agents.iter().find(|a| a.name == AGENT))
+            .ok_or_else(|| format!("agent {GROUP}:{AGENT} is missing from the bench system"))
+    }
+
+    /// One whole lifecycle: start the group, run the agent to its exit, stop the group.
+    pub fn new_group_and_agent(&self) -> Result<Phases, String> {
+        let t0 = Instant::now();
+        let pod = Pod::start(&self.loaded, GROUP, &self.opts).map_err(|e| e.to_string())?;
+        let t1 = Instant::now();
+        let ran = self.run_agent(&pod, false);
+        let t2 = Instant::now();
+        let stopped = stop(&pod);
+        let t3 = Instant::now();
+        ran?;
+        stopped?;
+        Ok(Phases {
+            start: t1 - t0,
+            agent: t2 - t1,
+            stop: t3 - t2,
+        })
+    }
+
+    /// Starts the group once, for [`BenchSystem::agent_in`].
+    pub fn start_group(&self) -> Result<RunningGroup<'_>, String> {
+        let pod = Pod::start(&self.loaded, GROUP, &self.opts).map_err(|e| e.to_string())?;
+        Ok(RunningGroup { sys: self, pod })
+    }
+
+    /// Prepares, spawns and waits for the agent's shim; checks it exited 0. With
+    /// `remove_cgroup`, also removes the agent's cgroup (as the daemon does after an exit).
+    fn run_agent(&self, pod: &Pod, remove_cgroup: bool) -> Result<(), String> {
+        let agent = self.agent()?;
+        let (mut cmd, cg) = pod
+            .agent_command(&self.loaded, agent)
+            .map_err(|e| e.to_string())?;
+        let out = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("run {} __agent: {e}", self.opts.launcher.display()))?;
+        if !out.status.success() {
+            let why = pod
+                .exit_record(AGENT)
+                .and_then(|r| r.error)
+                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+            return Err(format!("agent {GROUP}:{AGENT} {}: {why}", out.status));
+        }
+        if remove_cgroup {
+            cg.remove().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A group started once; agents are run in it one after the other.
+pub struct RunningGroup<'a> {
+    sys: &'a BenchSystem,
+    pod: Pod,
+}
+
+impl RunningGroup<'_> {
+    /// One agent run: agent cgroup and spec, shim spawn until `/bin/true` exited, agent
+    /// cgroup removed.
+    pub fn agent_in(&self) -> Result<(), String> {
+        self.sys.run_agent(&self.pod, true)
+    }
+
+    /// The group init's pid (host pid namespace).
+    pub fn init_pid(&self) -> i32 {
+        self.pod.init_pid
+    }
+
+    /// Stops the group.
+    pub fn stop(self) -> Result<(), String> {
+        stop(&self.pod)
+    }
+}
+
+/// `Pod::stop`, then reaps the init (it was reparented to this process, a subreaper).
+fn stop(pod: &Pod) -> Result<(), String> {
+    let r = pod.stop().map_err(|e| e.to_string());
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
+    r
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Ok(layout) = Layout::detect() {
+            if let Ok(root) = Cgroup::root(&layout, &self.slice) {
+                let _ = root.remove();
+            }
+        }
+    }
+}

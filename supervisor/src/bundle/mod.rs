@@ -1,0 +1,449 @@
+//! `agent-supervisor bundle CONFIG --host H GROUP DIR`: a group as an OCI runtime bundle
+//! (`config.json` + `rootfs/`), so the same group can run under crun or runc for comparison.
+//!
+//! The bundle mirrors what `crate::pod` and the launcher build (`docs/launcher.md`): the same
+//! namespaces, the `host` rootfs skeleton with the host's system directories bound read-only,
+//! `/proc`, a minimal `/dev`, read-only `/sys`, tmpfs `/tmp` and `/run`, the group's binds,
+//! masked and read-only paths, the kept capabilities, `no_new_privs`, the default seccomp
+//! filter and the group's resource limits. `oci` builds `config.json`.
+
+mod oci;
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use agent_config::model::{Agent, Group};
+use agent_config::{defaults, Loaded};
+
+use crate::cgroup::Limits;
+
+/// Why a group could not be exported; each names the file, group, agent or field.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot load system file {path}:\n{source}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: agent_config::LoadError,
+    },
+    #[error("system file {path} has errors:\n{}", .errors.join("\n"))]
+    Invalid { path: PathBuf, errors: Vec<String> },
+    #[error("--host {host:?} is not a host of {path}")]
+    NoHost { host: String, path: PathBuf },
+    #[error("group {group:?} is not in {path}")]
+    NoGroup { group: String, path: PathBuf },
+    #[error("group {group} runs on host {runs_on}, not {host}")]
+    WrongHost {
+        group: String,
+        runs_on: String,
+        host: String,
+    },
+    #[error("group {group} has no agents: an OCI bundle needs a process")]
+    NoAgents { group: String },
+    #[error("group {group} has no agent {agent:?} (agents: {})", .known.join(", "))]
+    NoAgent {
+        group: String,
+        agent: String,
+        known: Vec<String>,
+    },
+    #[error("group {group}: image {image:?} is not built yet: only groups on the `host` image can be exported")]
+    ImageNotBuilt { group: String, image: String },
+    #[error("group {group}: {source}")]
+    Rootfs {
+        group: String,
+        #[source]
+        source: agent_rootfs::RootfsError,
+    },
+    #[error("bundle directory {dir} is not empty: give a new or empty directory")]
+    DirNotEmpty { dir: PathBuf },
+    #[error("bundle directory {dir} exists and is not a directory")]
+    NotADir { dir: PathBuf },
+    #[error("group {group}: env_file {path}: {message}")]
+    EnvFile {
+        group: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("group {group}: bind target {target}: {why}")]
+    BadBind {
+        group: String,
+        target: PathBuf,
+        why: &'static str,
+    },
+    #[error("group {group}: {field} = {value} does not fit an OCI bundle ({why})")]
+    Value {
+        group: String,
+        field: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("group {group}: cannot build {what} of config.json: {source}")]
+    Spec {
+        group: String,
+        what: &'static str,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BundleError {
+    let path = path.to_path_buf();
+    move |source| BundleError::Io { what, path, source }
+}
+
+/// What [`export`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// `DIR/config.json`.
+    pub config_json: PathBuf,
+    /// The agent that is the bundle's process.
+    pub agent: String,
+    /// The group's other agents, which are not in the bundle.
+    pub left_out: Vec<String>,
+}
+
+/// Writes `group` of `host` from the system file `config` as an OCI runtime bundle in `dir`
+/// (created; refused when it exists and is not empty): `config.json` and `rootfs/`.
+///
+/// An OCI bundle runs one process, and a group is a pod of several agents. The bundle's
+/// process is the group's **first agent as written in the system file**; the other agents
+/// are left out (listed in [`Exported::left_out`]; use [`export_agent`] to pick another one).
+/// Everything else (namespaces, root file system, binds, limits, sandbox) is the group's.
+///
+/// Only groups on the `host` image can be exported today: other images are not built yet.
+pub fn export(config: &Path, host: &str, group: &str, dir: &Path) -> Result<Exported, BundleError> {
+    export_agent(config, host, group, None, dir)
+}
+
+/// [`export`] with the bundle's process chosen by name (`None`: the first agent).
+pub fn export_agent(
+    config: &Path,
+    host: &str,
+    group: &str,
+    agent: Option<&str>,
+    dir: &Path,
+) -> Result<Exported, BundleError> {
+    let l = agent_config::load(config).map_err(|source| BundleError::Load {
+        path: config.to_path_buf(),
+        source,
+    })?;
+    let errors: Vec<String> = agent_config::validate::validate(&l)
+        .into_iter()
+        .filter(|f| f.is_error())
+        .map(|f| f.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(BundleError::Invalid {
+            path: config.to_path_buf(),
+            errors,
+        });
+    }
+    if !l.system.hosts.contains_key(host) {
+        return Err(BundleError::NoHost {
+            host: host.to_string(),
+            path: config.to_path_buf(),
+        });
+    }
+    let g = l
+        .system
+        .groups
+        .get(group)
+        .ok_or_else(|| BundleError::NoGroup {
+            group: group.to_string(),
+            path: config.to_path_buf(),
+        })?;
+    if g.host != host {
+        return Err(BundleError::WrongHost {
+            group: group.to_string(),
+            runs_on: g.host.clone(),
+            host: host.to_string(),
+        });
+    }
+    let a = pick_agent(group, g, agent)?;
+    let image = defaults::image(g);
+    if image != defaults::HOST_IMAGE {
+        return Err(BundleError::ImageNotBuilt {
+            group: group.to_string(),
+            image: image.to_string(),
+        });
+    }
+    let host_entries =
+        agent_rootfs::host_rootfs(Path::new("/")).map_err(|source| BundleError::Rootfs {
+            group: group.to_string(),
+            source,
+        })?;
+    let binds = binds(&l, group, g)?;
+    let inputs = oci::Inputs {
+        group,
+        agent: &a.name,
+        argv: a.command.0.clone(),
+        env: agent_environment(&l, group, g, a)?,
+        cwd: workdir(&l, a),
+        host_entries: &host_entries,
+        binds: &binds,
+        limits: Limits::from(&g.resources),
+    };
+    let spec = oci::spec(&inputs)?;
+    let json = oci::to_json(group, &spec)?;
+
+    let created = prepare_dir(dir)?;
+    let config_json = dir.join("config.json");
+    let written = write_rootfs(&dir.join("rootfs"), &host_entries, &binds)
+        .and_then(|()| write_private(&config_json, &json));
+    if let Err(e) = written {
+        // Leave the directory as it was: gone, or empty.
+        if created {
+            let _ = std::fs::remove_dir_all(dir);
+        } else {
+            let _ = std::fs::remove_dir_all(dir.join("rootfs"));
+            let _ = std::fs::remove_file(&config_json);
+        }
+        return Err(e);
+    }
+    Ok(Exported {
+        config_json,
+        agent: a.name.clone(),
+        left_out: g
+            .agents
+            .iter()
+            .filter(|x| x.name != a.name)
+            .map(|x| x.name.clone())
+            .collect(),
+    })
+}
+
+fn pick_agent<'a>(
+    group: &str,
+    g: &'a Group,
+    agent: Option<&str>,
+) -> Result<&'a Agent, BundleError> {
+    match agent {
+        None => g.agents.first().ok_or_else(|| BundleError::NoAgents {
+            group: group.to_string(),
+        }),
+        Some(name) => {
+            g.agents
+                .iter()
+                .find(|a| a.name == name)
+                .ok_or_else(|| BundleError::NoAgent {
+                    group: group.to_string(),
+                    agent: name.to_string(),
+                    known: g.agents.iter().map(|a| a.name.clone()).collect(),
+                })
+        }
+    }
+}
+
+/// A bind of the bundle: host source, target inside the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bind {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+/// The system file's directory (read-only at its own path, as `crate::pod` shows it to
+/// groups on the `host` image), then the group's binds with sources resolved on this machine.
+fn binds(l: &Loaded, group: &str, g: &Group) -> Result<Vec<Bind>, BundleError> {
+    let dir =
+        std::fs::canonicalize(&l.dir).map_err(io("resolve the system file directory", &l.dir))?;
+    let mut out = vec![Bind {
+        source: dir.clone(),
+        target: dir,
+        readonly: true,
+    }];
+    for b in &g.binds {
+        let ok = b.target.is_absolute()
+            && b.target
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if !ok {
+            return Err(BundleError::BadBind {
+                group: group.to_string(),
+                target: b.target.clone(),
+                why: "must be an absolute path without `.` or `..`",
+            });
+        }
+        let source = l.resolve(&b.source);
+        let source = std::fs::canonicalize(&source).map_err(io("resolve bind source", &source))?;
+        out.push(Bind {
+            source,
+            target: b.target.clone(),
+            readonly: b.readonly,
+        });
+    }
+    Ok(out)
+}
+
+/// The environment `crate::pod::Pod::agent_command` gives an agent: `PATH`, `HOME`,
+/// `PYTHONUNBUFFERED`, then the group's `env_file`, the group's and the agent's `env`, and
+/// `agent_config::scripts::agent_env` (each later value replaces an earlier one).
+fn agent_environment(
+    l: &Loaded,
+    group: &str,
+    g: &Group,
+    agent: &Agent,
+) -> Result<Vec<(String, String)>, BundleError> {
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("HOME".into(), "/root".into()),
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+    ];
+    let mut set = |k: String, v: String| {
+        env.retain(|(x, _)| *x != k);
+        env.push((k, v));
+    };
+    if let Some(f) = &g.env_file {
+        let path = l.resolve(f);
+        let env_err = |message: String| BundleError::EnvFile {
+            group: group.to_string(),
+            path: path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| env_err(e.to_string()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| env_err(format!("line {}: expected KEY=VALUE", n + 1)))?;
+            set(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    for (k, v) in g.env.iter().chain(agent.env.iter()) {
+        set(k.clone(), v.clone());
+    }
+    for (k, v) in agent_config::scripts::agent_env(l, group, agent) {
+        set(k, v);
+    }
+    Ok(env)
+}
+
+/// The agent's working directory inside the group: an absolute `workdir` as written, a
+/// relative one under the system file's directory, else that directory (bound at its own
+/// path, so its resolved host path is also its path in the group).
+fn workdir(l: &Loaded, agent: &Agent) -> PathBuf {
+    match &agent.workdir {
+        Some(w) if w.is_absolute() => w.clone(),
+        other => {
+            let p = match other {
+                Some(w) => l.dir.join(w),
+                None => l.dir.clone(),
+            };
+            std::fs::canonicalize(&p).unwrap_or(p)
+        }
+    }
+}
+
+/// Creates `dir` or accepts it empty; `true` when it was created.
+fn prepare_dir(dir: &Path) -> Result<bool, BundleError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(BundleError::NotADir {
+            dir: dir.to_path_buf(),
+        }),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(dir).map_err(io("read bundle directory", dir))?;
+            if entries.next().is_some() {
+                return Err(BundleError::DirNotEmpty {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io("create bundle directory", dir))?;
+            Ok(true)
+        }
+        Err(e) => Err(io("inspect bundle directory", dir)(e)),
+    }
+}
+
+/// Directories of the skeleton that the runtime mounts over (as the launcher's host rootfs).
+const SKELETON_DIRS: &[&str] = &[
+    "proc", "dev", "sys", "tmp", "run", "var", "var/tmp", "root", "home",
+];
+
+/// Mount points whose contents the runtime provides: binds under them need no mount point
+/// in `rootfs/` (the runtime creates it in the tmpfs).
+const RUNTIME_MOUNTS: &[&str] = &["/proc", "/dev", "/sys", "/tmp", "/run", "/var/tmp"];
+
+/// `rootfs/`: the `host` skeleton (an empty directory per host system directory, usrmerge
+/// symlinks as symlinks, the runtime's mount points) and mount points of the binds outside
+/// the host directories and the runtime's tmpfs mounts.
+fn write_rootfs(
+    rootfs: &Path,
+    host_entries: &[agent_rootfs::HostEntry],
+    binds: &[Bind],
+) -> Result<(), BundleError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true).mode(0o755);
+    let mkdir = |p: &Path| builder.create(p).map_err(io("create directory", p));
+    mkdir(rootfs)?;
+    let inside = |p: &Path| rootfs.join(p.strip_prefix("/").unwrap_or(p));
+    let mut covered: Vec<PathBuf> = RUNTIME_MOUNTS.iter().map(PathBuf::from).collect();
+    for e in host_entries {
+        match e {
+            agent_rootfs::HostEntry::Dir(d) => {
+                mkdir(&inside(d))?;
+                covered.push(d.clone());
+            }
+            agent_rootfs::HostEntry::Symlink { path, target } => {
+                let link = inside(path);
+                std::os::unix::fs::symlink(target, &link).map_err(io("create symlink", &link))?;
+                covered.push(path.clone());
+            }
+        }
+    }
+    for d in SKELETON_DIRS {
+        let p = rootfs.join(d);
+        if std::fs::symlink_metadata(&p).is_err() {
+            mkdir(&p)?;
+        }
+    }
+    for b in binds {
+        if covered.iter().any(|c| b.target.starts_with(c)) {
+            continue;
+        }
+        let p = inside(&b.target);
+        if b.source.is_dir() {
+            mkdir(&p)?;
+        } else {
+            if let Some(parent) = p.parent() {
+                mkdir(parent)?;
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&p)
+                .map_err(io("create mount point", &p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `config.json` readable by its owner only: the environment may hold secrets from
+/// the group's `env_file`.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("create", path))?;
+    f.write_all(bytes).map_err(io("write", path))
+}

@@ -1,0 +1,234 @@
+//! The control API's data: what `supervisorctl` asks and what the daemon answers. Shared by
+//! the daemon (server) and `supervisorctl` (client); the HTTP mapping is in `docs/api.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// supervisord's process states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AgentState {
+    Stopped,
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Exited,
+    Fatal,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Stopped => "STOPPED",
+            AgentState::Starting => "STARTING",
+            AgentState::Running => "RUNNING",
+            AgentState::Backoff => "BACKOFF",
+            AgentState::Stopping => "STOPPING",
+            AgentState::Exited => "EXITED",
+            AgentState::Fatal => "FATAL",
+        }
+    }
+}
+
+/// Result of an agent's health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// Why an agent last stopped running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LastExit {
+    /// It exited with this status.
+    Code { code: i32 },
+    /// A signal killed it.
+    Signal { signal: i32, name: String },
+    /// The kernel's OOM killer killed it (memory limit).
+    OomKilled,
+    /// It was restarted because its health check failed.
+    HealthFailure { reason: String },
+    /// A user stopped it (`supervisorctl stop`, reload, shutdown).
+    StoppedByUser,
+    /// It could not be started.
+    StartFailure { reason: String },
+}
+
+impl std::fmt::Display for LastExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LastExit::Code { code } => write!(f, "exit {code}"),
+            LastExit::Signal { name, .. } => write!(f, "killed by {name}"),
+            LastExit::OomKilled => f.write_str("OOM-killed"),
+            LastExit::HealthFailure { reason } => write!(f, "health check failed: {reason}"),
+            LastExit::StoppedByUser => f.write_str("stopped by user"),
+            LastExit::StartFailure { reason } => write!(f, "failed to start: {reason}"),
+        }
+    }
+}
+
+/// One agent as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub host: String,
+    pub group: String,
+    pub agent: String,
+    pub state: AgentState,
+    pub health: Health,
+    /// Last health-check failure, if any.
+    pub health_detail: Option<String>,
+    /// The agent's pid in the host pid namespace.
+    pub pid: Option<i32>,
+    /// Unix time (seconds) the current run started.
+    pub started_at: Option<f64>,
+    pub uptime_seconds: Option<f64>,
+    /// Restarts by the supervisor since the daemon first started it (kept across daemon restarts).
+    pub restarts: u64,
+    pub oom_kills: u64,
+    /// Memory in use by the agent's cgroup.
+    pub memory_bytes: Option<u64>,
+    pub last_exit: Option<LastExit>,
+    /// Exit code of the last exit, when it had one.
+    pub last_exit_code: Option<i32>,
+    /// Seconds until the next start attempt, in BACKOFF.
+    pub backoff_seconds: Option<f64>,
+}
+
+/// One group's resource usage, from its cgroup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub host: String,
+    pub group: String,
+    /// The group init's pid, when the group runs.
+    pub init_pid: Option<i32>,
+    pub memory_usage_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    pub pids: Option<u64>,
+}
+
+/// Everything the daemon knows, at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub host: String,
+    pub version: String,
+    pub daemon_pid: u32,
+    /// Unix time the daemon started.
+    pub daemon_started_at: f64,
+    pub agents: Vec<AgentStatus>,
+    pub groups: Vec<GroupStatus>,
+}
+
+/// A request to the daemon's core. `targets` are agent names, `GROUP:*`, or `all`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "command")]
+pub enum Request {
+    Status {
+        targets: Vec<String>,
+    },
+    Start {
+        targets: Vec<String>,
+    },
+    Stop {
+        targets: Vec<String>,
+    },
+    Restart {
+        targets: Vec<String>,
+    },
+    Signal {
+        signal: String,
+        targets: Vec<String>,
+    },
+    /// Re-read the system file and apply the difference.
+    Reload,
+    Shutdown,
+    Version,
+}
+
+/// What changed on `reload`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+}
+
+/// The core's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Response {
+    Status {
+        snapshot: Snapshot,
+    },
+    /// Per target agent: what happened (`started`, `already running`, ...).
+    Done {
+        results: Vec<(String, String)>,
+    },
+    Reloaded {
+        result: ReloadResult,
+    },
+    ShuttingDown,
+    Version {
+        version: String,
+        pid: u32,
+    },
+}
+
+/// An error answer; `status` is the HTTP status the control API uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 404,
+            message: message.into(),
+        }
+    }
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 500,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request with the channel its answer goes back on (cloud-hypervisor style).
+#[derive(Debug)]
+pub struct ControlMsg {
+    pub request: Request,
+    pub reply: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
+}
+
+/// Log file names of an agent: `<log_dir>/<agent>.stdout.log` and `.stderr.log`; rotated
+/// files get `.1`, `.2`, ... appended (`.1` newest).
+pub fn log_file(log_dir: &std::path::Path, agent: &str, stderr: bool) -> std::path::PathBuf {
+    log_dir.join(format!(
+        "{agent}.{}.log",
+        if stderr { "stderr" } else { "stdout" }
+    ))
+}

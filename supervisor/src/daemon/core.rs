@@ -1,0 +1,1186 @@
+//! The core task: owns every agent's state and the pods, handles one event at a time (a
+//! closed enum), and starts, watches, restarts and stops agents in dependency order.
+//!
+//! Architecture Invariant: only this task changes agent state; other tasks (process
+//! watchers, health checkers, the control API) send it events and get answers on channels.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agent_config::model::{Agent, Condition};
+use agent_config::{defaults, Loaded};
+use indexmap::IndexMap;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::agent::{after_exit, signal_name, AfterExit, AgentRt};
+use super::api::{
+    AgentState, ApiError, ControlMsg, GroupStatus, Health, LastExit, Request, Response, Snapshot,
+};
+use super::health::{self, Probe};
+use super::persist::{self, AgentRecord};
+use super::process::{self, Watched};
+use crate::pod::{Pod, PodOptions};
+
+/// How long an agent may wait for its dependencies before the wait is reported.
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Until the first healthy answer, health checks run this often (at most `interval`).
+const EARLY_CHECK: Duration = Duration::from_millis(200);
+/// How long `start`/`stop` requests wait for their agents to settle.
+const REQUEST_WAIT: Duration = Duration::from_secs(60);
+
+/// Everything that can happen to the core.
+#[derive(Debug)]
+pub enum Event {
+    Control(ControlMsg),
+    GroupStarted {
+        group: String,
+        result: Result<Pod, String>,
+    },
+    Running {
+        agent: String,
+        generation: u64,
+        pid: Option<i32>,
+    },
+    Exited {
+        agent: String,
+        generation: u64,
+    },
+    Health {
+        agent: String,
+        generation: u64,
+        result: Result<(), String>,
+    },
+    BackoffOver {
+        agent: String,
+        generation: u64,
+    },
+    StopTimeout {
+        agent: String,
+        generation: u64,
+    },
+    /// Periodic: report dependency waits, settle pending requests.
+    Tick,
+}
+
+/// A `start`/`stop`/`restart` request waiting for its agents to settle.
+struct Pending {
+    agents: Vec<String>,
+    want_running: bool,
+    reply: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct GroupRt {
+    pod: Option<Pod>,
+    starting: bool,
+    failed: Option<String>,
+    /// Remove the pod once its agents stopped (reload removed or changed the group).
+    retire: bool,
+}
+
+/// The core's state.
+pub struct Core {
+    pub l: Loaded,
+    pub host: String,
+    opts: PodOptions,
+    tx: UnboundedSender<Event>,
+    groups: BTreeMap<String, GroupRt>,
+    agents: IndexMap<String, AgentRt>,
+    state_path: PathBuf,
+    log_dir: PathBuf,
+    log_max: u64,
+    log_keep: u32,
+    started: SystemTime,
+    pending: Vec<Pending>,
+    shutting_down: Option<CancellationToken>,
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Core {
+    /// A core for `host` of `l`; agents start once [`Core::run`] runs.
+    pub fn new(l: Loaded, host: String, opts: PodOptions, tx: UnboundedSender<Event>) -> Core {
+        let d = defaults::daemon(&l.system, &host);
+        let mut core = Core {
+            state_path: persist::state_path(&d.run_dir),
+            log_dir: d.log_dir.clone(),
+            log_max: d.log_max_size.0,
+            log_keep: d.log_keep,
+            l,
+            host,
+            opts,
+            tx,
+            groups: BTreeMap::new(),
+            agents: IndexMap::new(),
+            started: SystemTime::now(),
+            pending: Vec::new(),
+            shutting_down: None,
+        };
+        core.sync_config();
+        core
+    }
+
+    /// Adds runtime records for every group and agent of this host not yet known.
+    fn sync_config(&mut self) {
+        for (gname, g) in &self.l.system.groups {
+            if g.host != self.host {
+                continue;
+            }
+            self.groups.entry(gname.clone()).or_default();
+            for a in &g.agents {
+                if !self.agents.contains_key(&a.name) {
+                    let r = defaults::restart(g, a);
+                    self.agents
+                        .insert(a.name.clone(), AgentRt::new(&a.name, gname, &r));
+                }
+            }
+        }
+    }
+
+    fn agent_cfg(&self, name: &str) -> Option<(&agent_config::model::Group, &Agent)> {
+        let rt = self.agents.get(name)?;
+        let g = self.l.system.groups.get(&rt.group)?;
+        Some((g, g.agents.iter().find(|a| a.name == name)?))
+    }
+
+    /// The event loop; returns when a shutdown finished.
+    pub async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        self.adopt();
+        self.reconcile();
+        let tick = self.tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if tick.send(Event::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        while let Some(ev) = rx.recv().await {
+            self.handle(ev);
+            self.collect_retired();
+            self.reconcile();
+            self.settle_pending();
+            self.save();
+            if let Some(done) = &self.shutting_down {
+                if self.agents.values().all(|a| !a.is_live())
+                    && self.groups.values().all(|g| !g.starting)
+                {
+                    for (name, g) in self.groups.iter_mut() {
+                        if let Some(pod) = g.pod.take() {
+                            if let Err(e) = pod.stop() {
+                                eprintln!("agent-supervisor: group {name}: {e}");
+                            }
+                        }
+                    }
+                    self.save();
+                    done.cancel();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn save(&self) {
+        let mut st = persist::State::default();
+        for (n, a) in &self.agents {
+            st.agents.insert(
+                n.clone(),
+                AgentRecord {
+                    restarts: a.restarts,
+                    oom_kills: a.oom_kills,
+                    started_at: a.started_at.map(unix),
+                    shim: if a.is_live() { a.shim } else { None },
+                    pid: a.pid,
+                    oom_base: a.oom_base,
+                },
+            );
+        }
+        if let Err(e) = persist::save(&self.state_path, &st) {
+            eprintln!("agent-supervisor: cannot save state: {e}");
+        }
+    }
+
+    /// Re-adopts groups and agents left running by an earlier daemon; cleans up the rest.
+    fn adopt(&mut self) {
+        let saved = match persist::load(&self.state_path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("agent-supervisor: ignoring unreadable state: {e}");
+                persist::State::default()
+            }
+        };
+        let groups: Vec<String> = self.groups.keys().cloned().collect();
+        for gname in groups {
+            let pod = match Pod::adopt(&self.l, &gname, &self.opts) {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(e) => {
+                    eprintln!("agent-supervisor: group {gname}: cannot adopt: {e}");
+                    continue;
+                }
+            };
+            let names: Vec<String> = self
+                .agents
+                .values()
+                .filter(|a| a.group == gname)
+                .map(|a| a.name.clone())
+                .collect();
+            for name in names {
+                let Some(rec) = saved.agents.get(&name) else {
+                    continue;
+                };
+                let a = self.agents.get_mut(&name).expect("agent listed above");
+                a.restarts = rec.restarts;
+                a.oom_kills = rec.oom_kills;
+                let Some((shim, start)) = rec.shim else {
+                    continue;
+                };
+                if !process::alive(shim, start) {
+                    continue;
+                }
+                a.generation += 1;
+                a.state = AgentState::Running;
+                a.shim = Some((shim, start));
+                a.pid = rec.pid.or_else(|| pod.agent_pid(&name));
+                a.started_at = rec
+                    .started_at
+                    .map(|s| UNIX_EPOCH + Duration::from_secs_f64(s));
+                a.started = a
+                    .started_at
+                    .and_then(|s| s.elapsed().ok())
+                    .map(|e| Instant::now() - e);
+                a.oom_base = rec.oom_base;
+                a.cgroup = pod.cgroup.open_child(&name);
+                let (tx, generation) = (self.tx.clone(), a.generation);
+                tokio::spawn(async move {
+                    process::wait_exit(Watched::Adopted(shim)).await;
+                    let _ = tx.send(Event::Exited {
+                        agent: name.clone(),
+                        generation,
+                    });
+                });
+            }
+            if let Some(g) = self.groups.get_mut(&gname) {
+                g.pod = Some(pod);
+            }
+        }
+        let names: Vec<String> = self.agents.keys().cloned().collect();
+        for n in names {
+            if self.agents[&n].state == AgentState::Running {
+                self.start_health(&n);
+            }
+        }
+        for (n, rec) in &saved.agents {
+            if let Some(a) = self.agents.get_mut(n) {
+                a.restarts = rec.restarts;
+                a.oom_kills = rec.oom_kills;
+            }
+        }
+        Pod::remove_strays(&self.opts, &self.groups.keys().cloned().collect::<Vec<_>>());
+    }
+
+    /// Whether `name`'s dependencies (its own and its group's) hold now; else what it waits for.
+    fn deps_ready(&self, name: &str) -> Result<(), String> {
+        let Some((g, a)) = self.agent_cfg(name) else {
+            return Ok(());
+        };
+        for (dep, cond) in &a.depends_on.0 {
+            if let Some(d) = self.agents.get(dep) {
+                if !satisfies(d, *cond, self.has_health(dep)) {
+                    return Err(format!("agent {dep} to be {}", cond_name(*cond)));
+                }
+            }
+        }
+        for (dg, cond) in &g.depends_on.0 {
+            for d in self.agents.values().filter(|d| &d.group == dg) {
+                if !satisfies(d, *cond, self.has_health(&d.name)) {
+                    return Err(format!(
+                        "group {dg} to be {} ({} is {})",
+                        cond_name(*cond),
+                        d.name,
+                        d.state.as_str()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn has_health(&self, name: &str) -> bool {
+        self.agent_cfg(name)
+            .is_some_and(|(_, a)| a.health.is_some())
+    }
+
+    /// Starts what should run and can; stops what must stop during a shutdown.
+    fn reconcile(&mut self) {
+        if self.shutting_down.is_some() {
+            self.shutdown_step();
+            return;
+        }
+        let names: Vec<String> = self.agents.keys().cloned().collect();
+        for name in names {
+            let a = &self.agents[&name];
+            if !a.desired || !matches!(a.state, AgentState::Stopped | AgentState::Exited) {
+                continue;
+            }
+            if let Err(waiting) = self.deps_ready(&name) {
+                let a = self.agents.get_mut(&name).expect("listed");
+                let since = *a.waiting_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > START_TIMEOUT && !a.wait_reported {
+                    a.wait_reported = true;
+                    a.health_detail = Some(format!(
+                        "start timeout: waited {:?} for {waiting}",
+                        START_TIMEOUT
+                    ));
+                    eprintln!("agent-supervisor: {}:{name}: start timeout: waited {START_TIMEOUT:?} for {waiting}", a.group);
+                }
+                continue;
+            }
+            let gname = self.agents[&name].group.clone();
+            let g = self.groups.entry(gname.clone()).or_default();
+            if g.retire {
+                continue;
+            }
+            if g.pod.is_none() {
+                if !g.starting {
+                    g.starting = true;
+                    let (l, opts, tx) = (self.l.clone(), self.opts.clone(), self.tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let result = Pod::start(&l, &gname, &opts).map_err(|e| e.to_string());
+                        let _ = tx.send(Event::GroupStarted {
+                            group: gname,
+                            result,
+                        });
+                    });
+                }
+                continue;
+            }
+            self.start_agent(&name);
+        }
+    }
+
+    fn start_agent(&mut self, name: &str) {
+        let Some((_, cfg)) = self.agent_cfg(name) else {
+            return;
+        };
+        let cfg = cfg.clone();
+        let a = self.agents.get_mut(name).expect("known agent");
+        a.generation += 1;
+        a.waiting_since = None;
+        a.wait_reported = false;
+        a.health = Health::Unknown;
+        a.health_fails = 0;
+        a.health_counted_at = None;
+        a.health_detail = None;
+        a.backoff_until = None;
+        let generation = a.generation;
+        let pod = self
+            .groups
+            .get(&a.group)
+            .and_then(|g| g.pod.as_ref())
+            .expect("reconcile starts agents of running pods");
+        let log = crate::launch::spec::LogSpec {
+            stdout: super::api::log_file(&self.log_dir, name, false),
+            stderr: super::api::log_file(&self.log_dir, name, true),
+            max_size: self.log_max,
+            keep: self.log_keep,
+        };
+        let spawned = pod
+            .agent_command_with_log(&self.l, &cfg, Some(log))
+            .map_err(|e| e.to_string())
+            .and_then(|(mut cmd, cg)| {
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                cmd.spawn()
+                    .map(|c| (c, cg))
+                    .map_err(|e| format!("cannot run the launcher: {e}"))
+            });
+        let a = self.agents.get_mut(name).expect("known agent");
+        match spawned {
+            Err(reason) => {
+                eprintln!("agent-supervisor: {}:{name}: {reason}", a.group);
+                a.state = AgentState::Starting;
+                a.stop_reason = Some(LastExit::StartFailure { reason });
+                let _ = self.tx.send(Event::Exited {
+                    agent: name.to_string(),
+                    generation,
+                });
+            }
+            Ok((child, cg)) => {
+                let shim = child.id() as i32;
+                a.shim = crate::launch::proc_start_time(shim).map(|t| (shim, t));
+                a.state = AgentState::Starting;
+                a.pid = None;
+                a.started_at = Some(SystemTime::now());
+                a.started = Some(Instant::now());
+                a.oom_base = cg.oom_kills();
+                a.cgroup = Some(cg);
+                let pid_file = pod.dir.join("agents").join(format!("{name}.pid"));
+                let tx = self.tx.clone();
+                let agent = name.to_string();
+                tokio::spawn(async move {
+                    process::wait_exit(Watched::Own(child)).await;
+                    let _ = tx.send(Event::Exited { agent, generation });
+                });
+                let tx = self.tx.clone();
+                let agent = name.to_string();
+                tokio::spawn(async move {
+                    // The shim writes the agent's pid once exec succeeded.
+                    for _ in 0..2500 {
+                        if let Ok(t) = tokio::fs::read_to_string(&pid_file).await {
+                            if let Ok(pid) = t.trim().parse::<i32>() {
+                                let _ = tx.send(Event::Running {
+                                    agent,
+                                    generation,
+                                    pid: Some(pid),
+                                });
+                                return;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    let _ = tx.send(Event::Running {
+                        agent,
+                        generation,
+                        pid: None,
+                    });
+                });
+            }
+        }
+    }
+
+    fn start_health(&mut self, name: &str) {
+        let Some((_, cfg)) = self.agent_cfg(name) else {
+            return;
+        };
+        let Some(h) = cfg.health.clone() else { return };
+        let port = cfg.all_ports().first().map(|p| p.0);
+        let Some(probe) = Probe::from_config(&h, port) else {
+            return;
+        };
+        let timing = defaults::health_timing(&h);
+        let a = self.agents.get_mut(name).expect("known agent");
+        a.stop_health();
+        let cancel = CancellationToken::new();
+        a.health_task = Some(cancel.clone());
+        let (tx, agent, generation) = (self.tx.clone(), name.to_string(), a.generation);
+        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let wait = if first {
+                    Duration::ZERO
+                } else if healthy.load(std::sync::atomic::Ordering::Relaxed) {
+                    timing.interval
+                } else {
+                    EARLY_CHECK.min(timing.interval)
+                };
+                first = false;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = health::check(&probe, timing.timeout) => r,
+                };
+                healthy.store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                if tx
+                    .send(Event::Health {
+                        agent: agent.clone(),
+                        generation,
+                        result,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Asks a live agent to stop: its stop signal now, a kill of its cgroup at stop_timeout.
+    fn begin_stop(&mut self, name: &str, reason: LastExit, then_start: bool, counts: bool) {
+        // An agent reload removed from the file still stops, with the default signal and timeout.
+        let (timeout, sig) = match self.agent_cfg(name) {
+            Some((g, cfg)) => (
+                defaults::stop_timeout(g, cfg),
+                cfg.stop_signal
+                    .clone()
+                    .unwrap_or_else(|| defaults::STOP_SIGNAL.to_string()),
+            ),
+            None => (defaults::STOP_TIMEOUT, defaults::STOP_SIGNAL.to_string()),
+        };
+        if !self.agents.contains_key(name) {
+            return;
+        }
+        let a = self.agents.get_mut(name).expect("known agent");
+        a.stop_health();
+        match a.state {
+            AgentState::Starting | AgentState::Running => {
+                a.state = AgentState::Stopping;
+                a.stop_reason = Some(reason);
+                a.then_start = then_start;
+                a.restart_counts = counts;
+                let sig = parse_signal(&sig).unwrap_or(Signal::SIGTERM);
+                // The agent itself when its pid is known, else its shim (which forwards).
+                let target = a.pid.or(a.shim.map(|s| s.0));
+                if let Some(pid) = target {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+                }
+                let (tx, agent, generation) = (self.tx.clone(), name.to_string(), a.generation);
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = tx.send(Event::StopTimeout { agent, generation });
+                });
+            }
+            AgentState::Stopping => {
+                a.then_start = then_start;
+            }
+            AgentState::Backoff => {
+                a.generation += 1;
+                a.backoff_until = None;
+                a.state = AgentState::Stopped;
+                a.desired = then_start;
+            }
+            AgentState::Stopped | AgentState::Exited | AgentState::Fatal => {
+                a.desired = then_start;
+                if then_start {
+                    a.state = AgentState::Stopped;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Control(msg) => self.control(msg),
+            Event::GroupStarted { group, result } => {
+                let g = self.groups.entry(group.clone()).or_default();
+                g.starting = false;
+                match result {
+                    Ok(pod) => {
+                        g.failed = None;
+                        g.pod = Some(pod);
+                    }
+                    Err(e) => {
+                        eprintln!("agent-supervisor: group {group}: {e}");
+                        g.failed = Some(e.clone());
+                        // Its agents back off like failed starts.
+                        let names: Vec<String> = self
+                            .agents
+                            .values()
+                            .filter(|a| a.group == group && a.desired)
+                            .map(|a| a.name.clone())
+                            .collect();
+                        for n in names {
+                            let a = self.agents.get_mut(&n).expect("listed");
+                            a.state = AgentState::Starting;
+                            a.generation += 1;
+                            a.stop_reason = Some(LastExit::StartFailure { reason: e.clone() });
+                            let _ = self.tx.send(Event::Exited {
+                                agent: n,
+                                generation: a.generation,
+                            });
+                        }
+                    }
+                }
+            }
+            Event::Running {
+                agent,
+                generation,
+                pid,
+            } => {
+                let Some(a) = self.agents.get_mut(&agent) else {
+                    return;
+                };
+                if a.generation != generation || a.state != AgentState::Starting {
+                    return;
+                }
+                a.pid = pid;
+                a.state = AgentState::Running;
+                self.start_health(&agent);
+            }
+            Event::Exited { agent, generation } => self.exited(&agent, generation),
+            Event::Health {
+                agent,
+                generation,
+                result,
+            } => self.health(&agent, generation, result),
+            Event::BackoffOver { agent, generation } => {
+                let Some(a) = self.agents.get_mut(&agent) else {
+                    return;
+                };
+                if a.generation == generation && a.state == AgentState::Backoff {
+                    a.restarts += 1;
+                    a.state = AgentState::Stopped;
+                    a.backoff_until = None;
+                }
+            }
+            Event::StopTimeout { agent, generation } => {
+                let Some(a) = self.agents.get(&agent) else {
+                    return;
+                };
+                if a.generation == generation && a.state == AgentState::Stopping {
+                    if let Some(cg) = a.cgroup.clone() {
+                        tokio::task::spawn_blocking(move || {
+                            let _ = cg.kill();
+                        });
+                    }
+                }
+            }
+            Event::Tick => {}
+        }
+    }
+
+    fn exited(&mut self, name: &str, generation: u64) {
+        let Some(rt) = self.agents.get(name) else {
+            return;
+        };
+        if rt.generation != generation || !rt.is_live() {
+            return;
+        }
+        let group = rt.group.clone();
+        let record = self
+            .groups
+            .get(&group)
+            .and_then(|g| g.pod.as_ref())
+            .and_then(|p| p.exit_record(name));
+        let restart_cfg = self.agent_cfg(name).map(|(g, a)| defaults::restart(g, a));
+        let a = self.agents.get_mut(name).expect("known agent");
+        a.stop_health();
+        let oom_now = a.cgroup.as_ref().map_or(0, |c| c.oom_kills());
+        let oom = oom_now > a.oom_base;
+        if oom {
+            a.oom_kills += oom_now - a.oom_base;
+        }
+        let ran = a.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let natural = match &record {
+            Some(r) if r.error.is_some() => LastExit::StartFailure {
+                reason: r.error.clone().unwrap_or_default(),
+            },
+            _ if oom => LastExit::OomKilled,
+            Some(r) => match (r.code, r.signal) {
+                (Some(code), _) => LastExit::Code { code },
+                (None, Some(s)) => LastExit::Signal {
+                    signal: s,
+                    name: signal_name(s),
+                },
+                _ => LastExit::Code { code: -1 },
+            },
+            None => LastExit::StartFailure {
+                reason: "the shim ended without an exit record".into(),
+            },
+        };
+        a.last_exit_code = record.as_ref().and_then(|r| r.code);
+        let stopping = a.state == AgentState::Stopping;
+        a.last_exit = Some(match a.stop_reason.take() {
+            Some(LastExit::StartFailure { reason }) => LastExit::StartFailure { reason },
+            Some(reason) if stopping => reason,
+            _ => natural.clone(),
+        });
+        a.pid = None;
+        a.shim = None;
+        if let Some(cg) = a.cgroup.take() {
+            tokio::task::spawn_blocking(move || {
+                let _ = cg.remove();
+            });
+        }
+        let Some(r) = restart_cfg else {
+            a.state = AgentState::Stopped;
+            return;
+        };
+        if stopping && !a.restart_counts {
+            a.state = AgentState::Stopped;
+            a.desired = a.then_start;
+            a.then_start = false;
+            return;
+        }
+        let failed = !matches!(a.last_exit, Some(LastExit::Code { code: 0 }));
+        a.then_start = false;
+        a.restart_counts = false;
+        match after_exit(a, &r, failed || stopping, ran) {
+            AfterExit::Backoff(delay) => {
+                a.state = AgentState::Backoff;
+                a.backoff_until = Some(Instant::now() + delay);
+                a.generation += 1;
+                let (tx, agent, generation) = (self.tx.clone(), name.to_string(), a.generation);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Event::BackoffOver { agent, generation });
+                });
+            }
+            AfterExit::Fatal => {
+                a.state = AgentState::Fatal;
+                a.desired = false;
+                eprintln!(
+                    "agent-supervisor: {group}:{name}: FATAL after {} failed starts ({})",
+                    a.retries - 1,
+                    a.last_exit
+                        .as_ref()
+                        .map(|l| l.to_string())
+                        .unwrap_or_default()
+                );
+            }
+            AfterExit::Exited => {
+                a.state = AgentState::Exited;
+                a.desired = false;
+            }
+        }
+    }
+
+    fn health(&mut self, name: &str, generation: u64, result: Result<(), String>) {
+        let Some((_, cfg)) = self.agent_cfg(name) else {
+            return;
+        };
+        let Some(h) = cfg.health.clone() else { return };
+        let timing = defaults::health_timing(&h);
+        let on_unhealthy = self
+            .agent_cfg(name)
+            .map(|(g, a)| defaults::restart(g, a))
+            .is_some_and(|r| r.on_unhealthy && r.policy != agent_config::model::Policy::Never);
+        let a = self.agents.get_mut(name).expect("known agent");
+        if a.generation != generation || a.state != AgentState::Running {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                a.health = Health::Healthy;
+                a.health_fails = 0;
+                a.health_detail = None;
+            }
+            Err(reason) => {
+                let in_start_period = a.started.is_some_and(|s| s.elapsed() < timing.start_period);
+                a.health_detail = Some(reason.clone());
+                if in_start_period && a.health != Health::Healthy {
+                    return;
+                }
+                // Checks run faster than `interval` until the first success; failures still
+                // count at most once per interval.
+                if a.health_counted_at
+                    .is_some_and(|t| t.elapsed() < timing.interval)
+                {
+                    return;
+                }
+                a.health_counted_at = Some(Instant::now());
+                a.health_fails += 1;
+                if a.health_fails >= timing.retries {
+                    a.health = Health::Unhealthy;
+                    if on_unhealthy {
+                        eprintln!(
+                            "agent-supervisor: {}:{name}: unhealthy ({reason}), restarting",
+                            a.group
+                        );
+                        self.begin_stop(name, LastExit::HealthFailure { reason }, true, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round of an orderly shutdown: stop every live agent nothing live depends on.
+    fn shutdown_step(&mut self) {
+        let names: Vec<String> = self.agents.keys().cloned().collect();
+        for name in &names {
+            let a = &self.agents[name];
+            if a.state == AgentState::Backoff {
+                self.begin_stop(name, LastExit::StoppedByUser, false, false);
+                continue;
+            }
+            if !matches!(a.state, AgentState::Starting | AgentState::Running) {
+                continue;
+            }
+            let needed = names.iter().any(|other| {
+                other != name && self.agents[other].is_live() && self.depends_on(other, name)
+            });
+            if !needed {
+                self.begin_stop(name, LastExit::StoppedByUser, false, false);
+            }
+        }
+        for a in self.agents.values_mut() {
+            a.desired = false;
+        }
+    }
+
+    /// Whether agent `a` depends on agent `b` (directly or through its group).
+    fn depends_on(&self, a: &str, b: &str) -> bool {
+        let (Some((ga, ca)), Some(rb)) = (self.agent_cfg(a), self.agents.get(b)) else {
+            return false;
+        };
+        ca.depends_on.0.contains_key(b) || ga.depends_on.0.contains_key(&rb.group)
+    }
+
+    fn snapshot(&self, targets: &[String]) -> Result<Snapshot, ApiError> {
+        let names = self.resolve(targets, true)?;
+        let agents = names
+            .iter()
+            .map(|n| self.agents[n].status(&self.host))
+            .collect();
+        let groups = self
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                let stats = g.pod.as_ref().map(|p| p.cgroup.stats()).unwrap_or_default();
+                GroupStatus {
+                    host: self.host.clone(),
+                    group: name.clone(),
+                    init_pid: g.pod.as_ref().map(|p| p.init_pid),
+                    memory_usage_bytes: stats.memory_usage,
+                    memory_limit_bytes: stats.memory_limit,
+                    cpu_seconds: stats.cpu_usage_seconds,
+                    pids: stats.pids_current,
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            host: self.host.clone(),
+            version: crate::VERSION.to_string(),
+            daemon_pid: std::process::id(),
+            daemon_started_at: unix(self.started),
+            agents,
+            groups,
+        })
+    }
+
+    /// Agent names for targets (`NAME`, `GROUP:*`, `GROUP:NAME`, `all`); empty = all when
+    /// `empty_is_all`.
+    fn resolve(&self, targets: &[String], empty_is_all: bool) -> Result<Vec<String>, ApiError> {
+        if (targets.is_empty() && empty_is_all) || targets.iter().any(|t| t == "all") {
+            return Ok(self.agents.keys().cloned().collect());
+        }
+        if targets.is_empty() {
+            return Err(ApiError::bad_request(
+                "no agent named: give NAME, GROUP:* or all",
+            ));
+        }
+        let mut out = Vec::new();
+        for t in targets {
+            if let Some((g, rest)) = t.split_once(':') {
+                if !self.groups.contains_key(g) {
+                    return Err(ApiError::not_found(format!(
+                        "no group {g:?} on host {}",
+                        self.host
+                    )));
+                }
+                let members = self
+                    .agents
+                    .values()
+                    .filter(|a| a.group == g && (rest == "*" || a.name == rest));
+                let before = out.len();
+                out.extend(members.map(|a| a.name.clone()));
+                if out.len() == before && rest != "*" {
+                    return Err(ApiError::not_found(format!(
+                        "no agent {rest:?} in group {g}"
+                    )));
+                }
+            } else if self.agents.contains_key(t) {
+                out.push(t.clone());
+            } else {
+                return Err(ApiError::not_found(format!(
+                    "no agent {t:?} on host {}",
+                    self.host
+                )));
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    fn control(&mut self, msg: ControlMsg) {
+        let ControlMsg { request, reply } = msg;
+        let answer = match request {
+            Request::Status { targets } => self
+                .snapshot(&targets)
+                .map(|snapshot| Response::Status { snapshot }),
+            Request::Version => Ok(Response::Version {
+                version: crate::VERSION.to_string(),
+                pid: std::process::id(),
+            }),
+            Request::Start { targets }
+            | Request::Stop { targets }
+            | Request::Restart { targets }
+                if self.shutting_down.is_some() =>
+            {
+                let _ = targets;
+                Err(ApiError {
+                    status: 409,
+                    message: "the daemon is shutting down".into(),
+                })
+            }
+            Request::Start { targets } => match self.resolve(&targets, false) {
+                Ok(names) => {
+                    for n in &names {
+                        let a = self.agents.get_mut(n).expect("resolved");
+                        if !a.is_live() {
+                            a.desired = true;
+                            a.retries = 0;
+                            a.generation += 1;
+                            a.backoff_until = None;
+                            a.state = AgentState::Stopped;
+                        }
+                    }
+                    self.pending.push(Pending {
+                        agents: names,
+                        want_running: true,
+                        reply,
+                        deadline: Instant::now() + REQUEST_WAIT,
+                    });
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Request::Stop { targets } => match self.resolve(&targets, false) {
+                Ok(names) => {
+                    for n in &names {
+                        self.begin_stop(n, LastExit::StoppedByUser, false, false);
+                    }
+                    self.pending.push(Pending {
+                        agents: names,
+                        want_running: false,
+                        reply,
+                        deadline: Instant::now() + REQUEST_WAIT,
+                    });
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Request::Restart { targets } => match self.resolve(&targets, false) {
+                Ok(names) => {
+                    for n in &names {
+                        self.begin_stop(n, LastExit::StoppedByUser, true, false);
+                    }
+                    self.pending.push(Pending {
+                        agents: names,
+                        want_running: true,
+                        reply,
+                        deadline: Instant::now() + REQUEST_WAIT,
+                    });
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Request::Signal { signal, targets } => {
+                match (parse_signal(&signal), self.resolve(&targets, false)) {
+                    (None, _) => Err(ApiError::bad_request(format!("unknown signal {signal:?}"))),
+                    (_, Err(e)) => Err(e),
+                    (Some(sig), Ok(names)) => {
+                        let results = names
+                            .into_iter()
+                            .map(|n| {
+                                let a = &self.agents[&n];
+                                let r = match a.pid.filter(|_| a.is_live()) {
+                                    Some(pid) => {
+                                        match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
+                                            Ok(()) => format!("sent {sig}"),
+                                            Err(e) => format!("cannot signal: {e}"),
+                                        }
+                                    }
+                                    None => "not running".to_string(),
+                                };
+                                (n, r)
+                            })
+                            .collect();
+                        Ok(Response::Done { results })
+                    }
+                }
+            }
+            Request::Reload => {
+                super::reload::reload(self).map(|result| Response::Reloaded { result })
+            }
+            Request::Shutdown => {
+                self.begin_shutdown();
+                Ok(Response::ShuttingDown)
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Starts an orderly shutdown; the event loop ends when every agent stopped.
+    pub fn begin_shutdown(&mut self) -> CancellationToken {
+        let token = self
+            .shutting_down
+            .get_or_insert_with(CancellationToken::new)
+            .clone();
+        self.shutdown_step();
+        token
+    }
+
+    fn settle_pending(&mut self) {
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let settled = |a: &AgentRt| {
+                if p.want_running {
+                    matches!(
+                        a.state,
+                        AgentState::Running
+                            | AgentState::Fatal
+                            | AgentState::Exited
+                            | AgentState::Backoff
+                    ) && !(a.state == AgentState::Running && a.then_start)
+                } else {
+                    !a.is_live()
+                }
+            };
+            let all = p
+                .agents
+                .iter()
+                .all(|n| self.agents.get(n).is_none_or(settled));
+            if all || now >= p.deadline {
+                let results = p
+                    .agents
+                    .iter()
+                    .map(|n| {
+                        let what = match self.agents.get(n) {
+                            None => "removed".to_string(),
+                            Some(a) => match (p.want_running, a.state) {
+                                (true, AgentState::Running) => "started".to_string(),
+                                (false, s) if !a.is_live() => format!("stopped ({})", s.as_str()),
+                                (_, s) => format!(
+                                    "{} ({})",
+                                    s.as_str(),
+                                    a.last_exit
+                                        .as_ref()
+                                        .map(|l| l.to_string())
+                                        .unwrap_or_else(|| "in progress".into())
+                                ),
+                            },
+                        };
+                        (n.clone(), what)
+                    })
+                    .collect();
+                let _ = p.reply.send(Ok(Response::Done { results }));
+            } else {
+                keep.push(p);
+            }
+        }
+        self.pending = keep;
+    }
+
+    // --- used by reload ---
+
+    pub(super) fn agent_names(&self) -> Vec<String> {
+        self.agents.keys().cloned().collect()
+    }
+
+    pub(super) fn group_names(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    /// Stops and forgets an agent (reload removed it).
+    pub(super) fn remove_agent(&mut self, name: &str) {
+        self.begin_stop(name, LastExit::StoppedByUser, false, false);
+        if let Some(a) = self.agents.get(name) {
+            if !a.is_live() {
+                self.agents.shift_remove(name);
+            } else if let Some(a) = self.agents.get_mut(name) {
+                a.desired = false;
+            }
+        }
+    }
+
+    /// Restarts an agent with its new configuration (reload changed it).
+    pub(super) fn restart_agent(&mut self, name: &str) {
+        self.begin_stop(name, LastExit::StoppedByUser, true, false);
+    }
+
+    /// Marks a group to be torn down once its agents stopped.
+    pub(super) fn retire_group(&mut self, name: &str) {
+        if let Some(g) = self.groups.get_mut(name) {
+            g.retire = true;
+        }
+    }
+
+    pub(super) fn set_config(&mut self, l: Loaded) {
+        self.l = l;
+        self.sync_config();
+    }
+
+    /// Forgets stopped agents that are no longer configured; tears down retired pods whose
+    /// agents all stopped and lets changed groups start afresh.
+    pub(super) fn collect_retired(&mut self) {
+        let configured: Vec<String> = self
+            .l
+            .system
+            .groups
+            .values()
+            .flat_map(|g| g.agents.iter().map(|a| a.name.clone()))
+            .collect();
+        self.agents
+            .retain(|n, a| configured.contains(n) || a.is_live());
+        let names: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.retire)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for gname in names {
+            if self
+                .agents
+                .values()
+                .any(|a| a.group == gname && a.is_live())
+            {
+                continue;
+            }
+            if let Some(g) = self.groups.get_mut(&gname) {
+                if let Some(pod) = g.pod.take() {
+                    if let Err(e) = pod.stop() {
+                        eprintln!("agent-supervisor: group {gname}: {e}");
+                    }
+                }
+                g.retire = false;
+            }
+            let still = self
+                .l
+                .system
+                .groups
+                .get(&gname)
+                .is_some_and(|g| g.host == self.host);
+            if !still {
+                self.groups.remove(&gname);
+            }
+        }
+    }
+}
+
+fn satisfies(d: &AgentRt, cond: Condition, has_health: bool) -> bool {
+    match cond {
+        Condition::Started => d.state == AgentState::Running,
+        Condition::Healthy => {
+            d.state == AgentState::Running && (d.health == Health::Healthy || !has_health)
+        }
+    }
+}
+
+fn cond_name(c: Condition) -> &'static str {
+    match c {
+        Condition::Started => "started",
+        Condition::Healthy => "healthy",
+    }
+}
+
+/// `TERM`, `SIGTERM`, `15` -> SIGTERM.
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse().ok()
+}

@@ -1,0 +1,510 @@
+//! Prometheus metrics and the observability HTTP listener (`/metrics`, `/health`).
+//!
+//! [`render`] builds a fresh `prometheus_client::Registry` from one [`Snapshot`] on every
+//! scrape. Series of agents and groups that no longer exist (removed by `reload`) therefore
+//! disappear by construction. That is why this uses `prometheus-client` rather than
+//! `metrics` + `metrics-exporter-prometheus`: their global recorder keeps every series it has
+//! ever seen until it is explicitly removed, so a removed agent would be reported forever
+//! with its last values.
+//!
+//! `prometheus-client` writes OpenMetrics text; `/metrics` serves it to clients that ask for it
+//! (`Accept: application/openmetrics-text`, as Prometheus does) and otherwise the classic
+//! Prometheus text format 0.0.4 ([`render`]; `curl`, `promtool check metrics`), which differs in
+//! the counters' `# HELP`/`# TYPE` names (`x_total`, not `x`) and has no `# UNIT`/`# EOF`.
+//! Samples are sorted within each family, so the output is stable from scrape to scrape.
+//!
+//! Series (labels `host`, `group`, `agent` per agent; `host`, `group` per group):
+//!
+//! | name | type | meaning |
+//! |------|------|---------|
+//! | `agent_supervisor_agent_state{state}` | gauge | 1 for the agent's state, 0 for the six others |
+//! | `agent_supervisor_agent_up` | gauge | 1 when RUNNING |
+//! | `agent_supervisor_agent_healthy` | gauge | 1 healthy, 0 unhealthy; absent while unknown |
+//! | `agent_supervisor_agent_restarts_total` | counter | restarts by the supervisor |
+//! | `container_oom_events_total` | counter | OOM kills (cAdvisor's name) |
+//! | `agent_supervisor_agent_last_exit_code` | gauge | exit code of the last exit that had one |
+//! | `agent_supervisor_agent_start_time_seconds` | gauge | Unix time the current run started |
+//! | `container_memory_usage_bytes` | gauge | memory of the agent's cgroup, and of the group's (no `agent` label) |
+//! | `container_spec_memory_limit_bytes` | gauge | the group's `memory.max`; absent when unlimited |
+//! | `container_cpu_usage_seconds_total` | counter | CPU time of the group |
+//! | `agent_supervisor_group_pids` | gauge | processes in the group (cAdvisor has no exact equivalent) |
+//! | `agent_supervisor_build_info{version}` | gauge | always 1 |
+//! | `agent_supervisor_daemon_start_time_seconds` | gauge | Unix time the daemon started |
+//!
+//! `agent_supervisor_agent_healthy` is absent rather than -1 when the health is unknown (no
+//! health check, or none finished yet): -1 would poison `min()`/`avg()` and alert rules such as
+//! `agent_supervisor_agent_healthy < 1`; `absent()` and the state series cover the unknown case.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::api::{AgentState, ControlMsg, Health, Request, Response, Snapshot};
+use super::http::{self, Handler, Peer, ServerLimits};
+
+type Labels = Vec<(String, String)>;
+type IntGauge = Family<Labels, Gauge<i64, AtomicI64>>;
+type FloatGauge = Family<Labels, Gauge<f64, AtomicU64>>;
+type IntCounter = Family<Labels, Counter<u64, AtomicU64>>;
+type FloatCounter = Family<Labels, Counter<f64, AtomicU64>>;
+
+const STATES: [AgentState; 7] = [
+    AgentState::Stopped,
+    AgentState::Starting,
+    AgentState::Running,
+    AgentState::Backoff,
+    AgentState::Stopping,
+    AgentState::Exited,
+    AgentState::Fatal,
+];
+
+/// Content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of [`render_openmetrics`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The snapshot in the Prometheus text format (0.0.4).
+pub fn render(snapshot: &Snapshot) -> String {
+    to_classic(&render_openmetrics(snapshot))
+}
+
+/// The snapshot in the OpenMetrics text format.
+pub fn render_openmetrics(snapshot: &Snapshot) -> String {
+    let mut registry = Registry::default();
+    let state = IntGauge::default();
+    let up = IntGauge::default();
+    let healthy = IntGauge::default();
+    let restarts = IntCounter::default();
+    let ooms = IntCounter::default();
+    let last_exit = IntGauge::default();
+    let start_time = FloatGauge::default();
+    let memory = IntGauge::default();
+    let memory_limit = IntGauge::default();
+    let cpu = FloatCounter::default();
+    let pids = IntGauge::default();
+    let build = IntGauge::default();
+    let daemon_start = FloatGauge::default();
+
+    let host = snapshot.host.as_str();
+    build
+        .get_or_create(&labels(&[("host", host), ("version", &snapshot.version)]))
+        .set(1);
+    daemon_start
+        .get_or_create(&labels(&[("host", host)]))
+        .set(snapshot.daemon_started_at);
+
+    for a in &snapshot.agents {
+        let l = labels(&[("host", &a.host), ("group", &a.group), ("agent", &a.agent)]);
+        for s in STATES {
+            let mut with_state = l.clone();
+            with_state.push(("state".to_string(), s.as_str().to_string()));
+            state
+                .get_or_create(&with_state)
+                .set(i64::from(s == a.state));
+        }
+        up.get_or_create(&l)
+            .set(i64::from(a.state == AgentState::Running));
+        match a.health {
+            Health::Healthy => {
+                healthy.get_or_create(&l).set(1);
+            }
+            Health::Unhealthy => {
+                healthy.get_or_create(&l).set(0);
+            }
+            Health::Unknown => {}
+        }
+        restarts.get_or_create(&l).inc_by(a.restarts);
+        ooms.get_or_create(&l).inc_by(a.oom_kills);
+        if let Some(code) = a.last_exit_code {
+            last_exit.get_or_create(&l).set(i64::from(code));
+        }
+        if let Some(t) = a.started_at {
+            start_time.get_or_create(&l).set(t);
+        }
+        if let Some(m) = a.memory_bytes {
+            memory.get_or_create(&l).set(saturating_i64(m));
+        }
+    }
+    for g in &snapshot.groups {
+        let l = labels(&[("host", &g.host), ("group", &g.group)]);
+        if let Some(m) = g.memory_usage_bytes {
+            memory.get_or_create(&l).set(saturating_i64(m));
+        }
+        if let Some(m) = g.memory_limit_bytes {
+            memory_limit.get_or_create(&l).set(saturating_i64(m));
+        }
+        if let Some(c) = g.cpu_seconds {
+            cpu.get_or_create(&l).inc_by(c.max(0.0));
+        }
+        if let Some(p) = g.pids {
+            pids.get_or_create(&l).set(saturating_i64(p));
+        }
+    }
+
+    registry.register(
+        "agent_supervisor_agent_state",
+        "Agent state: 1 for the current state, 0 for the others",
+        state,
+    );
+    registry.register(
+        "agent_supervisor_agent_up",
+        "1 when the agent is RUNNING",
+        up,
+    );
+    registry.register(
+        "agent_supervisor_agent_healthy",
+        "1 when the agent's health check passes, 0 when it fails; absent while unknown",
+        healthy,
+    );
+    registry.register(
+        "agent_supervisor_agent_restarts",
+        "Restarts of the agent by the supervisor",
+        restarts,
+    );
+    registry.register(
+        "container_oom_events",
+        "Times the kernel's OOM killer killed the agent",
+        ooms,
+    );
+    registry.register(
+        "agent_supervisor_agent_last_exit_code",
+        "Exit code of the agent's last exit that had one",
+        last_exit,
+    );
+    registry.register_with_unit(
+        "agent_supervisor_agent_start_time",
+        "Unix time the agent's current run started",
+        Unit::Seconds,
+        start_time,
+    );
+    registry.register_with_unit(
+        "container_memory_usage",
+        "Memory in use by the agent's (with an agent label) or the group's cgroup",
+        Unit::Bytes,
+        memory,
+    );
+    registry.register_with_unit(
+        "container_spec_memory_limit",
+        "Memory limit of the group (memory.max); absent when unlimited",
+        Unit::Bytes,
+        memory_limit,
+    );
+    registry.register_with_unit(
+        "container_cpu_usage",
+        "CPU time used by the group",
+        Unit::Seconds,
+        cpu,
+    );
+    registry.register(
+        "agent_supervisor_group_pids",
+        "Processes (tasks) in the group's cgroup",
+        pids,
+    );
+    registry.register(
+        "agent_supervisor_build_info",
+        "The daemon's version; always 1",
+        build,
+    );
+    registry.register_with_unit(
+        "agent_supervisor_daemon_start_time",
+        "Unix time the daemon started",
+        Unit::Seconds,
+        daemon_start,
+    );
+
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        // Writing to a String cannot fail; keep the scrape valid if it ever does.
+        return format!("# encoding failed: {e}\n# EOF\n");
+    }
+    sort_samples(&out, true)
+}
+
+/// OpenMetrics text (as `prometheus-client` writes it) to the classic Prometheus text format.
+fn to_classic(om: &str) -> String {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let header = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        match header {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(kind);
+                out.push_str(name);
+                if counters.contains(&name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    sort_samples(&out, false)
+}
+
+/// Sorts the sample lines of each family (they come from a hash map); keeps `# EOF` last.
+fn sort_samples(text: &str, eof: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut samples: Vec<&str> = Vec::new();
+    let flush = |out: &mut String, samples: &mut Vec<&str>| {
+        samples.sort_unstable();
+        for s in samples.drain(..) {
+            out.push_str(s);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut out, &mut samples);
+            if line == "# EOF" {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        } else if !line.is_empty() {
+            samples.push(line);
+        }
+    }
+    flush(&mut out, &mut samples);
+    if eof {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The body of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct HealthReport {
+    pub host: String,
+    /// Every agent is RUNNING and none is unhealthy.
+    pub ok: bool,
+    pub agents: usize,
+    /// Agents per state (only states that occur).
+    pub states: BTreeMap<String, usize>,
+    /// Agents that are not RUNNING, or are unhealthy.
+    pub not_healthy: Vec<NotHealthy>,
+}
+
+/// An agent listed in [`HealthReport::not_healthy`].
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct NotHealthy {
+    pub group: String,
+    pub agent: String,
+    pub state: AgentState,
+    pub health: Health,
+    /// The health check's last failure, or why the agent last stopped.
+    pub detail: Option<String>,
+}
+
+/// The `/health` report of a snapshot.
+pub fn health_report(snapshot: &Snapshot) -> HealthReport {
+    let mut states = BTreeMap::new();
+    let mut not_healthy = Vec::new();
+    for a in &snapshot.agents {
+        *states.entry(a.state.as_str().to_string()).or_insert(0) += 1;
+        if a.state != AgentState::Running || a.health == Health::Unhealthy {
+            let detail = match a.health {
+                Health::Unhealthy => a.health_detail.clone(),
+                _ => a.last_exit.as_ref().map(|e| e.to_string()),
+            };
+            not_healthy.push(NotHealthy {
+                group: a.group.clone(),
+                agent: a.agent.clone(),
+                state: a.state,
+                health: a.health,
+                detail,
+            });
+        }
+    }
+    HealthReport {
+        host: snapshot.host.clone(),
+        ok: not_healthy.is_empty(),
+        agents: snapshot.agents.len(),
+        states,
+        not_healthy,
+    }
+}
+
+/// Errors of [`serve_http`].
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot listen on {addr} for /metrics and /health: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Serves `GET /metrics` and `GET /health` on `listen` until `cancel`.
+pub async fn serve_http(
+    listen: SocketAddr,
+    core: mpsc::Sender<ControlMsg>,
+    cancel: CancellationToken,
+) -> Result<(), MetricsError> {
+    serve_http_with(listen, core, ServerLimits::default(), cancel).await
+}
+
+/// [`serve_http`] with explicit limits (tests use short timeouts).
+pub async fn serve_http_with(
+    listen: SocketAddr,
+    core: mpsc::Sender<ControlMsg>,
+    limits: ServerLimits,
+    cancel: CancellationToken,
+) -> Result<(), MetricsError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| MetricsError::Bind {
+            addr: listen,
+            source,
+        })?;
+    http::serve_tcp(listener, limits, Arc::new(Observability { core }), cancel).await;
+    Ok(())
+}
+
+struct Observability {
+    core: mpsc::Sender<ControlMsg>,
+}
+
+impl Observability {
+    async fn snapshot(&self) -> Result<Snapshot, http::Response> {
+        let (reply, rx) = oneshot::channel();
+        let msg = ControlMsg {
+            request: Request::Status { targets: vec![] },
+            reply,
+        };
+        let unavailable = || http::Response::error(503, "the daemon's core is not answering");
+        self.core.send(msg).await.map_err(|_| unavailable())?;
+        match rx.await {
+            Ok(Ok(Response::Status { snapshot })) => Ok(snapshot),
+            Ok(Ok(other)) => Err(http::Response::error(
+                500,
+                format!("the core answered a status request with {other:?}"),
+            )),
+            Ok(Err(e)) => Err(http::Response::error(e.status, e.message)),
+            Err(_) => Err(unavailable()),
+        }
+    }
+}
+
+impl Handler for Observability {
+    async fn handle(&self, req: http::Request, _peer: Peer) -> http::Response {
+        let path = req.path.as_str();
+        if !matches!(path, "/metrics" | "/health") {
+            return http::Response::not_found(path);
+        }
+        if req.method != "GET" {
+            return http::Response::method_not_allowed(&req.method, path, "GET");
+        }
+        let snapshot = match self.snapshot().await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+        if path == "/metrics" {
+            let openmetrics = req
+                .header("accept")
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
+            if openmetrics {
+                let body = render_openmetrics(&snapshot).into_bytes();
+                http::Response::bytes(200, OPENMETRICS_CONTENT_TYPE, body)
+            } else {
+                http::Response::bytes(200, CONTENT_TYPE, render(&snapshot).into_bytes())
+            }
+        } else {
+            let report = health_report(&snapshot);
+            http::Response::json(if report.ok { 200 } else { 503 }, &report)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::api::AgentStatus;
+
+    fn snapshot(agents: &[&str]) -> Snapshot {
+        Snapshot {
+            host: "h1".into(),
+            version: "1.2.3".into(),
+            daemon_pid: 1,
+            daemon_started_at: 10.0,
+            agents: agents
+                .iter()
+                .map(|a| AgentStatus {
+                    host: "h1".into(),
+                    group: "g".into(),
+                    agent: a.to_string(),
+                    state: AgentState::Running,
+                    health: Health::Unknown,
+                    health_detail: None,
+                    pid: Some(7),
+                    started_at: Some(11.0),
+                    uptime_seconds: Some(1.0),
+                    restarts: 2,
+                    oom_kills: 0,
+                    memory_bytes: None,
+                    last_exit: None,
+                    last_exit_code: None,
+                    backoff_seconds: None,
+                })
+                .collect(),
+            groups: vec![],
+        }
+    }
+
+    #[test]
+    fn formats_and_removed_agents() {
+        let om = render_openmetrics(&snapshot(&["b", "a"]));
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(
+            om.contains("# TYPE agent_supervisor_agent_restarts counter\n"),
+            "{om}"
+        );
+        let classic = render(&snapshot(&["b", "a"]));
+        assert!(
+            !classic.contains("# EOF") && !classic.contains("# UNIT"),
+            "{classic}"
+        );
+        assert!(classic.contains("# TYPE agent_supervisor_agent_restarts_total counter\n"));
+        let a = classic.find("agent=\"a\"").expect("a");
+        assert!(
+            a < classic.find("agent=\"b\"").expect("b"),
+            "sorted: {classic}"
+        );
+        assert_eq!(classic, render(&snapshot(&["b", "a"])), "stable");
+        // A fresh registry per scrape: a removed agent has no series left.
+        assert!(!render(&snapshot(&["a"])).contains("agent=\"b\""));
+    }
+}

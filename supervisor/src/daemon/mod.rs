@@ -1,0 +1,205 @@
+//! The supervision daemon: one task per concern (the core state machine, process watchers,
+//! health checkers, the control API, the metrics listener), talking over channels; a closed
+//! event enum; each request carries its reply channel; shutdown through a cancellation token.
+
+pub mod agent;
+pub mod api;
+pub mod control;
+pub mod core;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod persist;
+pub mod process;
+pub mod reload;
+
+use std::path::{Path, PathBuf};
+
+use agent_config::defaults;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::core::{Core, Event};
+use crate::pod::PodOptions;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another daemon (pid {pid}) runs with {path}")]
+    AlreadyRunning { pid: i32, path: PathBuf },
+    #[error(transparent)]
+    Pod(#[from] crate::pod::PodError),
+    #[error("{0}")]
+    Serve(String),
+}
+
+/// How the daemon was asked to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub host: Option<String>,
+}
+
+/// Takes the daemon's pid lock in `run_dir` (a second daemon on the same run dir would start
+/// every agent twice).
+fn lock(run_dir: &Path) -> Result<std::fs::File, DaemonError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(run_dir).map_err(|source| DaemonError::Io {
+        what: "create",
+        path: run_dir.into(),
+        source,
+    })?;
+    let path = run_dir.join("daemon.pid");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| DaemonError::Io {
+            what: "open",
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on an fd we own; no memory is shared.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        return Err(DaemonError::AlreadyRunning { pid, path });
+    }
+    f.set_len(0).map_err(|source| DaemonError::Io {
+        what: "truncate",
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::write(&path, format!("{}\n", std::process::id())).map_err(|source| {
+        DaemonError::Io {
+            what: "write",
+            path,
+            source,
+        }
+    })?;
+    Ok(f)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT or `supervisorctl shutdown` (agents are stopped in
+/// reverse dependency order), or SIGQUIT (the daemon exits and leaves agents running for the
+/// next daemon to adopt). `on_ready` gets the core's request channel (the `up` view uses it).
+pub async fn run(
+    opts: Options,
+    on_ready: Option<Box<dyn FnOnce(mpsc::Sender<api::ControlMsg>) + Send>>,
+) -> Result<(), DaemonError> {
+    let l = agent_config::load(&opts.config).map_err(|e| DaemonError::Config(e.to_string()))?;
+    let errors: Vec<String> = agent_config::validate::validate(&l)
+        .into_iter()
+        .filter(|f| f.is_error())
+        .map(|f| f.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(DaemonError::Config(errors.join("\n")));
+    }
+    let host = crate::check::local_host(&l, opts.host.as_deref()).map_err(DaemonError::Config)?;
+    let d = defaults::daemon(&l.system, &host);
+    let _lock = lock(&d.run_dir)?;
+    for dir in [&d.log_dir, &d.state_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
+            what: "create",
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let listen: std::net::SocketAddr = d.http_listen.parse().map_err(|_| {
+        DaemonError::Config(format!(
+            "daemon.http_listen {:?} is not ADDRESS:PORT",
+            d.http_listen
+        ))
+    })?;
+    let pod_opts = PodOptions::for_host(&l, &host)?;
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let cancel = CancellationToken::new();
+
+    // Control requests reach the core as events, with their reply channels.
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<api::ControlMsg>(64);
+    let fwd = tx.clone();
+    tokio::spawn(async move {
+        while let Some(m) = ctl_rx.recv().await {
+            if fwd.send(Event::Control(m)).is_err() {
+                return;
+            }
+        }
+    });
+    let core = Core::new(l, host.clone(), pod_opts, tx.clone());
+    let done = CancellationToken::new();
+    let core_done = done.clone();
+    let core_task = tokio::spawn(async move {
+        core.run(rx).await;
+        core_done.cancel();
+    });
+    {
+        let (socket, group, log_dir, c) = (
+            d.control_socket.clone(),
+            d.control_group.clone(),
+            d.log_dir.clone(),
+            cancel.clone(),
+        );
+        let ctl = ctl_tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = control::serve_control(&socket, group, ctl, log_dir, c).await {
+                eprintln!("agent-supervisor: control socket {}: {e}", socket.display());
+            }
+        });
+        let (ctl, c) = (ctl_tx.clone(), cancel.clone());
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve_http(listen, ctl, c).await {
+                eprintln!("agent-supervisor: http listener {listen}: {e}");
+            }
+        });
+    }
+    if let Some(f) = on_ready {
+        f(ctl_tx.clone());
+    }
+    eprintln!("agent-supervisor: daemon for host {host} (pid {}), control socket {}, metrics on http://{listen}/metrics", std::process::id(), d.control_socket.display());
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Serve(e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Serve(e.to_string()))?;
+    let mut quit = signal(SignalKind::quit()).map_err(|e| DaemonError::Serve(e.to_string()))?;
+    let detach = tokio::select! {
+        _ = term.recv() => false,
+        _ = int.recv() => false,
+        _ = quit.recv() => true,
+        _ = done.cancelled() => false,
+    };
+    if detach {
+        eprintln!("agent-supervisor: SIGQUIT: exiting, agents keep running for the next daemon");
+        cancel.cancel();
+        return Ok(());
+    }
+    if !done.is_cancelled() {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let _ = ctl_tx
+            .send(api::ControlMsg {
+                request: api::Request::Shutdown,
+                reply,
+            })
+            .await;
+        let _ = answer.await;
+        eprintln!("agent-supervisor: stopping every agent");
+        let _ = core_task.await;
+    }
+    cancel.cancel();
+    let _ = std::fs::remove_file(&d.control_socket);
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Watching processes without polling: a pidfd per shim (it works for the daemon's own
+//! children and for shims adopted from an earlier daemon alike), readable the moment the
+//! process exits.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::Child;
+
+use tokio::io::unix::AsyncFd;
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A process to wait for: the daemon's own child (reaped after it exits) or an adopted one.
+pub enum Watched {
+    Own(Child),
+    Adopted(i32),
+}
+
+impl Watched {
+    pub fn pid(&self) -> i32 {
+        match self {
+            Watched::Own(c) => c.id() as i32,
+            Watched::Adopted(p) => *p,
+        }
+    }
+}
+
+/// Waits until the process exits. Returns at once if it is already gone.
+pub async fn wait_exit(w: Watched) {
+    let pid = w.pid();
+    // ESRCH: it is already gone (an own child may be a zombie: reaped below).
+    if let Ok(fd) = pidfd_open(pid) {
+        // SAFETY: the OwnedFd moves into the AsyncFd, which owns it until dropped, so the fd
+        // stays open and refers to the same pidfd for the AsyncFd's whole life.
+        match unsafe { AsyncFd::register(fd) } {
+            Ok(afd) => {
+                let _ = afd.readable().await;
+            }
+            Err(_) => poll_gone(pid).await,
+        }
+    }
+    if let Watched::Own(mut child) = w {
+        let _ = child.wait();
+    }
+}
+
+/// Fallback when a pidfd cannot be polled: check every 50 ms.
+async fn poll_gone(pid: i32) {
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `pid` runs and started at `start_time` (so a recycled pid is not mistaken).
+pub fn alive(pid: i32, start_time: u64) -> bool {
+    crate::launch::proc_start_time(pid) == Some(start_time)
+}

@@ -1,0 +1,465 @@
+//! The supervision daemon end to end, as root, with real agents: restarts and backoff,
+//! health-check restarts, OOM exits, start order, reload, and re-adoption after the daemon
+//! is killed with SIGKILL twenty times in a row.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use agent_supervisor_tests::fixture::{root_or_skip, Fixture};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
+const CTL: &str = env!("CARGO_BIN_EXE_supervisorctl");
+
+/// A running daemon, stopped (with its agents) when dropped.
+struct Daemon<'a> {
+    f: &'a Fixture,
+    child: Option<Child>,
+}
+
+impl<'a> Daemon<'a> {
+    fn start(f: &'a Fixture) -> Daemon<'a> {
+        let d = Daemon {
+            f,
+            child: Some(f.spawn_daemon()),
+        };
+        d.wait_socket();
+        d
+    }
+
+    fn wait_socket(&self) {
+        let t = Instant::now();
+        while !self.f.socket().exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no control socket; daemon log:\n{}",
+                self.f.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("daemon runs").id() as i32
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL the daemon");
+            c.wait().expect("reap the daemon");
+        }
+        let _ = std::fs::remove_file(self.f.socket());
+    }
+
+    fn restart(&mut self) {
+        self.child = Some(self.f.spawn_daemon());
+        self.wait_socket();
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(CTL)
+            .arg("-s")
+            .arg(self.f.socket())
+            .args(args)
+            .output()
+            .expect("run supervisorctl")
+    }
+
+    fn status(&self) -> Value {
+        let out = self.ctl(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    fn agent(&self, name: &str) -> Value {
+        let s = self.status();
+        s["agents"]
+            .as_array()
+            .expect("agents")
+            .iter()
+            .find(|a| a["agent"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no agent {name} in {s}"))
+    }
+
+    /// Waits until `cond` holds for the agent, or fails with the daemon log.
+    fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let t = Instant::now();
+        loop {
+            let a = self.agent(name);
+            if cond(&a) {
+                return a;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "{name}: {what} not reached in {timeout:?}: {a}\ndaemon log:\n{}",
+                self.f.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", self.f.port)).expect("connect to /metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read /metrics");
+        out
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            self.restart();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn running(a: &Value) -> bool {
+    a["state"] == "RUNNING"
+}
+
+fn pid(a: &Value) -> i64 {
+    a["pid"].as_i64().unwrap_or(0)
+}
+
+#[test]
+fn kill9_of_an_agent_restarts_it_and_counts() {
+    if !root_or_skip("kill9_of_an_agent_restarts_it_and_counts") {
+        return;
+    }
+    let f = Fixture::new(BIN, "d-kill", "dkill", "  g:\n    host: h1\n    agents:\n      - name: sleeper\n        command: [sleep, '600']\n        restart: {policy: always, backoff: {initial: 50ms}}\n");
+    let d = Daemon::start(&f);
+    let a = d.wait_for("sleeper", "RUNNING", Duration::from_secs(10), running);
+    assert_eq!(a["restarts"], 0);
+    let old = pid(&a);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the agent");
+    let t = Instant::now();
+    let a = d.wait_for("sleeper", "restarted", Duration::from_secs(10), |a| {
+        running(a) && pid(a) != old
+    });
+    eprintln!("restart after kill -9 took {:?}", t.elapsed());
+    assert_eq!(a["restarts"], 1);
+    assert_eq!(a["last_exit"]["kind"], "signal");
+    assert!(
+        d.metrics().contains(
+            "agent_supervisor_agent_restarts_total{host=\"h1\",group=\"g\",agent=\"sleeper\"} 1"
+        ),
+        "{}",
+        d.metrics()
+    );
+}
+
+#[test]
+fn crashes_back_off_exponentially_reset_after_a_stable_run_and_end_fatal() {
+    if !root_or_skip("crashes_back_off") {
+        return;
+    }
+    // Crashes 3 times fast, then runs 1.5 s (stable: reset_after 1s) and crashes, then crashes forever.
+    let f = Fixture::new(
+        BIN,
+        "d-backoff",
+        "dbackoff",
+        "  g:\n    host: h1\n    binds: ['@DIR@/data:@DIR@/data:rw']\n    agents:\n      - name: crasher\n        command: [sh, agents/crash.sh]\n        restart: {policy: on-failure, backoff: {initial: 100ms, max: 400ms}, max_retries: 5, reset_after: 1s}\n",
+    );
+    f.file(
+        "agents/crash.sh",
+        &format!("d={}/data\necho $(date +%s.%N) >> $d/starts\nn=$(wc -l < $d/starts)\n[ $n -eq 4 ] && sleep 1.5\nexit 3\n", f.dir.display()),
+    );
+    std::fs::create_dir_all(f.dir.join("data")).unwrap();
+    let d = Daemon::start(&f);
+    let a = d.wait_for("crasher", "FATAL", Duration::from_secs(30), |a| {
+        a["state"] == "FATAL"
+    });
+    assert_eq!(
+        a["last_exit"],
+        serde_json::json!({"kind": "code", "code": 3})
+    );
+    let starts: Vec<f64> = std::fs::read_to_string(f.dir.join("data/starts"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    // 3 quick crashes, the stable one (start 4), then 5 more failures until FATAL (max_retries 5).
+    assert_eq!(starts.len(), 4 + 5, "{starts:?}");
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("gaps between starts: {gaps:?}");
+    // Backoff grows: 100ms, 200ms (+ run time of a crash).
+    assert!(gaps[0] >= 0.09 && gaps[0] < 0.5, "{gaps:?}");
+    assert!(gaps[1] >= 0.19 && gaps[1] > gaps[0], "{gaps:?}");
+    assert!(gaps[2] >= 0.39, "{gaps:?}");
+    // After the stable run the delay is back to the initial one.
+    assert!(
+        gaps[3] >= 1.5 + 0.09 && gaps[3] < 1.5 + 0.35,
+        "stable run then initial backoff: {gaps:?}"
+    );
+    // The cap holds: never much above 400ms + the crash's own run time.
+    assert!(gaps[4..].iter().all(|g| *g < 0.8), "{gaps:?}");
+    assert_eq!(a["restarts"], 8);
+    let status = d.ctl(&["status", "crasher"]);
+    assert_eq!(
+        status.status.code(),
+        Some(3),
+        "status of a FATAL agent exits 3"
+    );
+}
+
+#[test]
+fn failing_health_check_restarts_with_the_reason() {
+    if !root_or_skip("failing_health_check_restarts_with_the_reason") {
+        return;
+    }
+    // The agent accepts connections but never answers HTTP: the check times out.
+    let f = Fixture::new(
+        BIN,
+        "d-health",
+        "dhealth",
+        "  g:\n    host: h1\n    agents:\n      - name: mute\n        command: [python3, agents/mute.py]\n        port: 18931\n        health: {http: /health, interval: 200ms, timeout: 300ms, retries: 2}\n        restart: {policy: always, backoff: {initial: 50ms}}\n",
+    );
+    f.file("agents/mute.py", "import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', 18931))\ns.listen(16)\nconns = []\nwhile True:\n    c, _ = s.accept()\n    conns.append(c)\n");
+    let d = Daemon::start(&f);
+    let a = d.wait_for(
+        "mute",
+        "restarted for health",
+        Duration::from_secs(20),
+        |a| a["restarts"].as_u64().unwrap_or(0) >= 1,
+    );
+    assert_eq!(a["last_exit"]["kind"], "health_failure", "{a}");
+    assert!(
+        a["last_exit"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{a}"
+    );
+    let text = String::from_utf8_lossy(&d.ctl(&["status", "mute"]).stdout).to_string();
+    assert!(text.contains("health check failed"), "{text}");
+}
+
+#[test]
+fn oom_kill_is_the_exit_reason_and_counted() {
+    if !root_or_skip("oom_kill_is_the_exit_reason_and_counted") {
+        return;
+    }
+    let f = Fixture::new(
+        BIN,
+        "d-oom",
+        "doom",
+        "  g:\n    host: h1\n    resources: {memory: 48M}\n    agents:\n      - name: hog\n        command: [python3, agents/hog.py]\n        restart: {policy: on-failure, backoff: {initial: 5s}}\n",
+    );
+    f.file(
+        "agents/hog.py",
+        "chunks = []\nwhile True:\n    chunks.append(bytearray(4 << 20))\n",
+    );
+    let d = Daemon::start(&f);
+    let a = d.wait_for("hog", "OOM-killed", Duration::from_secs(20), |a| {
+        a["last_exit"]["kind"] == "oom_killed"
+    });
+    assert_eq!(a["oom_kills"], 1, "{a}");
+    let m = d.metrics();
+    assert!(
+        m.contains("container_oom_events_total{host=\"h1\",group=\"g\",agent=\"hog\"} 1"),
+        "{m}"
+    );
+    let text = String::from_utf8_lossy(&d.ctl(&["status", "hog"]).stdout).to_string();
+    assert!(text.contains("OOM-killed"), "{text}");
+}
+
+#[test]
+fn start_order_follows_dependencies_with_healthy_waits() {
+    if !root_or_skip("start_order_follows_dependencies") {
+        return;
+    }
+    // db (healthy after 1 s) <- api (group dependency) <- web (agent dependency, started).
+    let f = Fixture::new(
+        BIN,
+        "d-order",
+        "dorder",
+        "  data:\n    host: h1\n    agents:\n      - name: db\n        command: [python3, agents/slow.py, '18941']\n        port: 18941\n        health: {tcp: true, interval: 1s}\n  app:\n    host: h1\n    depends_on: {data: healthy}\n    agents:\n      - name: web\n        command: [sleep, '600']\n        depends_on: [api]\n      - name: api\n        command: [sleep, '600']\n",
+    );
+    f.file("agents/slow.py", "import socket, sys, time\ntime.sleep(1)\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen(8)\nwhile True:\n    s.accept()\n");
+    let d = Daemon::start(&f);
+    d.wait_for("web", "RUNNING", Duration::from_secs(20), running);
+    let s = d.status();
+    let start: BTreeMap<String, f64> = s["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["agent"].as_str().unwrap().to_string(),
+                a["started_at"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        start["api"] >= start["db"] + 1.0,
+        "api waited for db to be healthy: {start:?}"
+    );
+    assert!(start["web"] > start["api"], "web after api: {start:?}");
+}
+
+#[test]
+fn reload_touches_only_the_changed_added_and_removed_agents() {
+    if !root_or_skip("reload_touches_only_changed") {
+        return;
+    }
+    let groups = |b_cmd: &str, extra: &str| {
+        format!("  g:\n    host: h1\n    agents:\n      - name: a\n        command: [sleep, '600']\n      - name: b\n        command: [sleep, '{b_cmd}']\n      - name: c\n        command: [sleep, '600']\n{extra}  h:\n    host: h1\n    agents:\n      - name: keep\n        command: [sleep, '600']\n")
+    };
+    let f = Fixture::new(BIN, "d-reload", "dreload", &groups("600", ""));
+    let d = Daemon::start(&f);
+    for n in ["a", "b", "c", "keep"] {
+        d.wait_for(n, "RUNNING", Duration::from_secs(10), running);
+    }
+    let before: BTreeMap<String, i64> = ["a", "b", "c", "keep"]
+        .iter()
+        .map(|n| (n.to_string(), pid(&d.agent(n))))
+        .collect();
+    // b changes, c goes, n is new.
+    let new = groups("601", "").replace(
+        "      - name: c\n        command: [sleep, '600']\n",
+        "      - name: n\n        command: [sleep, '600']\n",
+    );
+    f.set_groups(&new);
+    let out = d.ctl(&["reload"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_for("b", "restarted", Duration::from_secs(10), |a| {
+        running(a) && pid(a) != before["b"]
+    });
+    d.wait_for("n", "RUNNING", Duration::from_secs(10), running);
+    let s = d.status();
+    let names: Vec<&str> = s["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"c"), "c was removed: {names:?}");
+    assert_eq!(pid(&d.agent("a")), before["a"], "a untouched");
+    assert_eq!(pid(&d.agent("keep")), before["keep"], "keep untouched");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(before["c"] as i32), None).is_err(),
+        "c's process is gone"
+    );
+}
+
+/// Processes whose command line contains `needle`.
+fn count_procs(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn twenty_daemon_kill9s_readopt_every_agent_exactly_once() {
+    if !root_or_skip("twenty_daemon_kill9s") {
+        return;
+    }
+    let mut groups = String::new();
+    for g in 0..3 {
+        groups.push_str(&format!("  grp{g}:\n    host: h1\n    agents:\n"));
+        for a in 0..4 {
+            groups.push_str(&format!("      - name: ag{g}x{a}\n        command: [sleep, '86{g}{a}']\n        port: {}\n        health: {{exec: [true], interval: 200ms}}\n", 18950 + g * 10 + a));
+        }
+    }
+    let f = Fixture::new(BIN, "d-adopt", "dadopt", &groups);
+    let mut d = Daemon::start(&f);
+    let names: Vec<String> = (0..3)
+        .flat_map(|g| (0..4).map(move |a| format!("ag{g}x{a}")))
+        .collect();
+    for n in &names {
+        d.wait_for(n, "RUNNING", Duration::from_secs(20), running);
+    }
+    let pids: BTreeMap<String, i64> = names
+        .iter()
+        .map(|n| (n.clone(), pid(&d.agent(n))))
+        .collect();
+    for i in 0..20 {
+        let old = d.pid();
+        d.kill9();
+        d.restart();
+        assert_ne!(d.pid(), old);
+        // Vary the timing: sometimes kill again right away.
+        if i % 3 != 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for n in &names {
+        let a = d.wait_for(n, "RUNNING", Duration::from_secs(20), running);
+        assert_eq!(pid(&a), pids[n], "{n} was restarted instead of adopted");
+        assert_eq!(a["restarts"], 0, "{n}");
+    }
+    for (g, a) in (0..3).flat_map(|g| (0..4).map(move |a| (g, a))) {
+        assert_eq!(
+            count_procs(&format!("sleep 86{g}{a}")),
+            1,
+            "agent ag{g}x{a} runs exactly once"
+        );
+    }
+    // Still supervised after adoption: a kill is noticed and restarted.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids["ag1x1"] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let a = d.wait_for(
+        "ag1x1",
+        "restarted after adoption",
+        Duration::from_secs(10),
+        |a| running(a) && pid(a) != pids["ag1x1"],
+    );
+    assert_eq!(a["restarts"], 1);
+    let _ = d.pid();
+}
