@@ -1,11 +1,38 @@
 #!/usr/bin/env bash
 # One command from a fresh machine to the main job: installs what is needed, builds
-# agent-supervisor, and runs the pre-flight check of the example two-host AI system as its
-# host "mainpc".
+# agent-supervisor, checks the example two-host AI system, and runs its MainPC share under the
+# daemon until every agent (Redis included) is healthy; then shows `supervisorctl status`.
+# Stop it again with: sudo ./target/release/supervisorctl shutdown
 set -euo pipefail
 cd "$(dirname "$0")"
-sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-sudo_if_needed ./scripts/install-prereqs.sh
+as_root ./scripts/install-prereqs.sh
 cargo build --release --workspace
-./target/release/agent-supervisor check examples/ai-system/system.yaml --host mainpc
+bin=./target/release
+system=examples/ai-system/system.yaml
+
+if as_root "$bin/supervisorctl" version 2>/dev/null | grep -q "^daemon "; then
+  echo "quickstart: a daemon already runs; showing its status"
+else
+  "$bin/agent-supervisor" check "$system" --host mainpc
+  as_root mkdir -p /var/log/agent-supervisor
+  as_root sh -c "nohup $bin/agent-supervisor daemon --config $system --host mainpc >> /var/log/agent-supervisor/daemon.log 2>&1 &"
+  echo "quickstart: daemon started (log: /var/log/agent-supervisor/daemon.log); waiting for every agent to be healthy"
+fi
+
+for _ in $(seq 120); do
+  if as_root "$bin/supervisorctl" status --json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s["agents"] and all(a["state"] == "RUNNING" and a["health"] == "healthy" for a in s["agents"]) else 1)
+'; then
+    as_root "$bin/supervisorctl" status
+    echo "quickstart: all agents of host mainpc are healthy; metrics: curl http://127.0.0.1:9000/metrics"
+    exit 0
+  fi
+  sleep 0.5
+done
+as_root "$bin/supervisorctl" status || true
+echo "quickstart: not every agent became healthy within 60 s; see /var/log/agent-supervisor/" >&2
+exit 1

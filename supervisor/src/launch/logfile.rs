@@ -632,6 +632,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unwritable_log_loses_output_but_never_hangs() {
+        let dir = tmp("unwritable");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("a-file");
+        std::fs::write(&file, "").expect("file");
+        // A directory that cannot be created: under a regular file.
+        let mut s = LogStream::start(
+            "test".into(),
+            RotatingFile::new(&file.join("x.log"), 0, 0),
+            BUFFER_BYTES,
+        )
+        .expect("start");
+        for _ in 0..10 {
+            s.push(b"T line\n".to_vec(), 5);
+        }
+        assert!(s.finish(Instant::now() + Duration::from_secs(5)));
+        assert!(!file.join("x.log").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn full_buffer_drops_newest_and_says_so() {
         let dir = tmp("drop");
         std::fs::create_dir_all(&dir).expect("dir");
