@@ -95,6 +95,16 @@ enum BenchCmd {
         #[arg(long, default_value_t = 200)]
         runs: usize,
     },
+    /// The same stand-in agents under agent-supervisor and supervisord: time to all RUNNING,
+    /// restart latency after kill -9, daemon RSS, idle CPU, time to stop all.
+    Supervise {
+        /// Number of stand-in agents.
+        #[arg(long, default_value_t = 77)]
+        agents: usize,
+        /// kill -9 restarts measured per supervisor.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -139,6 +149,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("agent-supervisor bench launch: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Bench { what: BenchCmd::Supervise { agents, kills } } => match bench::supervise::run(agents, kills) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor bench supervise: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -4,3 +4,4 @@ pub mod launch;
 pub mod oci;
 pub mod ours;
 pub mod table;
+pub mod supervise;
