@@ -143,8 +143,40 @@ pub struct Group {
     pub stop_timeout: Option<Dur>,
     /// Default restart policy of the group's agents.
     pub restart: Option<Restart>,
+    /// The agents' sandbox: capabilities, seccomp, rlimits.
+    #[serde(default)]
+    pub security: Security,
     #[serde(default)]
     pub agents: Vec<Agent>,
+}
+
+/// Whether the default seccomp filter applies.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    /// The default filter (docs/launcher.md).
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
+}
+
+/// Sandbox settings of a group's agents.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// Capabilities added to the default set (`CAP_NET_RAW` or `net_raw`; `ALL`).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from the default set (`ALL` drops every one).
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    #[serde(default)]
+    pub seccomp: SeccompMode,
+    /// Resource limits (`setrlimit`), soft = hard: `nofile`, `nproc`, `core`, `memlock`,
+    /// `stack`, `as`, `fsize`, `cpu`.
+    #[serde(default)]
+    pub rlimits: IndexMap<String, u64>,
 }
 
 /// Resource limits of a group.

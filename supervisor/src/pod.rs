@@ -13,7 +13,6 @@ use agent_config::{defaults, Loaded};
 
 use crate::cgroup::{Cgroup, CgroupError, Layout, Limits};
 use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
-use crate::launch::sandbox::DEFAULT_CAPS;
 use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, LogSpec, RootEntry, RootfsSpec};
 
 /// Where a pod keeps its things.
@@ -339,9 +338,15 @@ impl Pod {
             argv: agent.command.0.clone(),
             env,
             workdir,
-            capabilities: DEFAULT_CAPS.iter().map(|s| s.to_string()).collect(),
-            seccomp: true,
-            rlimits: Vec::new(),
+            capabilities: crate::launch::sandbox::effective_caps(&g.security.cap_add, &g.security.cap_drop)
+                .map_err(|e| PodError::Launch { group: self.group.clone(), message: format!("security: {e}") })?,
+            seccomp: g.security.seccomp == agent_config::model::SeccompMode::Default,
+            rlimits: g
+                .security
+                .rlimits
+                .iter()
+                .map(|(name, v)| crate::launch::spec::Rlimit { name: name.clone(), soft: *v, hard: *v })
+                .collect(),
             pid_file: Some(agents.join(format!("{}.pid", agent.name))),
             exit_file: Some(agents.join(format!("{}.exit", agent.name))),
             log,

@@ -386,3 +386,15 @@ fn yaml_syntax_error_and_missing_file() {
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("/nonexistent/system.yaml: cannot read system file"));
 }
+
+#[test]
+fn unknown_capabilities_and_rlimits_are_named() {
+    fails_with(
+        "security",
+        &BASE.replace("  db:\n    host: h1\n", "  db:\n    host: h1\n    security: {cap_add: [net_raw, CAP_FLY], rlimits: {nofile: 1024, files: 3}}\n"),
+        &[
+            "groups.db.security.cap_add[1]: unknown capability \"CAP_FLY\"",
+            "groups.db.security.rlimits.files: unknown rlimit \"files\"",
+        ],
+    );
+}

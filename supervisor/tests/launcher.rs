@@ -249,3 +249,23 @@ for c in children:
     assert!(n < 40, "{line}");
     assert!(failed > 150, "{line}");
 }
+
+#[test]
+fn security_settings_change_the_sandbox() {
+    if !root_or_skip("security_settings_change_the_sandbox") {
+        return;
+    }
+    let f = Fixture::new(
+        BIN,
+        "launch-security",
+        "launch",
+        "  loose:\n    host: h1\n    security: {cap_add: [NET_RAW], cap_drop: [CAP_KILL], seccomp: unconfined, rlimits: {nofile: 256}}\n    agents:\n      - name: probe\n        command: [sh, -c, 'grep -E \"CapEff|Seccomp:\" /proc/self/status; ulimit -n']\n",
+    );
+    let out = f.run_group("loose");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let expect = (default_capeff() | (1 << 13)) & !(1 << 5);
+    assert!(t.contains(&format!("CapEff:\t{expect:016x}")), "{t}");
+    assert!(t.contains("Seccomp:\t0"), "{t}");
+    assert!(t.lines().any(|l| l.trim() == "256"), "{t}");
+}

@@ -20,6 +20,8 @@ use crate::cgroup::Limits;
 /// Why a group could not be exported; each names the file, group, agent or field.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    #[error("group {group}: security: {message}")]
+    Security { group: String, message: String },
     #[error("cannot load system file {path}:\n{source}")]
     Load {
         path: PathBuf,
@@ -189,6 +191,11 @@ pub fn export_agent(
         host_entries: &host_entries,
         binds: &binds,
         limits: Limits::from(&g.resources),
+        caps: crate::launch::sandbox::effective_caps(&g.security.cap_add, &g.security.cap_drop).map_err(|e| BundleError::Security {
+            group: group.to_string(),
+            message: e.to_string(),
+        })?,
+        seccomp: g.security.seccomp == agent_config::model::SeccompMode::Default,
     };
     let spec = oci::spec(&inputs)?;
     let json = oci::to_json(group, &spec)?;

@@ -15,7 +15,6 @@ use oci_spec::runtime::{
 use super::{Bind, BundleError};
 use crate::cgroup::Limits;
 use crate::launch::mounts::{HOST_MASKED, MASKED_PATHS, READONLY_PATHS};
-use crate::launch::sandbox::DEFAULT_CAPS;
 
 /// The runtime-spec version the bundle is written for (crun and runc accept 1.0.x).
 pub const OCI_VERSION: &str = "1.0.2";
@@ -109,6 +108,10 @@ pub(super) struct Inputs<'a> {
     pub host_entries: &'a [agent_rootfs::HostEntry],
     pub binds: &'a [Bind],
     pub limits: Limits,
+    /// Capabilities the agent keeps (the group's `security`, applied to the default set).
+    pub caps: Vec<String>,
+    /// Whether the default seccomp filter applies.
+    pub seccomp: bool,
 }
 
 /// The whole `config.json`.
@@ -120,7 +123,7 @@ pub(super) fn spec(i: &Inputs) -> Result<Spec, BundleError> {
             source,
         }
     };
-    let caps = capabilities(i.group)?;
+    let caps = capabilities(i.group, &i.caps)?;
     let mut capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -180,9 +183,12 @@ pub(super) fn spec(i: &Inputs) -> Result<Spec, BundleError> {
         )
         .rootfs_propagation("rprivate")
         .resources(resources(i.group, &i.limits)?)
-        .seccomp(seccomp().map_err(err("linux.seccomp"))?)
         .build()
         .map_err(err("linux"))?;
+    let mut linux = linux;
+    if i.seccomp {
+        linux.set_seccomp(Some(seccomp().map_err(err("linux.seccomp"))?));
+    }
     let annotations = [
         ("io.agent-supervisor.group", i.group),
         ("io.agent-supervisor.agent", i.agent),
@@ -240,9 +246,9 @@ pub(super) fn to_json(group: &str, spec: &Spec) -> Result<Vec<u8>, BundleError> 
     Ok(text)
 }
 
-/// `DEFAULT_CAPS` as oci-spec capabilities.
-fn capabilities(group: &str) -> Result<oci_spec::runtime::Capabilities, BundleError> {
-    DEFAULT_CAPS
+/// Capability names as oci-spec capabilities.
+fn capabilities(group: &str, names: &[String]) -> Result<oci_spec::runtime::Capabilities, BundleError> {
+    names
         .iter()
         .map(|name| {
             serde_json::from_value::<Capability>(serde_json::Value::String(name.to_string()))

@@ -74,6 +74,7 @@ pub fn run(path: &Path, opts: &Options) -> Report {
     };
     let mut findings = agent_config::validate::validate(&loaded);
     check_recipes(&loaded, &mut findings);
+    check_security(&loaded, &mut findings);
     let scripts = check_scripts(&loaded, &mut findings);
     let local_host = find_local_host(&loaded, opts, &mut findings);
     if let Some(h) = &local_host {
@@ -88,6 +89,25 @@ pub fn run(path: &Path, opts: &Options) -> Report {
         findings,
         scripts,
         hosts,
+    }
+}
+
+/// Capability and rlimit names of every group's `security` section.
+fn check_security(l: &Loaded, out: &mut Vec<Finding>) {
+    const RLIMITS: &[&str] = &["nofile", "nproc", "core", "memlock", "stack", "as", "fsize", "cpu"];
+    for (name, g) in &l.system.groups {
+        for (field, list) in [("cap_add", &g.security.cap_add), ("cap_drop", &g.security.cap_drop)] {
+            for (i, cap) in list.iter().enumerate() {
+                if !cap.eq_ignore_ascii_case("all") && crate::launch::sandbox::parse_caps(std::slice::from_ref(cap)).is_err() {
+                    out.push(l.at(Severity::Error, "capability", &format!("groups.{name}.security.{field}[{i}]"), format!("unknown capability {cap:?}")));
+                }
+            }
+        }
+        for r in g.security.rlimits.keys() {
+            if !RLIMITS.contains(&r.as_str()) {
+                out.push(l.at(Severity::Error, "rlimit", &format!("groups.{name}.security.rlimits.{r}"), format!("unknown rlimit {r:?} (use {})", RLIMITS.join(", "))));
+            }
+        }
     }
 }
 
