@@ -94,18 +94,35 @@ pub fn run(path: &Path, opts: &Options) -> Report {
 
 /// Capability and rlimit names of every group's `security` section.
 fn check_security(l: &Loaded, out: &mut Vec<Finding>) {
-    const RLIMITS: &[&str] = &["nofile", "nproc", "core", "memlock", "stack", "as", "fsize", "cpu"];
+    const RLIMITS: &[&str] = &[
+        "nofile", "nproc", "core", "memlock", "stack", "as", "fsize", "cpu",
+    ];
     for (name, g) in &l.system.groups {
-        for (field, list) in [("cap_add", &g.security.cap_add), ("cap_drop", &g.security.cap_drop)] {
+        for (field, list) in [
+            ("cap_add", &g.security.cap_add),
+            ("cap_drop", &g.security.cap_drop),
+        ] {
             for (i, cap) in list.iter().enumerate() {
-                if !cap.eq_ignore_ascii_case("all") && crate::launch::sandbox::parse_caps(std::slice::from_ref(cap)).is_err() {
-                    out.push(l.at(Severity::Error, "capability", &format!("groups.{name}.security.{field}[{i}]"), format!("unknown capability {cap:?}")));
+                if !cap.eq_ignore_ascii_case("all")
+                    && crate::launch::sandbox::parse_caps(std::slice::from_ref(cap)).is_err()
+                {
+                    out.push(l.at(
+                        Severity::Error,
+                        "capability",
+                        &format!("groups.{name}.security.{field}[{i}]"),
+                        format!("unknown capability {cap:?}"),
+                    ));
                 }
             }
         }
         for r in g.security.rlimits.keys() {
             if !RLIMITS.contains(&r.as_str()) {
-                out.push(l.at(Severity::Error, "rlimit", &format!("groups.{name}.security.rlimits.{r}"), format!("unknown rlimit {r:?} (use {})", RLIMITS.join(", "))));
+                out.push(l.at(
+                    Severity::Error,
+                    "rlimit",
+                    &format!("groups.{name}.security.rlimits.{r}"),
+                    format!("unknown rlimit {r:?} (use {})", RLIMITS.join(", ")),
+                ));
             }
         }
     }
@@ -251,6 +268,23 @@ fn check_local(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
             let field = agent_field(l, g, a)
                 .map(|p| format!("{p}.port"))
                 .unwrap_or_default();
+            // The agent itself, running under agent-supervisor, is not a clash.
+            let own = format!("/{}/{g}/{a}", daemon.cgroup_root.trim_matches('/'));
+            let is_own = x.pid.is_some_and(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .is_ok_and(|c| c.lines().any(|line| line.ends_with(&own)))
+            });
+            if is_own {
+                out.push(l.at(
+                    Severity::Note,
+                    "port-in-use",
+                    &field,
+                    format!(
+                        "port {port} is served by {label} itself, running under agent-supervisor"
+                    ),
+                ));
+                continue;
+            }
             out.push(l.at(
                 Severity::Error,
                 "port-in-use",
