@@ -18,8 +18,20 @@ pub struct Recipe {
     /// For `host-closure`: Debian packages copied from the host with their closure.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// For `host-closure`: host files or directory trees copied as they are (with the
+    /// shared-library closure of the ELF files among them).
+    #[serde(default)]
+    pub paths: Vec<String>,
     /// Build context directory, relative to the recipe (default: the recipe's directory).
     pub context: Option<PathBuf>,
+    /// Ignore file in `.dockerignore` syntax, relative to the context (default:
+    /// `.dockerignore` when it exists).
+    pub ignore_file: Option<PathBuf>,
+    /// More ignore patterns, after those of the ignore file.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// Compile the `.py` files of every `copy` step at build time (default: true).
+    pub check_python: Option<bool>,
     #[serde(default)]
     pub steps: Vec<Step>,
 }
@@ -86,6 +98,55 @@ impl<'de> Deserialize<'de> for Step {
     }
 }
 
+/// A recipe's `base`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    Scratch,
+    HostClosure,
+    /// `oci:PATH[:TAG]`, the path made absolute against the recipe's directory.
+    Oci(String),
+    OciArchive(PathBuf),
+    DockerArchive(PathBuf),
+    Debootstrap,
+}
+
+impl Recipe {
+    /// The parsed base; relative paths are taken from `recipe_dir`.
+    pub fn base_kind(&self, recipe_dir: &Path) -> Option<Base> {
+        let b = self.base.as_str();
+        let abs = |p: &str| recipe_dir.join(p);
+        match b {
+            "scratch" => Some(Base::Scratch),
+            "host-closure" => Some(Base::HostClosure),
+            "debootstrap" => Some(Base::Debootstrap),
+            _ => {
+                if let Some(r) = b.strip_prefix("oci:").filter(|r| !r.is_empty()) {
+                    Some(Base::Oci(abs(r).to_string_lossy().into_owned()))
+                } else if let Some(r) = b.strip_prefix("oci-archive:").filter(|r| !r.is_empty()) {
+                    Some(Base::OciArchive(abs(r)))
+                } else {
+                    b.strip_prefix("docker-archive:")
+                        .filter(|r| !r.is_empty())
+                        .map(|r| Base::DockerArchive(abs(r)))
+                }
+            }
+        }
+    }
+
+    /// The build context directory of the recipe at `recipe_path`.
+    pub fn context_dir(&self, recipe_path: &Path) -> PathBuf {
+        let dir = recipe_path.parent().unwrap_or(Path::new("."));
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        self.context
+            .as_ref()
+            .map_or_else(|| dir.to_path_buf(), |c| dir.join(c))
+    }
+}
+
 /// Why a recipe is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
@@ -107,6 +168,12 @@ pub enum RecipeError {
     Base { path: PathBuf, base: String },
     #[error("{path}: context: build context {context} is not a directory")]
     Context { path: PathBuf, context: PathBuf },
+    #[error("{path}: {field}: only for base host-closure (base is {base:?})")]
+    HostOnly {
+        path: PathBuf,
+        field: &'static str,
+        base: String,
+    },
 }
 
 const BASES: &[&str] = &["scratch", "host-closure", "debootstrap"];
@@ -150,11 +217,22 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, RecipeError> {
             base: recipe.base.clone(),
         });
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let context = recipe
-        .context
-        .as_ref()
-        .map_or_else(|| dir.to_path_buf(), |c| dir.join(c));
+    if recipe.base != "host-closure" {
+        for (field, empty) in [
+            ("binaries", recipe.binaries.is_empty()),
+            ("packages", recipe.packages.is_empty()),
+            ("paths", recipe.paths.is_empty()),
+        ] {
+            if !empty {
+                return Err(RecipeError::HostOnly {
+                    path: path.to_path_buf(),
+                    field,
+                    base: recipe.base.clone(),
+                });
+            }
+        }
+    }
+    let context = recipe.context_dir(path);
     if !context.is_dir() {
         return Err(RecipeError::Context {
             path: path.to_path_buf(),
@@ -187,6 +265,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown base \"ubuntu\""));
+        let host_only = dir.join("host-only.yaml");
+        std::fs::write(&host_only, "base: scratch\npackages: [redis-server]\n").unwrap();
+        let err = load_recipe(&host_only).unwrap_err().to_string();
+        assert!(
+            err.contains("host-only.yaml: packages: only for base host-closure"),
+            "{err}"
+        );
+        let full = dir.join("full.yaml");
+        std::fs::write(
+            &full,
+            "base: oci:base:v1\nignore_file: .ignore\nignore: [x]\ncheck_python: false\n",
+        )
+        .unwrap();
+        let r = load_recipe(&full).unwrap();
+        assert_eq!(
+            r.base_kind(Path::new("/r")),
+            Some(Base::Oci("/r/base:v1".to_string()))
+        );
+        assert_eq!(r.context_dir(&full), dir);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

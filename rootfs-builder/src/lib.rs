@@ -1,7 +1,22 @@
-//! Root file systems a group can run in. Today: the built-in `host` rootfs, the host's own
-//! system directories bound read-only into the group.
+//! Root file systems a group can run in: the built-in `host` rootfs (the host's own system
+//! directories bound read-only into the group), and images: layers unpacked safely
+//! ([`unpack_layer`]), cached once each and stacked with overlayfs, or unpacked into a copy
+//! ([`prepare_rootfs`]).
 
 use std::path::{Path, PathBuf};
+
+mod image;
+mod safefs;
+mod unpack;
+
+pub use image::{
+    digest_dir, overlay_probe, overlay_supported, prepare_rootfs, LayerCache, LayerRef,
+    PreparedRootfs,
+};
+pub use unpack::{
+    unpack_layer, unpack_layer_with, Compression, LayerStats, Refusal, UnpackError, UnpackOptions,
+    Whiteouts,
+};
 
 /// Host directories the `host` rootfs binds read-only, in mount order.
 pub const HOST_DIRS: &[&str] = &[

@@ -1,0 +1,645 @@
+//! The builder: a recipe to an OCI image in the store, one layer per file system step
+//! (the base closure, each `copy`), each layer cached under the digest of its inputs.
+//!
+//! A step's key is the digest of: the parent layer's digest (or the base's identity), the step
+//! as written, the digest of everything it copies (paths, modes, link targets, file contents;
+//! for `host-closure`, host file metadata), the compression and the entry mtime. An unchanged
+//! step is looked up in `cache/` and its layer reused without tarring or compressing; a changed
+//! step, and every layer step after it, is rebuilt.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::closure::{self, ClosureError};
+use crate::digest::{Digest, KeyHasher};
+use crate::ignore::{Ignore, IgnoreError};
+use crate::layer::{self, Compression, LayerError, Tree};
+use crate::oci::{
+    host_architecture, Descriptor, History, ImageConfig, Manifest, RootFs, MEDIA_CONFIG,
+    MEDIA_MANIFEST,
+};
+use crate::pycheck::{self, PyError};
+use crate::recipe::{load_recipe, Base, Recipe, RecipeError, Step};
+use crate::store::{check_name, parse_json, Store, StoreError};
+use crate::walk::{self, WalkError, WalkStats};
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Rebuild every layer (the cache is still refreshed).
+    pub no_cache: bool,
+    pub compression: Compression,
+    /// Compression level (gzip 0-9, default 6; zstd 1-19, default 3).
+    pub level: Option<i32>,
+    /// The mtime of every entry of every layer (`SOURCE_DATE_EPOCH`; default 0).
+    pub source_date_epoch: u64,
+    /// Interpreter for the build-time syntax check of copied `.py` files.
+    pub python: String,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            no_cache: false,
+            compression: Compression::Gzip,
+            level: None,
+            source_date_epoch: 0,
+            python: "python3".to_string(),
+        }
+    }
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// A layer was archived and compressed.
+    Built { layer: Digest, bytes_read: u64 },
+    /// The layer came from the step cache.
+    Cached { layer: Digest },
+    /// Layers taken from an OCI base image.
+    Imported { layers: usize },
+    /// A configuration change (no layer).
+    Config,
+}
+
+/// One line of the build report: step 0 is the base.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub index: usize,
+    pub what: String,
+    pub outcome: StepOutcome,
+    pub elapsed: Duration,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub name: String,
+    /// The manifest digest: the image's identity.
+    pub digest: Digest,
+    pub config_digest: Digest,
+    /// Layers archived and compressed by this build.
+    pub layers_built: usize,
+    /// Layers reused from the step cache.
+    pub layers_cached: usize,
+    /// Bytes read from files to write layers (0 when everything was cached).
+    pub bytes_archived: u64,
+    /// Python files compiled by the syntax check.
+    pub python_checked: usize,
+    /// The context walks of all `copy` steps together.
+    pub walk: WalkStats,
+    pub steps: Vec<StepReport>,
+    pub warnings: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// Why a build failed; every message names the recipe and, when there is one, the step.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error("{recipe}: {source}")]
+    Ignore {
+        recipe: PathBuf,
+        #[source]
+        source: IgnoreError,
+    },
+    #[error("{recipe}: base host-closure: {source}")]
+    Closure {
+        recipe: PathBuf,
+        #[source]
+        source: ClosureError,
+    },
+    #[error("{recipe}: base {base}: {source}")]
+    BaseImage {
+        recipe: PathBuf,
+        base: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{recipe}: step {step} ({what}): {source}")]
+    Walk {
+        recipe: PathBuf,
+        step: usize,
+        what: String,
+        #[source]
+        source: WalkError,
+    },
+    #[error("{recipe}: step {step} ({what}): {source}")]
+    Layer {
+        recipe: PathBuf,
+        step: usize,
+        what: String,
+        #[source]
+        source: LayerError,
+    },
+    #[error("{recipe}: step {step} ({what}): {}", python_errors(.errors))]
+    Python {
+        recipe: PathBuf,
+        step: usize,
+        what: String,
+        errors: Vec<PyError>,
+    },
+    #[error("{recipe}: {what} is not supported yet{why}")]
+    NotSupported {
+        recipe: PathBuf,
+        what: String,
+        why: &'static str,
+    },
+    #[error("{recipe}: {source}")]
+    Store {
+        recipe: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+}
+
+fn python_errors(errors: &[PyError]) -> String {
+    let mut s = errors
+        .iter()
+        .take(5)
+        .map(|e| format!("{}:{}: {}", e.path, e.line, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if errors.len() > 5 {
+        s.push_str(&format!(" (and {} more)", errors.len() - 5));
+    }
+    s
+}
+
+/// A step cache entry: the layer a key produced.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheEntry {
+    layer: Descriptor,
+    diff_id: Digest,
+}
+
+/// The layer blob a cache entry file points at (`None` if unreadable).
+pub(crate) fn cache_entry_blob(path: &Path) -> Option<Digest> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<CacheEntry>(&bytes)
+        .ok()
+        .map(|e| e.layer.digest)
+}
+
+/// The image being assembled.
+struct Image {
+    layers: Vec<Descriptor>,
+    config: ImageConfig,
+    /// Identity of what the next layer sits on.
+    parent: String,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::Copy { src, dst } => format!("copy {src} -> {dst}"),
+        Step::Run(argv) => format!("run {argv:?}"),
+        Step::Env(m) => format!(
+            "env {}",
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Step::Workdir(w) => format!("workdir {w}"),
+        Step::User(u) => format!("user {u}"),
+        Step::Entrypoint(a) => format!("entrypoint {a:?}"),
+        Step::Cmd(a) => format!("cmd {a:?}"),
+        Step::Labels(m) => format!("labels {m:?}"),
+    }
+}
+
+impl Store {
+    /// Builds the recipe at `recipe_path` and names the image `name`.
+    pub fn build(
+        &self,
+        recipe_path: &Path,
+        name: &str,
+        opts: &BuildOptions,
+    ) -> Result<BuildReport, BuildError> {
+        let start = Instant::now();
+        let recipe_p = recipe_path.to_path_buf();
+        let store_err = |source| BuildError::Store {
+            recipe: recipe_p.clone(),
+            source,
+        };
+        check_name(name).map_err(store_err)?;
+        let recipe = load_recipe(recipe_path)?;
+        let _gc = self.lock_gc(false).map_err(store_err)?;
+        let mut b = Builder {
+            store: self,
+            recipe_path,
+            opts,
+            report: BuildReport {
+                name: name.to_string(),
+                digest: Digest::of(b""),
+                config_digest: Digest::of(b""),
+                layers_built: 0,
+                layers_cached: 0,
+                bytes_archived: 0,
+                python_checked: 0,
+                walk: WalkStats::default(),
+                steps: Vec::new(),
+                warnings: Vec::new(),
+                elapsed: Duration::ZERO,
+            },
+        };
+        let mut image = b.base(&recipe)?;
+        let context = recipe.context_dir(recipe_path);
+        let ignore = b.ignore_rules(&recipe, &context)?;
+        for (i, step) in recipe.steps.iter().enumerate() {
+            b.step(&recipe, &context, &ignore, i + 1, step, &mut image)?;
+        }
+        let config = serde_json::to_vec(&image.config).map_err(|source| {
+            store_err(StoreError::Json {
+                path: recipe_path.to_path_buf(),
+                source,
+            })
+        })?;
+        let config_desc = self.put_blob(MEDIA_CONFIG, &config).map_err(store_err)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_MANIFEST.to_string()),
+            config: config_desc.clone(),
+            layers: image.layers,
+            annotations: Default::default(),
+        };
+        let manifest = serde_json::to_vec(&manifest).map_err(|source| {
+            store_err(StoreError::Json {
+                path: recipe_path.to_path_buf(),
+                source,
+            })
+        })?;
+        let desc = self
+            .put_blob(MEDIA_MANIFEST, &manifest)
+            .map_err(store_err)?;
+        self.tag(name, &desc).map_err(store_err)?;
+        let mut report = b.report;
+        report.digest = desc.digest;
+        report.config_digest = config_desc.digest;
+        report.elapsed = start.elapsed();
+        Ok(report)
+    }
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    recipe_path: &'a Path,
+    opts: &'a BuildOptions,
+    report: BuildReport,
+}
+
+impl Builder<'_> {
+    fn recipe(&self) -> PathBuf {
+        self.recipe_path.to_path_buf()
+    }
+
+    fn not_supported(&self, what: String, why: &'static str) -> BuildError {
+        BuildError::NotSupported {
+            recipe: self.recipe(),
+            what,
+            why,
+        }
+    }
+
+    fn base(&mut self, recipe: &Recipe) -> Result<Image, BuildError> {
+        let t = Instant::now();
+        let dir = self.recipe_path.parent().unwrap_or(Path::new("."));
+        let base = recipe.base_kind(dir).ok_or_else(|| {
+            BuildError::Recipe(RecipeError::Base {
+                path: self.recipe(),
+                base: recipe.base.clone(),
+            })
+        })?;
+        let mut image = Image {
+            layers: Vec::new(),
+            config: ImageConfig {
+                architecture: host_architecture().to_string(),
+                os: "linux".to_string(),
+                rootfs: RootFs {
+                    kind: "layers".to_string(),
+                    diff_ids: Vec::new(),
+                },
+                ..Default::default()
+            },
+            parent: "scratch".to_string(),
+        };
+        image.config.config.set_env("PATH", DEFAULT_PATH);
+        match base {
+            Base::Scratch => {}
+            Base::HostClosure => {
+                let what = format!(
+                    "host-closure binaries={:?} packages={:?} paths={:?}",
+                    recipe.binaries, recipe.packages, recipe.paths
+                );
+                let c = closure::gather(
+                    &recipe.binaries,
+                    &recipe.packages,
+                    &recipe.paths,
+                    Some(&self.store.cache_dir()),
+                )
+                    .map_err(|source| BuildError::Closure {
+                        recipe: self.recipe(),
+                        source,
+                    })?;
+                self.report.warnings.extend(c.warnings);
+                let content = c.key.unwrap_or_else(|| Digest::of(b""));
+                self.layer(0, &what, &content, &c.tree, &mut image, t)?;
+            }
+            Base::Oci(src) => self.oci_base(&recipe.base, &src, &mut image, t)?,
+            Base::OciArchive(p) => {
+                self.oci_base(&recipe.base, &p.to_string_lossy(), &mut image, t)?
+            }
+            Base::DockerArchive(_) => {
+                return Err(self.not_supported(
+                    "base docker-archive".to_string(),
+                    " (save the image as an OCI layout, e.g. `skopeo copy docker-archive:F oci:DIR:TAG`, and use oci:DIR:TAG)",
+                ))
+            }
+            Base::Debootstrap => {
+                return Err(self.not_supported(
+                    "base debootstrap".to_string(),
+                    " (use host-closure with packages, or an OCI base)",
+                ))
+            }
+        }
+        Ok(image)
+    }
+
+    fn oci_base(
+        &mut self,
+        base: &str,
+        src: &str,
+        image: &mut Image,
+        t: Instant,
+    ) -> Result<(), BuildError> {
+        let err = |source| BuildError::BaseImage {
+            recipe: self.recipe_path.to_path_buf(),
+            base: base.to_string(),
+            source,
+        };
+        let desc = self.store.import_manifest(src).map_err(err)?;
+        let path = self.store.blob_path(&desc.digest);
+        let m: Manifest =
+            parse_json(&path, &self.store.read_blob(&desc.digest).map_err(err)?).map_err(err)?;
+        let cpath = self.store.blob_path(&m.config.digest);
+        let mut config: ImageConfig = parse_json(
+            &cpath,
+            &self.store.read_blob(&m.config.digest).map_err(err)?,
+        )
+        .map_err(err)?;
+        config.created = None;
+        image.layers = m.layers.clone();
+        image.config = config;
+        image.parent = desc.digest.to_string();
+        self.report.steps.push(StepReport {
+            index: 0,
+            what: format!("base {base}"),
+            outcome: StepOutcome::Imported {
+                layers: m.layers.len(),
+            },
+            elapsed: t.elapsed(),
+        });
+        Ok(())
+    }
+
+    fn ignore_rules(&self, recipe: &Recipe, context: &Path) -> Result<Ignore, BuildError> {
+        let mut ig = Ignore::default();
+        let file = recipe
+            .ignore_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".dockerignore"));
+        let path = context.join(&file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => ig
+                .add_lines(&path.to_string_lossy(), &text)
+                .map_err(|source| BuildError::Ignore {
+                    recipe: self.recipe(),
+                    source,
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && recipe.ignore_file.is_none() => {}
+            Err(source) => {
+                return Err(BuildError::Store {
+                    recipe: self.recipe(),
+                    source: StoreError::Io { path, source },
+                })
+            }
+        }
+        for (i, p) in recipe.ignore.iter().enumerate() {
+            ig.add(p).map_err(|message| BuildError::Ignore {
+                recipe: self.recipe(),
+                source: IgnoreError {
+                    source_name: "ignore".to_string(),
+                    line: i + 1,
+                    pattern: p.clone(),
+                    message,
+                },
+            })?;
+        }
+        Ok(ig)
+    }
+
+    fn step(
+        &mut self,
+        recipe: &Recipe,
+        context: &Path,
+        ignore: &Ignore,
+        index: usize,
+        step: &Step,
+        image: &mut Image,
+    ) -> Result<(), BuildError> {
+        let t = Instant::now();
+        let what = describe(step);
+        let rc = &mut image.config.config;
+        match step {
+            Step::Copy { src, dst } => {
+                let c = walk::collect(context, ignore, src, dst).map_err(|source| {
+                    BuildError::Walk {
+                        recipe: self.recipe(),
+                        step: index,
+                        what: what.clone(),
+                        source,
+                    }
+                })?;
+                self.report.walk.dirs_read += c.stats.dirs_read;
+                self.report.walk.files_opened += c.stats.files_opened;
+                self.report.walk.bytes_hashed += c.stats.bytes_hashed;
+                self.report.walk.excluded += c.stats.excluded;
+                let content = c.content_key.clone().unwrap_or_else(|| Digest::of(b""));
+                let check = recipe.check_python.unwrap_or(true) && !c.py_files.is_empty();
+                let py = if check { c.py_files.as_slice() } else { &[] };
+                return self.layer_checked(index, &what, &content, &c.tree, py, image, t);
+            }
+            Step::Run(_) => {
+                return Err(self.not_supported(
+                    format!("step {index} ({what}): run"),
+                    " (it needs the sandboxed launcher; copy prepared files instead)",
+                ))
+            }
+            Step::Env(m) => m.iter().for_each(|(k, v)| rc.set_env(k, v)),
+            Step::Workdir(w) => rc.working_dir = Some(w.clone()),
+            Step::User(u) => rc.user = Some(u.clone()),
+            Step::Entrypoint(a) => rc.entrypoint = Some(a.clone()),
+            Step::Cmd(a) => rc.cmd = Some(a.clone()),
+            Step::Labels(m) => rc
+                .labels
+                .extend(m.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        }
+        image.config.history.push(History {
+            created_by: Some(what.clone()),
+            empty_layer: true,
+            ..Default::default()
+        });
+        self.report.steps.push(StepReport {
+            index,
+            what,
+            outcome: StepOutcome::Config,
+            elapsed: t.elapsed(),
+        });
+        Ok(())
+    }
+
+    fn layer(
+        &mut self,
+        index: usize,
+        what: &str,
+        content: &Digest,
+        tree: &Tree,
+        image: &mut Image,
+        t: Instant,
+    ) -> Result<(), BuildError> {
+        self.layer_checked(index, what, content, tree, &[], image, t)
+    }
+
+    /// Adds the layer made of `tree`: from the cache under its key, or written (after the
+    /// Python check of `py`).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_checked(
+        &mut self,
+        index: usize,
+        what: &str,
+        content: &Digest,
+        tree: &Tree,
+        py: &[(String, PathBuf)],
+        image: &mut Image,
+        t: Instant,
+    ) -> Result<(), BuildError> {
+        let o = self.opts;
+        let mut k = KeyHasher::new();
+        k.field("agent-images step v1")
+            .field(&image.parent)
+            .field(what)
+            .field(content.as_str())
+            .field(o.compression.name())
+            .field(format!("{:?}", o.level))
+            .field(o.source_date_epoch.to_le_bytes())
+            // A layer cached without the Python check is not reused once the check is on.
+            .field(if py.is_empty() { "-" } else { "python-checked" });
+        let key = k.finish();
+        let entry_path = self.store.cache_dir().join(format!("{}.json", key.hex()));
+        let cached = if o.no_cache {
+            None
+        } else {
+            std::fs::read(&entry_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
+                .filter(|e| {
+                    std::fs::metadata(self.store.blob_path(&e.layer.digest))
+                        .is_ok_and(|m| m.len() == e.layer.size)
+                })
+        };
+        let outcome = match cached {
+            Some(e) => {
+                self.report.layers_cached += 1;
+                image.layers.push(e.layer.clone());
+                image.config.rootfs.diff_ids.push(e.diff_id);
+                StepOutcome::Cached {
+                    layer: e.layer.digest,
+                }
+            }
+            None => {
+                self.python_check(index, what, py)?;
+                let blob = layer::write_layer(
+                    tree,
+                    o.compression,
+                    o.level,
+                    o.source_date_epoch,
+                    &self.store.blobs_dir(),
+                )
+                .map_err(|source| BuildError::Layer {
+                    recipe: self.recipe(),
+                    step: index,
+                    what: what.to_string(),
+                    source,
+                })?;
+                let entry = CacheEntry {
+                    layer: blob.descriptor.clone(),
+                    diff_id: blob.diff_id.clone(),
+                };
+                // A cache entry that cannot be written only costs a rebuild next time.
+                if let Ok(bytes) = serde_json::to_vec(&entry) {
+                    if let Err(e) = crate::store::write_atomic(&entry_path, &bytes) {
+                        self.report
+                            .warnings
+                            .push(format!("step {index}: cache entry not saved: {e}"));
+                    }
+                }
+                self.report.layers_built += 1;
+                self.report.bytes_archived += blob.bytes_read;
+                image.layers.push(blob.descriptor.clone());
+                image.config.rootfs.diff_ids.push(blob.diff_id);
+                StepOutcome::Built {
+                    layer: blob.descriptor.digest,
+                    bytes_read: blob.bytes_read,
+                }
+            }
+        };
+        if let Some(last) = image.layers.last() {
+            image.parent = last.digest.to_string();
+        }
+        image.config.history.push(History {
+            created_by: Some(what.to_string()),
+            ..Default::default()
+        });
+        self.report.steps.push(StepReport {
+            index,
+            what: what.to_string(),
+            outcome,
+            elapsed: t.elapsed(),
+        });
+        Ok(())
+    }
+
+    fn python_check(
+        &mut self,
+        index: usize,
+        what: &str,
+        py: &[(String, PathBuf)],
+    ) -> Result<(), BuildError> {
+        if py.is_empty() {
+            return Ok(());
+        }
+        match pycheck::check(&self.opts.python, py) {
+            Ok(errors) if errors.is_empty() => {
+                self.report.python_checked += py.len();
+                Ok(())
+            }
+            Ok(errors) => Err(BuildError::Python {
+                recipe: self.recipe(),
+                step: index,
+                what: what.to_string(),
+                errors,
+            }),
+            Err(why) => {
+                self.report.warnings.push(format!(
+                    "step {index} ({what}): Python sources not checked: {why}"
+                ));
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The `host-closure` base: named host binaries, Debian packages (`dpkg -L`) and host paths,
+//! copied with the shared libraries they need (`ldd`), symlinks kept as symlinks.
+//!
+//! Offline and fast: nothing is downloaded; the layer is made of host files. Its cache key is
+//! made of every entry's path, mode and link target and, for files, size, mtime, inode and
+//! device, so an `apt upgrade` of one of them rebuilds the layer.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use crate::digest::{Digest, KeyHasher};
+use crate::layer::{add_parents, Entry, Source, Tree};
+
+/// Why the closure cannot be gathered.
+#[derive(Debug, thiserror::Error)]
+pub enum ClosureError {
+    #[error("binary {0:?} not found on the host (searched /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; give an absolute path for others)")]
+    NoBinary(String),
+    #[error("host path {0} does not exist")]
+    NoPath(PathBuf),
+    #[error("dpkg -L {packages}: {message}")]
+    Dpkg { packages: String, message: String },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: symlink loop")]
+    Loop { path: PathBuf },
+}
+
+/// The gathered base layer.
+#[derive(Debug, Default)]
+pub struct Closure {
+    pub tree: Tree,
+    pub key: Option<Digest>,
+    /// Libraries `ldd` reported as not found, as `library (needed by path)`.
+    pub warnings: Vec<String>,
+}
+
+/// Directories every host-closure image has (mount points and `/tmp`).
+const SKELETON: &[(&str, u32)] = &[
+    ("dev", 0o755),
+    ("etc", 0o755),
+    ("proc", 0o555),
+    ("run", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+];
+
+/// Gathers binaries, packages and paths with their library closure.
+///
+/// `memo_dir`, when given, keeps `ldd`'s answers keyed by the ELF files' metadata, so an
+/// unchanged closure is gathered without running `ldd` (a file whose metadata changed gives a
+/// new key; the libraries' own metadata is in the layer key either way).
+pub fn gather(
+    binaries: &[String],
+    packages: &[String],
+    paths: &[String],
+    memo_dir: Option<&Path>,
+) -> Result<Closure, ClosureError> {
+    let mut c = Closure::default();
+    for (d, mode) in SKELETON {
+        c.tree.insert(
+            d.to_string(),
+            Entry {
+                mode: *mode,
+                source: Source::Dir,
+            },
+        );
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for b in binaries {
+        roots.push(find_binary(b)?);
+    }
+    for p in paths {
+        let p = PathBuf::from(p);
+        if std::fs::symlink_metadata(&p).is_err() {
+            return Err(ClosureError::NoPath(p));
+        }
+        roots.push(p);
+    }
+    if !packages.is_empty() {
+        roots.extend(dpkg_list(packages)?);
+    }
+    let mut seen = BTreeSet::new();
+    for r in &roots {
+        add_host_path(&mut c.tree, r, &mut seen, 0, true)?;
+    }
+    // Shared-library closure of every ELF file gathered so far (one `ldd` run).
+    let elves: Vec<PathBuf> = c
+        .tree
+        .values()
+        .filter_map(|e| match &e.source {
+            Source::File(p) if e.mode & 0o111 != 0 || is_so_name(p) => Some(p.clone()),
+            _ => None,
+        })
+        .filter(|p| is_elf(p))
+        .collect();
+    let memo = match memo_dir {
+        Some(dir) => Some(dir.join(format!("ldd-{}.json", metadata_key(&elves)?.hex()))),
+        None => None,
+    };
+    let remembered: Option<(BTreeSet<PathBuf>, Vec<String>)> = memo
+        .as_ref()
+        .and_then(|m| std::fs::read(m).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|(libs, _): &(BTreeSet<PathBuf>, Vec<String>)| {
+            libs.iter().all(|l| std::fs::symlink_metadata(l).is_ok())
+        });
+    let (libs, warnings) = match remembered {
+        Some(r) => r,
+        None => {
+            let mut warnings = Vec::new();
+            let libs = ldd(&elves, &mut warnings)?;
+            if let Some(m) = &memo {
+                // Only a speed-up: a memo that cannot be written is recomputed next time.
+                if let Ok(bytes) = serde_json::to_vec(&(&libs, &warnings)) {
+                    let tmp = crate::layer::temp_path(m.parent().unwrap_or(Path::new("/tmp")));
+                    if std::fs::write(&tmp, bytes).is_ok() {
+                        let _ = std::fs::rename(&tmp, m);
+                    }
+                }
+            }
+            (libs, warnings)
+        }
+    };
+    c.warnings = warnings;
+    for lib in libs {
+        add_host_path(&mut c.tree, &lib, &mut seen, 0, false)?;
+    }
+    c.key = Some(key(&c.tree)?);
+    Ok(c)
+}
+
+fn is_so_name(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().contains(".so"))
+}
+
+fn is_elf(p: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+const SYSTEM_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+fn find_binary(name: &str) -> Result<PathBuf, ClosureError> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p
+            .exists()
+            .then_some(p)
+            .ok_or_else(|| ClosureError::NoBinary(name.to_string()));
+    }
+    // The system PATH, not the builder's: the image must not depend on who builds it.
+    let found = SYSTEM_PATH
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found.ok_or_else(|| ClosureError::NoBinary(name.to_string()))
+}
+
+/// The files and symlinks of installed packages (directories come as parents).
+fn dpkg_list(packages: &[String]) -> Result<Vec<PathBuf>, ClosureError> {
+    let out = Command::new("dpkg")
+        .arg("-L")
+        .args(packages)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|source| ClosureError::Spawn {
+            program: "dpkg",
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ClosureError::Dpkg {
+            packages: packages.join(" "),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('/') && *l != "/.")
+        .map(PathBuf::from)
+        .filter(|p| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir() || m.file_type().is_symlink())
+        })
+        .collect())
+}
+
+/// Libraries needed by `files`, from one `ldd` run.
+fn ldd(files: &[PathBuf], warnings: &mut Vec<String>) -> Result<BTreeSet<PathBuf>, ClosureError> {
+    let mut libs = BTreeSet::new();
+    if files.is_empty() {
+        return Ok(libs);
+    }
+    let out = Command::new("ldd")
+        .args(files)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|source| ClosureError::Spawn {
+            program: "ldd",
+            source,
+        })?;
+    // ldd exits non-zero when one file is not dynamic; its output is still usable.
+    let mut current = files.first().map(|f| f.display().to_string());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.starts_with(char::is_whitespace) && line.ends_with(':') {
+            current = Some(line.trim_end_matches(':').to_string());
+            continue;
+        }
+        let l = line.trim();
+        if let Some((name, rest)) = l.split_once(" => ") {
+            if rest.starts_with("not found") {
+                warnings.push(format!(
+                    "{name} (needed by {}) not found on the host",
+                    current.as_deref().unwrap_or("?")
+                ));
+            } else if let Some(p) = rest.split(" (").next().filter(|p| p.starts_with('/')) {
+                libs.insert(PathBuf::from(p));
+            }
+        } else if l.starts_with('/') {
+            if let Some(p) = l.split(" (").next() {
+                libs.insert(PathBuf::from(p));
+            }
+        }
+    }
+    Ok(libs)
+}
+
+/// Lexically joins a symlink's target onto the directory holding the link.
+fn resolve(link_dir: &Path, target: &Path) -> PathBuf {
+    let mut out = if target.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        link_dir.to_path_buf()
+    };
+    for c in target.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(s) => out.push(s),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn image_path(host: &Path) -> String {
+    host.to_string_lossy().trim_start_matches('/').to_string()
+}
+
+/// Adds a host path: symlinks among its parents and itself become symlink entries and their
+/// targets are added too; directories are added recursively when `recurse`.
+fn add_host_path(
+    tree: &mut Tree,
+    path: &Path,
+    seen: &mut BTreeSet<(PathBuf, bool)>,
+    depth: u32,
+    recurse: bool,
+) -> Result<(), ClosureError> {
+    if depth > 40 {
+        return Err(ClosureError::Loop {
+            path: path.to_path_buf(),
+        });
+    }
+    if seen.contains(&(path.to_path_buf(), true)) || !seen.insert((path.to_path_buf(), recurse)) {
+        return Ok(());
+    }
+    // A symlinked parent (usrmerge's /lib -> usr/lib): keep the link, continue at its target.
+    let mut prefix = PathBuf::from("/");
+    let comps: Vec<_> = path.components().skip(1).collect();
+    for (i, c) in comps.iter().enumerate().take(comps.len().saturating_sub(1)) {
+        prefix.push(c);
+        let m = std::fs::symlink_metadata(&prefix).map_err(|source| ClosureError::Io {
+            path: prefix.clone(),
+            source,
+        })?;
+        if m.file_type().is_symlink() {
+            add_host_path(tree, &prefix, seen, depth + 1, false)?;
+            let link_dir = prefix.parent().unwrap_or(Path::new("/"));
+            let target = std::fs::read_link(&prefix).map_err(|source| ClosureError::Io {
+                path: prefix.clone(),
+                source,
+            })?;
+            let mut real = resolve(link_dir, &target);
+            for rest in &comps[i + 1..] {
+                real.push(rest);
+            }
+            return add_host_path(tree, &real, seen, depth + 1, recurse);
+        }
+    }
+    let m = std::fs::symlink_metadata(path).map_err(|source| ClosureError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let rel = image_path(path);
+    if rel.is_empty() {
+        return Ok(());
+    }
+    add_parents(tree, &rel);
+    let mode = m.mode() & 0o7777;
+    let ft = m.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(path).map_err(|source| ClosureError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        tree.insert(
+            rel,
+            Entry {
+                mode: 0o777,
+                source: Source::Symlink(target.clone()),
+            },
+        );
+        let real = resolve(path.parent().unwrap_or(Path::new("/")), &target);
+        if std::fs::symlink_metadata(&real).is_ok() {
+            add_host_path(tree, &real, seen, depth + 1, recurse)?;
+        }
+    } else if ft.is_dir() {
+        tree.insert(
+            rel,
+            Entry {
+                mode,
+                source: Source::Dir,
+            },
+        );
+        if recurse {
+            let mut names: Vec<_> = std::fs::read_dir(path)
+                .map_err(|source| ClosureError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .filter_map(Result::ok)
+                .map(|d| d.path())
+                .collect();
+            names.sort();
+            for n in names {
+                add_host_path(tree, &n, seen, depth + 1, true)?;
+            }
+        }
+    } else if ft.is_file() {
+        tree.insert(
+            rel,
+            Entry {
+                mode: mode & 0o777,
+                source: Source::File(path.to_path_buf()),
+            },
+        );
+    }
+    // Sockets, FIFOs and devices of the host are never copied.
+    Ok(())
+}
+
+/// A key made of files' paths and metadata.
+fn metadata_key(files: &[PathBuf]) -> Result<Digest, ClosureError> {
+    let mut h = KeyHasher::new();
+    h.field("ldd v1");
+    for p in files {
+        let m = std::fs::metadata(p).map_err(|source| ClosureError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        h.field(p.as_os_str().as_encoded_bytes())
+            .field(m.len().to_le_bytes())
+            .field(m.mtime().to_le_bytes())
+            .field(m.mtime_nsec().to_le_bytes())
+            .field(m.ino().to_le_bytes());
+    }
+    Ok(h.finish())
+}
+
+/// The cache key of a gathered closure (metadata, not content; see the module docs).
+fn key(tree: &Tree) -> Result<Digest, ClosureError> {
+    let mut h = KeyHasher::new();
+    for (path, e) in tree {
+        h.field(path).field(e.mode.to_le_bytes());
+        match &e.source {
+            Source::Dir => {
+                h.field("d");
+            }
+            Source::Symlink(t) => {
+                h.field("l").field(t.as_os_str().as_encoded_bytes());
+            }
+            Source::File(p) => {
+                let m = std::fs::metadata(p).map_err(|source| ClosureError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
+                h.field("f")
+                    .field(m.len().to_le_bytes())
+                    .field(m.mtime().to_le_bytes())
+                    .field(m.mtime_nsec().to_le_bytes())
+                    .field(m.ino().to_le_bytes())
+                    .field(m.dev().to_le_bytes());
+            }
+        }
+    }
+    Ok(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_is_lexical() {
+        assert_eq!(
+            resolve(Path::new("/usr/bin"), Path::new("../lib/x")),
+            PathBuf::from("/usr/lib/x")
+        );
+        assert_eq!(
+            resolve(Path::new("/"), Path::new("usr/lib")),
+            PathBuf::from("/usr/lib")
+        );
+        assert_eq!(
+            resolve(Path::new("/a"), Path::new("/etc/alternatives/x")),
+            PathBuf::from("/etc/alternatives/x")
+        );
+    }
+}
