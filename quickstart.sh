@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh machine to the main job: installs what is needed, builds
-# agent-supervisor, checks the example two-host AI system, and runs its MainPC share under the
-# daemon until every agent (Redis included) is healthy; then shows `supervisorctl status`.
+# agent-supervisor, checks the example two-host AI system, builds its images, and runs its
+# MainPC share under the daemon (every group from its image) until every agent (Redis
+# included) is healthy; then shows `supervisorctl status`.
 # Stop it again with: sudo ./target/release/supervisorctl shutdown
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,6 +17,8 @@ if as_root "$bin/supervisorctl" version 2>/dev/null | grep -q "^daemon "; then
   echo "quickstart: a daemon already runs; showing its status"
 else
   "$bin/agent-supervisor" check "$system" --host mainpc
+  # The groups run from OCI images built from the recipes in examples/ai-system/images/.
+  as_root "$bin/agent-supervisor" build "$system" --host mainpc
   as_root mkdir -p /var/log/agent-supervisor
   as_root sh -c "nohup $bin/agent-supervisor daemon --config $system --host mainpc >> /var/log/agent-supervisor/daemon.log 2>&1 &"
   echo "quickstart: daemon started (log: /var/log/agent-supervisor/daemon.log); waiting for every agent to be healthy"

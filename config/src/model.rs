@@ -100,12 +100,14 @@ pub struct BridgeSettings {
     pub public_key: Option<String>,
 }
 
-/// An image definition: a recipe file the images crate builds.
+/// An image definition: a recipe file the images crate builds, or (no recipe) an image that
+/// is imported into the store (`agent-supervisor images import`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageDef {
     /// Path of the recipe, relative to the system file.
-    pub recipe: PathBuf,
+    #[serde(default)]
+    pub recipe: Option<PathBuf>,
 }
 
 /// Network mode of a group.

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod check;
 pub mod daemon;
+pub mod images_cli;
 pub mod launch;
 pub mod pod;
 pub mod run_group;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_supervisor::{bench, bundle, check, daemon, launch, run_group};
+use agent_supervisor::{bench, bundle, check, daemon, images_cli, launch, run_group};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -62,6 +62,31 @@ enum Cmd {
         #[arg(long)]
         until_exit: bool,
     },
+    /// Build the OCI images this host's groups run from (the system file's `images:` recipes).
+    Build {
+        /// The system file (YAML).
+        config: PathBuf,
+        /// Which host this machine is (default: by hostname or address).
+        #[arg(long)]
+        host: Option<String>,
+        /// Only the image of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Rebuild every step, ignoring the step cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// Layer compression: gzip, zstd or none.
+        #[arg(long, default_value = "gzip")]
+        compression: String,
+    },
+    /// The image store: ls, inspect, rm, prune, import, export.
+    Images {
+        /// The state directory holding the store.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: ImagesCmd,
+    },
     /// Export a group as an OCI runtime bundle (config.json + rootfs) for crun or runc.
     Bundle {
         /// The system file (YAML).
@@ -85,6 +110,22 @@ enum Cmd {
     /// (internal) Run one agent inside a running group from a launch spec, as its shim.
     #[command(name = "__agent", hide = true)]
     Agent { spec: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ImagesCmd {
+    /// List the images.
+    Ls,
+    /// Show an image's digest, config and layers as JSON.
+    Inspect { name: String },
+    /// Remove an image's name (its blobs go with `prune`).
+    Rm { name: String },
+    /// Remove blobs and cache entries no image uses.
+    Prune,
+    /// Import an OCI layout (`DIR`, `DIR:REF`) or OCI archive as NAME.
+    Import { source: String, name: String },
+    /// Export an image to an OCI layout directory (or `FILE.tar`).
+    Export { name: String, dest: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +155,50 @@ fn main() -> ExitCode {
         Cmd::Agent { spec } => exit_code(launch::agent::main(&spec)),
         Cmd::Daemon { config, host } => daemon_main(daemon::Options { config, host }, false),
         Cmd::Up { config, host } => daemon_main(daemon::Options { config, host }, true),
+        Cmd::Build {
+            config,
+            host,
+            group,
+            no_cache,
+            compression,
+        } => {
+            let compression = match compression.parse() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("agent-supervisor build: --compression: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            report(images_cli::build(
+                &config,
+                host.as_deref(),
+                group.as_deref(),
+                no_cache,
+                compression,
+            ))
+        }
+        Cmd::Images { state_dir, what } => report(images_cli::store(state_dir).and_then(|store| {
+            match what {
+                ImagesCmd::Ls => images_cli::list(&store),
+                ImagesCmd::Inspect { name } => images_cli::inspect(&store, &name),
+                ImagesCmd::Rm { name } => store
+                    .remove(&name)
+                    .map(|()| format!("removed {name}\n"))
+                    .map_err(|e| Box::new(e).into()),
+                ImagesCmd::Prune => store
+                    .prune()
+                    .map(|r| format!("{r:?}\n"))
+                    .map_err(|e| Box::new(e).into()),
+                ImagesCmd::Import { source, name } => store
+                    .import(&source, &name)
+                    .map(|i| format!("imported {} as {name}\n", i.digest))
+                    .map_err(|e| Box::new(e).into()),
+                ImagesCmd::Export { name, dest } => store
+                    .export(&name, &dest)
+                    .map(|()| format!("exported {name} to {}\n", dest.display()))
+                    .map_err(|e| Box::new(e).into()),
+            }
+        })),
         Cmd::Bundle {
             config,
             host,
@@ -152,7 +237,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Bench { what: BenchCmd::Supervise { agents, kills } } => match bench::supervise::run(agents, kills) {
+        Cmd::Bench {
+            what: BenchCmd::Supervise { agents, kills },
+        } => match bench::supervise::run(agents, kills) {
             Ok(table) => {
                 print!("{table}");
                 ExitCode::SUCCESS
@@ -244,6 +331,20 @@ fn daemon_main(opts: daemon::Options, live: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agent-supervisor daemon: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a command's text or its error.
+fn report(r: Result<String, images_cli::ImagesError>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agent-supervisor: {e}");
             ExitCode::FAILURE
         }
     }

@@ -95,8 +95,51 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
     move |source| PodError::Io { what, source }
 }
 
-/// The group's root file system as the launcher needs it.
-fn rootfs(l: &Loaded, g: &Group) -> Result<(RootfsSpec, Vec<BindSpec>), PodError> {
+/// The image store of the host a group runs on.
+fn image_store(l: &Loaded, g: &Group) -> Result<agent_images::Store, PodError> {
+    let d = defaults::daemon(&l.system, &g.host);
+    agent_images::Store::open(&d.state_dir).map_err(|e| PodError::Launch {
+        group: String::new(),
+        message: format!("image store: {e}"),
+    })
+}
+
+/// The built image of a group (not the `host` image): its config and layers.
+fn image_info(l: &Loaded, g: &Group) -> Result<agent_images::ImageInfo, PodError> {
+    let image = defaults::image(g);
+    image_store(l, g)?
+        .inspect(image)
+        .map_err(|e| PodError::Launch {
+            group: String::new(),
+            message: format!(
+                "image {image}: {e} (build it with `agent-supervisor build {}`)",
+                l.file.display()
+            ),
+        })
+}
+
+/// The environment an image sets (`Env` of its config), for agents of groups running from it.
+fn image_env(l: &Loaded, g: &Group) -> Vec<(String, String)> {
+    if defaults::image(g) == defaults::HOST_IMAGE {
+        return Vec::new();
+    }
+    image_info(l, g)
+        .map(|info| {
+            info.config
+                .config
+                .env
+                .iter()
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The group's root file system as the launcher needs it; `dir` is the group's state dir.
+fn rootfs(l: &Loaded, g: &Group, dir: &Path) -> Result<(RootfsSpec, Vec<BindSpec>), PodError> {
     let mut binds = Vec::new();
     let image = defaults::image(g);
     let rootfs = if image == defaults::HOST_IMAGE {
@@ -124,10 +167,51 @@ fn rootfs(l: &Loaded, g: &Group) -> Result<(RootfsSpec, Vec<BindSpec>), PodError
                 .collect(),
         )
     } else {
-        return Err(PodError::Launch {
+        // Layers unpacked once into a shared cache, stacked with overlayfs (a fresh upper per
+        // start) or, without overlayfs, unpacked into a copy.
+        let info = image_info(l, g)?;
+        let launch = |message: String| PodError::Launch {
             group: String::new(),
-            message: format!("image {image:?} is not built yet: only the `host` image can run"),
-        });
+            message,
+        };
+        let layers = info
+            .layers
+            .iter()
+            .map(|li| {
+                let media = agent_rootfs::Compression::from_media_type(&li.descriptor.media_type)
+                    .ok_or_else(|| {
+                    launch(format!(
+                        "image {image}: layer {} has media type {} we cannot unpack",
+                        li.descriptor.digest, li.descriptor.media_type
+                    ))
+                })?;
+                Ok(agent_rootfs::LayerRef {
+                    digest: li.descriptor.digest.to_string(),
+                    blob: li.path.clone(),
+                    media,
+                })
+            })
+            .collect::<Result<Vec<_>, PodError>>()?;
+        let cache = defaults::daemon(&l.system, &g.host)
+            .state_dir
+            .join("layers");
+        let prepared = agent_rootfs::prepare_rootfs(&layers, &cache, &dir.join("image"), true)
+            .map_err(|e| launch(format!("image {image}: {e}")))?;
+        match prepared
+            .overlay_mount_data()
+            .map_err(|e| launch(format!("image {image}: {e}")))?
+        {
+            Some(data) => RootfsSpec::Overlay { data },
+            None => match prepared {
+                agent_rootfs::PreparedRootfs::Copy { dir } => RootfsSpec::Dir {
+                    path: dir,
+                    readonly: false,
+                },
+                agent_rootfs::PreparedRootfs::Overlay { .. } => {
+                    return Err(launch(format!("image {image}: overlay without mount data")))
+                }
+            },
+        }
     };
     for b in &g.binds {
         let source = std::fs::canonicalize(l.resolve(&b.source))
@@ -199,7 +283,7 @@ impl Pod {
             std::fs::create_dir_all(dir.join(d))
                 .map_err(io(format!("create {}", dir.join(d).display())))?;
         }
-        let (rootfs, binds) = rootfs(l, g).map_err(|e| match e {
+        let (rootfs, binds) = rootfs(l, g, &dir).map_err(|e| match e {
             PodError::Launch { message, .. } => PodError::Launch {
                 group: group.to_string(),
                 message,
@@ -299,6 +383,9 @@ impl Pod {
             env.retain(|(x, _)| *x != k);
             env.push((k, v));
         };
+        for (k, v) in image_env(l, g) {
+            set(k, v);
+        }
         if let Some(f) = &g.env_file {
             let path = l.resolve(f);
             let text = std::fs::read_to_string(&path).map_err(|e| PodError::EnvFile {
@@ -325,8 +412,20 @@ impl Pod {
         for (k, v) in agent_env(l, &self.group, agent) {
             set(k, v);
         }
-        let workdir = agent_config::scripts::workdir(l, g, agent);
-        let workdir = std::fs::canonicalize(&workdir).unwrap_or(workdir);
+        // On the host image paths are host paths (the system file's directory is bound at the
+        // same place); in a built image the default is the image's WorkingDir.
+        let workdir = if defaults::image(g) == defaults::HOST_IMAGE {
+            let w = agent_config::scripts::workdir(l, g, agent);
+            std::fs::canonicalize(&w).unwrap_or(w)
+        } else {
+            agent.workdir.clone().unwrap_or_else(|| {
+                image_info(l, g)
+                    .ok()
+                    .and_then(|i| i.config.config.working_dir.clone())
+                    .filter(|w| !w.is_empty())
+                    .map_or_else(|| PathBuf::from("/"), PathBuf::from)
+            })
+        };
         let agents = self.dir.join("agents");
         let spec = AgentSpec {
             group: self.group.clone(),
@@ -338,14 +437,24 @@ impl Pod {
             argv: agent.command.0.clone(),
             env,
             workdir,
-            capabilities: crate::launch::sandbox::effective_caps(&g.security.cap_add, &g.security.cap_drop)
-                .map_err(|e| PodError::Launch { group: self.group.clone(), message: format!("security: {e}") })?,
+            capabilities: crate::launch::sandbox::effective_caps(
+                &g.security.cap_add,
+                &g.security.cap_drop,
+            )
+            .map_err(|e| PodError::Launch {
+                group: self.group.clone(),
+                message: format!("security: {e}"),
+            })?,
             seccomp: g.security.seccomp == agent_config::model::SeccompMode::Default,
             rlimits: g
                 .security
                 .rlimits
                 .iter()
-                .map(|(name, v)| crate::launch::spec::Rlimit { name: name.clone(), soft: *v, hard: *v })
+                .map(|(name, v)| crate::launch::spec::Rlimit {
+                    name: name.clone(),
+                    soft: *v,
+                    hard: *v,
+                })
                 .collect(),
             pid_file: Some(agents.join(format!("{}.pid", agent.name))),
             exit_file: Some(agents.join(format!("{}.exit", agent.name))),

@@ -130,7 +130,8 @@ fn check_security(l: &Loaded, out: &mut Vec<Finding>) {
 
 fn check_recipes(l: &Loaded, out: &mut Vec<Finding>) {
     for (name, img) in &l.system.images {
-        let path = l.resolve(&img.recipe);
+        let Some(recipe) = &img.recipe else { continue };
+        let path = l.resolve(recipe);
         if let Err(e) = agent_images::load_recipe(&path) {
             out.push(l.at(
                 Severity::Error,

@@ -245,6 +245,16 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
                 "bind rootfs directory",
             )?;
         }
+        RootfsSpec::Overlay { data } => {
+            mnt(
+                Some(Path::new("overlay")),
+                root,
+                Some("overlay"),
+                MsFlags::MS_NODEV,
+                Some(data),
+                "mount image overlay",
+            )?;
+        }
     }
     let root_fd = open_dir(root)?;
     // 3. /proc of the new pid namespace.

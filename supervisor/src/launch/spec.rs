@@ -21,6 +21,9 @@ pub enum RootfsSpec {
     Host(Vec<RootEntry>),
     /// A directory used as the root (bound onto itself), e.g. an unpacked image.
     Dir { path: PathBuf, readonly: bool },
+    /// An image's layers stacked with overlayfs: `data` is the mount data
+    /// (`lowerdir=...,upperdir=...,workdir=...`).
+    Overlay { data: String },
 }
 
 /// A bind mount from the host into the group.

@@ -1,0 +1,145 @@
+//! `agent-supervisor build` and `agent-supervisor images ...`: the image store from the
+//! command line (the library is `agent-images`).
+
+use std::path::{Path, PathBuf};
+
+use agent_config::defaults;
+use agent_images::{BuildOptions, Compression, Store};
+
+/// Errors of the image commands; each names the system file, image or store.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] Box<agent_images::StoreError>),
+    #[error("image {image}: {source}")]
+    Build {
+        image: String,
+        #[source]
+        source: Box<agent_images::BuildError>,
+    },
+}
+
+/// Builds the images the groups of `host` (or just `group`) need; returns the report lines.
+pub fn build(
+    config: &Path,
+    host: Option<&str>,
+    group: Option<&str>,
+    no_cache: bool,
+    compression: Compression,
+) -> Result<String, ImagesError> {
+    let l = agent_config::load(config).map_err(|e| ImagesError::Config(e.to_string()))?;
+    let host = crate::check::local_host(&l, host).map_err(ImagesError::Config)?;
+    if let Some(g) = group {
+        match l.system.groups.get(g) {
+            None => {
+                return Err(ImagesError::Config(format!(
+                    "group {g:?} is not in {}",
+                    config.display()
+                )))
+            }
+            Some(x) if x.host != host => {
+                return Err(ImagesError::Config(format!(
+                    "group {g} runs on host {}, not {host}",
+                    x.host
+                )))
+            }
+            _ => {}
+        }
+    }
+    let mut wanted: Vec<String> = Vec::new();
+    for (gname, g) in &l.system.groups {
+        let image = defaults::image(g);
+        if g.host == host
+            && group.is_none_or(|x| x == gname)
+            && image != defaults::HOST_IMAGE
+            && !wanted.iter().any(|w| w == image)
+        {
+            wanted.push(image.to_string());
+        }
+    }
+    let d = defaults::daemon(&l.system, &host);
+    let store = Store::open(&d.state_dir).map_err(Box::new)?;
+    let opts = BuildOptions {
+        no_cache,
+        compression,
+        ..BuildOptions::default()
+    };
+    let mut out = String::new();
+    if wanted.is_empty() {
+        out.push_str(&format!(
+            "no group of host {host} runs from a built image (all use `host`)\n"
+        ));
+    }
+    for image in wanted {
+        let def = l.system.images.get(&image).ok_or_else(|| {
+            ImagesError::Config(format!(
+                "image {image:?} is not defined under images: in {}",
+                config.display()
+            ))
+        })?;
+        let Some(recipe) = &def.recipe else {
+            out.push_str(&format!(
+                "image {image}: no recipe; import it with `agent-supervisor images import`\n"
+            ));
+            continue;
+        };
+        let recipe = l.resolve(recipe);
+        let r = store
+            .build(&recipe, &image, &opts)
+            .map_err(|source| ImagesError::Build {
+                image: image.clone(),
+                source: Box::new(source),
+            })?;
+        out.push_str(&format!(
+            "image {image}: {} ({} layer(s) built, {} cached, {} bytes archived) in {:.2?}\n",
+            r.digest, r.layers_built, r.layers_cached, r.bytes_archived, r.elapsed
+        ));
+        for w in &r.warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// The store under `state_dir` (default `/var/lib/agent-supervisor`).
+pub fn store(state_dir: Option<PathBuf>) -> Result<Store, ImagesError> {
+    let dir = state_dir.unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR));
+    Ok(Store::open(&dir).map_err(Box::new)?)
+}
+
+/// `images ls`.
+pub fn list(store: &Store) -> Result<String, ImagesError> {
+    let mut out = format!(
+        "{:<24} {:<8} {:>12}  {}\n",
+        "NAME", "LAYERS", "SIZE", "DIGEST"
+    );
+    for i in store.list().map_err(Box::new)? {
+        out.push_str(&format!(
+            "{:<24} {:<8} {:>12}  {}\n",
+            i.name, i.layers, i.size, i.digest
+        ));
+    }
+    Ok(out)
+}
+
+/// `images inspect NAME`: manifest, config and layers as JSON.
+pub fn inspect(store: &Store, name: &str) -> Result<String, ImagesError> {
+    let info = store.inspect(name).map_err(Box::new)?;
+    let layers: Vec<serde_json::Value> = info
+        .layers
+        .iter()
+        .map(|l| serde_json::json!({"digest": l.descriptor.digest.to_string(), "media_type": l.descriptor.media_type, "size": l.descriptor.size}))
+        .collect();
+    let v = serde_json::json!({
+        "name": info.name,
+        "digest": info.digest.to_string(),
+        "size": info.size,
+        "config": info.config,
+        "layers": layers,
+    });
+    serde_json::to_string_pretty(&v)
+        .map(|s| s + "\n")
+        .map_err(|e| ImagesError::Config(format!("image {name}: {e}")))
+}
