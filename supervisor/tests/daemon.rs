@@ -407,11 +407,16 @@ fn twenty_daemon_kill9s_readopt_every_agent_exactly_once() {
     if !root_or_skip("twenty_daemon_kill9s") {
         return;
     }
+    // The sleep lengths carry this test's pid, so processes of other runs are never counted.
+    let tag = std::process::id();
     let mut groups = String::new();
     for g in 0..3 {
         groups.push_str(&format!("  grp{g}:\n    host: h1\n    agents:\n"));
         for a in 0..4 {
-            groups.push_str(&format!("      - name: ag{g}x{a}\n        command: [sleep, '86{g}{a}']\n        port: {}\n        health: {{exec: [true], interval: 200ms}}\n", 18950 + g * 10 + a));
+            groups.push_str(&format!(
+                "      - name: ag{g}x{a}\n        command: [sleep, '{tag}{g}{a}']\n        port: {}\n        health: {{exec: [true], interval: 200ms}}\n",
+                18950 + g * 10 + a
+            ));
         }
     }
     let f = Fixture::new(BIN, "d-adopt", "dadopt", &groups);
@@ -443,7 +448,7 @@ fn twenty_daemon_kill9s_readopt_every_agent_exactly_once() {
     }
     for (g, a) in (0..3).flat_map(|g| (0..4).map(move |a| (g, a))) {
         assert_eq!(
-            count_procs(&format!("sleep 86{g}{a}")),
+            count_procs(&format!("sleep {tag}{g}{a}")),
             1,
             "agent ag{g}x{a} runs exactly once"
         );

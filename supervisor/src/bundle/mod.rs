@@ -191,10 +191,11 @@ pub fn export_agent(
         host_entries: &host_entries,
         binds: &binds,
         limits: Limits::from(&g.resources),
-        caps: crate::launch::sandbox::effective_caps(&g.security.cap_add, &g.security.cap_drop).map_err(|e| BundleError::Security {
-            group: group.to_string(),
-            message: e.to_string(),
-        })?,
+        caps: crate::launch::sandbox::effective_caps(&g.security.cap_add, &g.security.cap_drop)
+            .map_err(|e| BundleError::Security {
+                group: group.to_string(),
+                message: e.to_string(),
+            })?,
         seccomp: g.security.seccomp == agent_config::model::SeccompMode::Default,
     };
     let spec = oci::spec(&inputs)?;
@@ -289,53 +290,22 @@ fn binds(l: &Loaded, group: &str, g: &Group) -> Result<Vec<Bind>, BundleError> {
     Ok(out)
 }
 
-/// The environment `crate::pod::Pod::agent_command` gives an agent: `PATH`, `HOME`,
-/// `PYTHONUNBUFFERED`, then the group's `env_file`, the group's and the agent's `env`, and
-/// `agent_config::scripts::agent_env` (each later value replaces an earlier one).
+/// The agent's environment, exactly as the launcher gives it.
 fn agent_environment(
     l: &Loaded,
     group: &str,
     g: &Group,
     agent: &Agent,
 ) -> Result<Vec<(String, String)>, BundleError> {
-    let mut env: Vec<(String, String)> = vec![
-        (
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
-        ("HOME".into(), "/root".into()),
-        ("PYTHONUNBUFFERED".into(), "1".into()),
-    ];
-    let mut set = |k: String, v: String| {
-        env.retain(|(x, _)| *x != k);
-        env.push((k, v));
-    };
-    if let Some(f) = &g.env_file {
-        let path = l.resolve(f);
-        let env_err = |message: String| BundleError::EnvFile {
-            group: group.to_string(),
-            path: path.clone(),
-            message,
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| env_err(e.to_string()))?;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (k, v) = line
-                .split_once('=')
-                .ok_or_else(|| env_err(format!("line {}: expected KEY=VALUE", n + 1)))?;
-            set(k.trim().to_string(), v.trim().to_string());
-        }
-    }
-    for (k, v) in g.env.iter().chain(agent.env.iter()) {
-        set(k.clone(), v.clone());
-    }
-    for (k, v) in agent_config::scripts::agent_env(l, group, agent) {
-        set(k, v);
-    }
-    Ok(env)
+    crate::pod::agent_environment(l, group, g, agent).map_err(|e| BundleError::EnvFile {
+        group: group.to_string(),
+        path: g
+            .env_file
+            .clone()
+            .map(|f| l.resolve(&f))
+            .unwrap_or_default(),
+        message: e.to_string(),
+    })
 }
 
 /// The agent's working directory inside the group: an absolute `workdir` as written, a

@@ -70,13 +70,25 @@ fn lock(run_dir: &Path) -> Result<std::fs::File, DaemonError> {
             path: path.clone(),
             source,
         })?;
-    // SAFETY: flock on an fd we own; no memory is shared.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let pid = std::fs::read_to_string(&path)
+    // A daemon killed with SIGKILL may leave the lock held for a moment by a child of its
+    // that forked but did not exec yet (the fd is close-on-exec): retry for a few seconds
+    // while the recorded daemon is dead.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        // SAFETY: flock on an fd we own; no memory is shared.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
+        }
+        let pid: i32 = std::fs::read_to_string(&path)
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        return Err(DaemonError::AlreadyRunning { pid, path });
+        let alive =
+            pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if alive || std::time::Instant::now() >= deadline {
+            return Err(DaemonError::AlreadyRunning { pid, path });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     f.set_len(0).map_err(|source| DaemonError::Io {
         what: "truncate",

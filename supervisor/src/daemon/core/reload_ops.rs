@@ -1,0 +1,94 @@
+//! What `reload` asks of the core: forget removed agents, restart changed ones, retire
+//! groups whose settings changed, take the new configuration.
+
+use agent_config::Loaded;
+
+use super::Core;
+use crate::daemon::api::LastExit;
+
+impl Core {
+    // --- used by reload ---
+
+    pub(in crate::daemon) fn agent_names(&self) -> Vec<String> {
+        self.agents.keys().cloned().collect()
+    }
+
+    pub(in crate::daemon) fn group_names(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    /// Stops and forgets an agent (reload removed it).
+    pub(in crate::daemon) fn remove_agent(&mut self, name: &str) {
+        self.begin_stop(name, LastExit::StoppedByUser, false, false);
+        if let Some(a) = self.agents.get(name) {
+            if !a.is_live() {
+                self.agents.shift_remove(name);
+            } else if let Some(a) = self.agents.get_mut(name) {
+                a.desired = false;
+            }
+        }
+    }
+
+    /// Restarts an agent with its new configuration (reload changed it).
+    pub(in crate::daemon) fn restart_agent(&mut self, name: &str) {
+        self.begin_stop(name, LastExit::StoppedByUser, true, false);
+    }
+
+    /// Marks a group to be torn down once its agents stopped.
+    pub(in crate::daemon) fn retire_group(&mut self, name: &str) {
+        if let Some(g) = self.groups.get_mut(name) {
+            g.retire = true;
+        }
+    }
+
+    pub(in crate::daemon) fn set_config(&mut self, l: Loaded) {
+        self.l = l;
+        self.sync_config();
+    }
+
+    /// Forgets stopped agents that are no longer configured; tears down retired pods whose
+    /// agents all stopped and lets changed groups start afresh.
+    pub(in crate::daemon) fn collect_retired(&mut self) {
+        let configured: Vec<String> = self
+            .l
+            .system
+            .groups
+            .values()
+            .flat_map(|g| g.agents.iter().map(|a| a.name.clone()))
+            .collect();
+        self.agents
+            .retain(|n, a| configured.contains(n) || a.is_live());
+        let names: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.retire)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for gname in names {
+            if self
+                .agents
+                .values()
+                .any(|a| a.group == gname && a.is_live())
+            {
+                continue;
+            }
+            if let Some(g) = self.groups.get_mut(&gname) {
+                if let Some(pod) = g.pod.take() {
+                    if let Err(e) = pod.stop() {
+                        eprintln!("agent-supervisor: group {gname}: {e}");
+                    }
+                }
+                g.retire = false;
+            }
+            let still = self
+                .l
+                .system
+                .groups
+                .get(&gname)
+                .is_some_and(|g| g.host == self.host);
+            if !still {
+                self.groups.remove(&gname);
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The core's answers to control requests: status snapshots, target resolution, start / stop /
+//! restart / signal, and requests that wait for their agents to settle.
+
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
+
+use super::{unix, Core, REQUEST_WAIT};
+use crate::daemon::agent::AgentRt;
+use crate::daemon::api::{
+    AgentState, ApiError, ControlMsg, GroupStatus, LastExit, Request, Response, Snapshot,
+};
+
+/// A `start`/`stop`/`restart` request waiting for its agents to settle.
+pub(super) struct Pending {
+    pub(super) agents: Vec<String>,
+    pub(super) want_running: bool,
+    pub(super) reply: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
+    pub(super) deadline: Instant,
+}
+
+impl Core {
+    fn snapshot(&self, targets: &[String]) -> Result<Snapshot, ApiError> {
+        let names = self.resolve(targets, true)?;
+        let agents = names
+            .iter()
+            .map(|n| self.agents[n].status(&self.host))
+            .collect();
+        let groups = self
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                let stats = g.pod.as_ref().map(|p| p.cgroup.stats()).unwrap_or_default();
+                GroupStatus {
+                    host: self.host.clone(),
+                    group: name.clone(),
+                    init_pid: g.pod.as_ref().map(|p| p.init_pid),
+                    memory_usage_bytes: stats.memory_usage,
+                    memory_limit_bytes: stats.memory_limit,
+                    cpu_seconds: stats.cpu_usage_seconds,
+                    pids: stats.pids_current,
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            host: self.host.clone(),
+            version: crate::VERSION.to_string(),
+            daemon_pid: std::process::id(),
+            daemon_started_at: unix(self.started),
+            agents,
+            groups,
+        })
+    }
+
+    /// Agent names for targets (`NAME`, `GROUP:*`, `GROUP:NAME`, `all`); empty = all when
+    /// `empty_is_all`.
+    fn resolve(&self, targets: &[String], empty_is_all: bool) -> Result<Vec<String>, ApiError> {
+        if (targets.is_empty() && empty_is_all) || targets.iter().any(|t| t == "all") {
+            return Ok(self.agents.keys().cloned().collect());
+        }
+        if targets.is_empty() {
+            return Err(ApiError::bad_request(
+                "no agent named: give NAME, GROUP:* or all",
+            ));
+        }
+        let mut out = Vec::new();
+        for t in targets {
+            if let Some((g, rest)) = t.split_once(':') {
+                if !self.groups.contains_key(g) {
+                    return Err(ApiError::not_found(format!(
+                        "no group {g:?} on host {}",
+                        self.host
+                    )));
+                }
+                let members = self
+                    .agents
+                    .values()
+                    .filter(|a| a.group == g && (rest == "*" || a.name == rest));
+                let before = out.len();
+                out.extend(members.map(|a| a.name.clone()));
+                if out.len() == before && rest != "*" {
+                    return Err(ApiError::not_found(format!(
+                        "no agent {rest:?} in group {g}"
+                    )));
+                }
+            } else if self.agents.contains_key(t) {
+                out.push(t.clone());
+            } else {
+                return Err(ApiError::not_found(format!(
+                    "no agent {t:?} on host {}",
+                    self.host
+                )));
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    pub(in crate::daemon) fn control(&mut self, msg: ControlMsg) {
+        let ControlMsg { request, reply } = msg;
+        let answer = match request {
+            Request::Status { targets } => self
+                .snapshot(&targets)
+                .map(|snapshot| Response::Status { snapshot }),
+            Request::Version => Ok(Response::Version {
+                version: crate::VERSION.to_string(),
+                pid: std::process::id(),
+            }),
+            Request::Start { targets }
+            | Request::Stop { targets }
+            | Request::Restart { targets }
+                if self.shutting_down.is_some() =>
+            {
+                let _ = targets;
+                Err(ApiError {
+                    status: 409,
+                    message: "the daemon is shutting down".into(),
+                })
+            }
+            Request::Start { targets } => match self.resolve(&targets, false) {
+                Ok(names) => {
+                    for n in &names {
+                        let a = self.agents.get_mut(n).expect("resolved");
+                        if !a.is_live() {
+                            a.desired = true;
+                            a.retries = 0;
+                            a.generation += 1;
+                            a.backoff_until = None;
+                            a.state = AgentState::Stopped;
+                        }
+                    }
+                    self.pending.push(Pending {
+                        agents: names,
+                        want_running: true,
+                        reply,
+                        deadline: Instant::now() + REQUEST_WAIT,
+                    });
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Request::Stop { targets } => match self.resolve(&targets, false) {
+                Ok(names) => {
+                    for n in &names {
+                        self.begin_stop(n, LastExit::StoppedByUser, false, false);
+                    }
+                    self.pending.push(Pending {
+                        agents: names,
+                        want_running: false,
+                        reply,
+                        deadline: Instant::now() + REQUEST_WAIT,
+                    });
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Request::Restart { targets } => match self.resolve(&targets, false) {
+                Ok(names) => {
+                    for n in &names {
+                        self.begin_stop(n, LastExit::StoppedByUser, true, false);
+                    }
+                    self.pending.push(Pending {
+                        agents: names,
+                        want_running: true,
+                        reply,
+                        deadline: Instant::now() + REQUEST_WAIT,
+                    });
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Request::Signal { signal, targets } => {
+                match (parse_signal(&signal), self.resolve(&targets, false)) {
+                    (None, _) => Err(ApiError::bad_request(format!("unknown signal {signal:?}"))),
+                    (_, Err(e)) => Err(e),
+                    (Some(sig), Ok(names)) => {
+                        let results = names
+                            .into_iter()
+                            .map(|n| {
+                                let a = &self.agents[&n];
+                                let r = match a.pid.filter(|_| a.is_live()) {
+                                    Some(pid) => {
+                                        match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
+                                            Ok(()) => format!("sent {sig}"),
+                                            Err(e) => format!("cannot signal: {e}"),
+                                        }
+                                    }
+                                    None => "not running".to_string(),
+                                };
+                                (n, r)
+                            })
+                            .collect();
+                        Ok(Response::Done { results })
+                    }
+                }
+            }
+            Request::Reload => {
+                crate::daemon::reload::reload(self).map(|result| Response::Reloaded { result })
+            }
+            Request::Shutdown => {
+                self.begin_shutdown();
+                Ok(Response::ShuttingDown)
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Starts an orderly shutdown; the event loop ends when every agent stopped.
+    pub fn begin_shutdown(&mut self) -> CancellationToken {
+        let token = self
+            .shutting_down
+            .get_or_insert_with(CancellationToken::new)
+            .clone();
+        self.shutdown_step();
+        token
+    }
+
+    pub(in crate::daemon) fn settle_pending(&mut self) {
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let settled = |a: &AgentRt| {
+                if p.want_running {
+                    matches!(
+                        a.state,
+                        AgentState::Running
+                            | AgentState::Fatal
+                            | AgentState::Exited
+                            | AgentState::Backoff
+                    ) && !(a.state == AgentState::Running && a.then_start)
+                } else {
+                    !a.is_live()
+                }
+            };
+            let all = p
+                .agents
+                .iter()
+                .all(|n| self.agents.get(n).is_none_or(settled));
+            if all || now >= p.deadline {
+                let results = p
+                    .agents
+                    .iter()
+                    .map(|n| {
+                        let what = match self.agents.get(n) {
+                            None => "removed".to_string(),
+                            Some(a) => match (p.want_running, a.state) {
+                                (true, AgentState::Running) => "started".to_string(),
+                                (false, s) if !a.is_live() => format!("stopped ({})", s.as_str()),
+                                (_, s) => format!(
+                                    "{} ({})",
+                                    s.as_str(),
+                                    a.last_exit
+                                        .as_ref()
+                                        .map(|l| l.to_string())
+                                        .unwrap_or_else(|| "in progress".into())
+                                ),
+                            },
+                        };
+                        (n.clone(), what)
+                    })
+                    .collect();
+                let _ = p.reply.send(Ok(Response::Done { results }));
+            } else {
+                keep.push(p);
+            }
+        }
+        self.pending = keep;
+    }
+}
+
+/// `TERM`, `SIGTERM`, `15` -> SIGTERM.
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse().ok()
+}
