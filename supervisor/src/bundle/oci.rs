@@ -247,7 +247,10 @@ pub(super) fn to_json(group: &str, spec: &Spec) -> Result<Vec<u8>, BundleError> 
 }
 
 /// Capability names as oci-spec capabilities.
-fn capabilities(group: &str, names: &[String]) -> Result<oci_spec::runtime::Capabilities, BundleError> {
+fn capabilities(
+    group: &str,
+    names: &[String],
+) -> Result<oci_spec::runtime::Capabilities, BundleError> {
     names
         .iter()
         .map(|name| {
