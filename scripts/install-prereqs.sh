@@ -9,7 +9,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-packages=(python3 redis-server redis-tools iproute2 procps util-linux kmod prometheus crun runc skopeo umoci)
+packages=(python3 redis-server redis-tools iproute2 procps util-linux kmod prometheus crun runc skopeo umoci supervisor)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,6 +36,15 @@ if systemctl is-active --quiet prometheus 2>/dev/null || systemctl is-enabled --
   systemctl disable --now prometheus >/dev/null 2>&1 || true
 elif pgrep -x prometheus >/dev/null 2>&1 && [[ -x /etc/init.d/prometheus ]]; then
   /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+fi
+
+# supervisord is only a peer of `agent-supervisor bench supervise`, which runs its own instance:
+# Debian's supervisor service must not run.
+if systemctl is-active --quiet supervisor 2>/dev/null || systemctl is-enabled --quiet supervisor 2>/dev/null; then
+  echo "install-prereqs: stopping and disabling Debian's supervisor service (bench supervise runs its own supervisord)"
+  systemctl disable --now supervisor >/dev/null 2>&1 || true
+elif pgrep -x supervisord >/dev/null 2>&1 && [[ -x /etc/init.d/supervisor ]]; then
+  /etc/init.d/supervisor stop >/dev/null 2>&1 || true
 fi
 
 # The VM used by the cgroup v2 tests: QEMU, busybox and a cached Debian cloud kernel.

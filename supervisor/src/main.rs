@@ -136,6 +136,12 @@ enum BenchCmd {
         #[arg(long, default_value_t = 200)]
         runs: usize,
     },
+    /// Image build times of the example's agent-python image beside tar | zstd and tar | gzip.
+    Build {
+        /// Rebuilds measured per kind.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// The same stand-in agents under agent-supervisor and supervisord: time to all RUNNING,
     /// restart latency after kill -9, daemon RSS, idle CPU, time to stop all.
     Supervise {
@@ -246,6 +252,18 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("agent-supervisor bench supervise: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Bench {
+            what: BenchCmd::Build { runs },
+        } => match bench::build::run(runs) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor bench build: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -195,8 +195,19 @@ fn rootfs(l: &Loaded, g: &Group, dir: &Path) -> Result<(RootfsSpec, Vec<BindSpec
         let cache = defaults::daemon(&l.system, &g.host)
             .state_dir
             .join("layers");
-        let prepared = agent_rootfs::prepare_rootfs(&layers, &cache, &dir.join("image"), true)
-            .map_err(|e| launch(format!("image {image}: {e}")))?;
+        // A fresh upper and work directory per start: the overlay of the previous start may
+        // live on for a moment in its dying mount namespace, and overlayfs refuses a work
+        // directory in use.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let prepared = agent_rootfs::prepare_rootfs(
+            &layers,
+            &cache,
+            &dir.join(format!("image-{nonce}")),
+            true,
+        )
+        .map_err(|e| launch(format!("image {image}: {e}")))?;
         match prepared
             .overlay_mount_data()
             .map_err(|e| launch(format!("image {image}: {e}")))?
@@ -338,13 +349,28 @@ impl Pod {
             std::fs::create_dir_all(dir.join(d))
                 .map_err(io(format!("create {}", dir.join(d).display())))?;
         }
-        let (rootfs, binds) = rootfs(l, g, &dir).map_err(|e| match e {
+        let (rootfs, mut binds) = rootfs(l, g, &dir).map_err(|e| match e {
             PodError::Launch { message, .. } => PodError::Launch {
                 group: group.to_string(),
                 message,
             },
             other => other,
         })?;
+        // The group's hostname resolves inside it (Python's http.server, for one, looks its
+        // own name up): the host's /etc/hosts plus the group's name, bound over /etc/hosts.
+        let hosts = dir.join("hosts");
+        let mut text = std::fs::read_to_string("/etc/hosts")
+            .unwrap_or_else(|_| "127.0.0.1\tlocalhost\n::1\tlocalhost\n".into());
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("127.0.1.1\t{group}\n"));
+        std::fs::write(&hosts, text).map_err(io(format!("write {}", hosts.display())))?;
+        binds.push(BindSpec {
+            source: hosts,
+            target: PathBuf::from("/etc/hosts"),
+            readonly: true,
+        });
         let spec = GroupSpec {
             group: group.to_string(),
             hostname: group.to_string(),

@@ -219,14 +219,18 @@ fn crashes_back_off_exponentially_reset_after_a_stable_run_and_end_fatal() {
     assert_eq!(starts.len(), 4 + 5, "{starts:?}");
     let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("gaps between starts: {gaps:?}");
-    // Backoff grows: 100ms, 200ms (+ run time of a crash).
-    assert!(gaps[0] >= 0.09 && gaps[0] < 0.5, "{gaps:?}");
-    assert!(gaps[1] >= 0.19 && gaps[1] > gaps[0], "{gaps:?}");
-    assert!(gaps[2] >= 0.39, "{gaps:?}");
-    // After the stable run the delay is back to the initial one.
+    // The first restart is immediate; then the backoff grows: 100 ms, 200 ms, 400 ms (cap).
+    assert!(gaps[0] < 0.09, "first restart immediate: {gaps:?}");
+    assert!(gaps[1] >= 0.09 && gaps[1] < 0.5, "{gaps:?}");
+    assert!(gaps[2] >= 0.19 && gaps[2] > gaps[1], "{gaps:?}");
+    // After the stable run the count starts again: immediate restart.
     assert!(
-        gaps[3] >= 1.5 + 0.09 && gaps[3] < 1.5 + 0.35,
-        "stable run then initial backoff: {gaps:?}"
+        gaps[3] >= 1.5 && gaps[3] < 1.5 + 0.09,
+        "stable run then immediate restart: {gaps:?}"
+    );
+    assert!(
+        gaps[4] >= 0.09 && gaps[5] >= 0.19 && gaps[6] >= 0.39,
+        "{gaps:?}"
     );
     // The cap holds: never much above 400ms + the crash's own run time.
     assert!(gaps[4..].iter().all(|g| *g < 0.8), "{gaps:?}");

@@ -70,7 +70,11 @@ fn a_group_runs_from_a_built_image() {
     }
     // The image's layers stay untouched by the group: a second run sees the same tree.
     let out = f.run_group("boxed");
-    assert!(text(&out).contains("message in the image"));
+    assert!(
+        text(&out).contains("message in the image"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

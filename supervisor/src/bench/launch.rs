@@ -4,10 +4,18 @@
 //! unshare+chroot), where the time of a whole group goes, and whether the target (a new group
 //! with its agent within 1.5× unshare+chroot) is met.
 //!
-//! Order matters: agent-supervisor's own contenders and the plain peers run in the host's
-//! mount namespace; only then does this process detach the cgroup2 mount in a private mount
-//! namespace for crun and runc (see [`super::oci`]).
+//! Each run is timed whole, cleanup included, as `crun run` cleans up before it returns:
+//! "new group + agent" is `Pod::start`, the `__agent` shim until `/bin/true` exited, and
+//! `Pod::stop`; "agent in a running group" is `Pod::agent_command`, the shim until the exit,
+//! and the removal of the agent's cgroup.
+//!
+//! Contenders are measured interleaved (one run of each in turn), so a load that comes and
+//! goes on a shared machine weighs on all of them alike. Order matters: agent-supervisor's
+//! contenders and the plain peers run in the host's mount namespace; only then does this
+//! process detach the cgroup2 mount in a private mount namespace for crun and runc (see
+//! [`super::oci`]), whose runs are interleaved with each other.
 
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,7 +23,7 @@ use std::time::Duration;
 
 use super::oci::{self, Bundle, CgroupView};
 use super::ours::{BenchSystem, Phases};
-use super::table::{measure, ms, render, Row, Stats};
+use super::table::{measure, measure_interleaved, ms, render, Contender, Row, Stats};
 
 /// agent-supervisor: `Pod::start`, the agent until it exits, `Pod::stop`, every run.
 pub const NEW_GROUP: &str = "agent-supervisor: new group + agent";
@@ -73,15 +81,8 @@ pub fn run(runs: usize) -> Result<String, BenchError> {
             "cannot become a subreaper ({e}): group inits are reaped by PID 1"
         ));
     }
-    let mut rows = Vec::new();
-    let phases = ours(runs, &mut rows, &mut notes);
-    rows.push(Row {
-        label: FORK_EXEC.into(),
-        result: measure(WARMUP, runs, || spawn(Command::new("/bin/true"))),
-    });
-    rows.push(unshare_row(UNSHARE, &[], runs));
-    rows.push(unshare_row(UNSHARE_CHROOT, &["chroot", "/"], runs));
-    oci_rows(runs, &mut rows, &mut notes);
+    let (mut rows, phases) = host_view_rows(runs, &mut notes);
+    rows.extend(oci_rows(runs, &mut notes));
 
     let baseline = rows
         .iter()
@@ -92,7 +93,7 @@ pub fn run(runs: usize) -> Result<String, BenchError> {
     let _ = writeln!(
         out,
         "bench launch: launch to exit of /bin/true, {runs} timed runs per contender after \
-         {WARMUP} warm-up runs (kernel {}, {} CPUs)\n",
+         {WARMUP} warm-up runs, contenders interleaved (kernel {}, {} CPUs)\n",
         kernel(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -112,79 +113,123 @@ pub fn run(runs: usize) -> Result<String, BenchError> {
     Ok(out)
 }
 
-/// agent-supervisor's two rows; returns the per-run phases of the whole-group contender.
-fn ours(runs: usize, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Option<Vec<Phases>> {
-    let sys = match BenchSystem::new() {
-        Ok(s) => s,
-        Err(e) => {
-            for label in [NEW_GROUP, IN_GROUP] {
-                rows.push(Row {
-                    label: label.into(),
-                    result: Err(format!("cannot set up the bench system: {e}")),
-                });
-            }
-            return None;
-        }
-    };
-    let mut phases = Vec::with_capacity(WARMUP + runs);
-    let result = measure(WARMUP, runs, || {
-        phases.push(sys.new_group_and_agent()?);
-        Ok(())
-    });
-    let phases = result.is_ok().then(|| phases.split_off(WARMUP));
-    rows.push(Row {
-        label: NEW_GROUP.into(),
-        result,
-    });
-    let result = match sys.start_group() {
-        Ok(group) => {
-            let r = measure(WARMUP, runs, || group.agent_in());
-            if let Err(e) = group.stop() {
-                notes.push(format!("stopping the group of \"{IN_GROUP}\": {e}"));
-            }
-            r
-        }
-        Err(e) => Err(format!("cannot start the group: {e}")),
-    };
-    rows.push(Row {
-        label: IN_GROUP.into(),
-        result,
-    });
-    notes.push(format!(
-        "launcher: {} (hidden subcommands __group-init and __agent)",
-        sys.launcher().display()
-    ));
-    phases
+/// A table line decided before measuring (why a contender cannot run), or a contender.
+enum Slot<'a> {
+    Ready(Row),
+    Run(Contender<'a>),
 }
 
-/// `unshare -pfmnui --fork [prefix...] /bin/true`.
-fn unshare_row(label: &str, prefix: &[&str], runs: usize) -> Row {
-    let result = match which("unshare") {
-        None => Err("not installed: apt-get install util-linux".into()),
-        Some(unshare) => measure(WARMUP, runs, || {
-            let mut c = Command::new(&unshare);
-            c.args(["-pfmnui", "--fork"]).args(prefix).arg("/bin/true");
-            spawn(c)
-        }),
-    };
-    Row {
-        label: label.into(),
-        result,
+/// Measures the runnable slots interleaved; returns every row in slot order.
+fn measure_slots(slots: Vec<Slot<'_>>, runs: usize) -> Vec<Row> {
+    let mut order = Vec::new();
+    let mut contenders = Vec::new();
+    for s in slots {
+        match s {
+            Slot::Ready(r) => order.push(Some(r)),
+            Slot::Run(c) => {
+                order.push(None);
+                contenders.push(c);
+            }
+        }
     }
+    let mut measured = measure_interleaved(contenders, WARMUP, runs).into_iter();
+    order
+        .into_iter()
+        .filter_map(|r| r.or_else(|| measured.next()))
+        .collect()
 }
 
-/// crun's and runc's rows, in a cgroup v1-only view on a hybrid host.
-fn oci_rows(runs: usize, rows: &mut Vec<Row>, notes: &mut Vec<String>) {
+fn reason(label: &str, why: String) -> Slot<'static> {
+    Slot::Ready(Row {
+        label: label.into(),
+        result: Err(why),
+    })
+}
+
+/// Everything measured in the host's own mount namespace: agent-supervisor's two rows,
+/// fork+exec and unshare (+chroot), interleaved. Returns the rows and the per-run phases of
+/// [`NEW_GROUP`] (timed runs only).
+fn host_view_rows(runs: usize, notes: &mut Vec<String>) -> (Vec<Row>, Option<Vec<Phases>>) {
+    let phases: RefCell<Vec<Phases>> = RefCell::new(Vec::with_capacity(WARMUP + runs));
+    let sys = BenchSystem::new();
+    let group = sys.as_ref().ok().map(BenchSystem::start_group);
+    if let Ok(s) = &sys {
+        notes.push(format!(
+            "launcher: {} (hidden subcommands __group-init and __agent)",
+            s.launcher().display()
+        ));
+    }
+    let unshare = which("unshare");
+    let rows = {
+        let mut slots = Vec::new();
+        match &sys {
+            Ok(sys) => {
+                slots.push(Slot::Run(Contender::new(NEW_GROUP, || {
+                    let p = sys.new_group_and_agent()?;
+                    phases.borrow_mut().push(p);
+                    Ok(())
+                })));
+                match &group {
+                    Some(Ok(g)) => slots.push(Slot::Run(Contender::new(IN_GROUP, || g.agent_in()))),
+                    Some(Err(e)) => {
+                        slots.push(reason(IN_GROUP, format!("cannot start the group: {e}")))
+                    }
+                    None => {}
+                }
+            }
+            Err(e) => {
+                for label in [NEW_GROUP, IN_GROUP] {
+                    slots.push(reason(
+                        label,
+                        format!("cannot set up the bench system: {e}"),
+                    ));
+                }
+            }
+        }
+        slots.push(Slot::Run(Contender::new(FORK_EXEC, || {
+            spawn(Command::new("/bin/true"))
+        })));
+        for (label, prefix) in [(UNSHARE, &[][..]), (UNSHARE_CHROOT, &["chroot", "/"][..])] {
+            match &unshare {
+                None => slots.push(reason(
+                    label,
+                    "not installed: apt-get install util-linux".into(),
+                )),
+                Some(u) => slots.push(Slot::Run(Contender::new(label, move || {
+                    let mut c = Command::new(u);
+                    c.args(["-pfmnui", "--fork"]).args(prefix).arg("/bin/true");
+                    spawn(c)
+                }))),
+            }
+        }
+        measure_slots(slots, runs)
+    };
+    if let Some(Ok(g)) = group {
+        if let Err(e) = g.stop() {
+            notes.push(format!("stopping the group of \"{IN_GROUP}\": {e}"));
+        }
+    }
+    // The bench system (its directory and cgroup slice) goes before the mount namespace
+    // changes for crun and runc.
+    drop(sys);
+    let new_group_ok = rows
+        .iter()
+        .any(|r| r.label == NEW_GROUP && r.result.is_ok());
+    let mut phases = phases.into_inner();
+    let phases = (new_group_ok && phases.len() >= WARMUP).then(|| phases.split_off(WARMUP));
+    (rows, phases)
+}
+
+/// crun's and runc's rows, interleaved, in a cgroup v1-only view on a hybrid host.
+fn oci_rows(runs: usize, notes: &mut Vec<String>) -> Vec<Row> {
     let crun = which("crun");
     let runc = which("runc");
+    let missing = |label: &str, pkg: &str| Row {
+        label: label.into(),
+        result: Err(format!("not installed: apt-get install {pkg}")),
+    };
     if crun.is_none() && runc.is_none() {
-        for (label, pkg) in [(CRUN, "crun"), (RUNC, "runc")] {
-            rows.push(Row {
-                label: label.into(),
-                result: Err(format!("not installed: apt-get install {pkg}")),
-            });
-        }
-        return;
+        return vec![missing(CRUN, "crun"), missing(RUNC, "runc")];
     }
     let view = match oci::enter_v1_only_view() {
         Ok(v) => v,
@@ -197,58 +242,66 @@ fn oci_rows(runs: usize, rows: &mut Vec<Row>, notes: &mut Vec<String>) {
         CgroupView::V1Only => " (equivalent bundle, cgroup v1-only view)",
         CgroupView::Host => " (equivalent bundle)",
     };
-    let dir = PathBuf::from(format!("/tmp/as-bench-{}-oci", std::process::id()));
+    let pid = std::process::id();
+    let dir = PathBuf::from(format!("/tmp/as-bench-{pid}-oci"));
     let _ = std::fs::remove_dir_all(&dir);
-    let bundle = Bundle::write(&dir, &format!("as-bench-{}", std::process::id()));
-    let mut ids = 0u64;
-    let mut next_id = || {
-        ids += 1;
-        format!("as-bench-{}-{ids}", std::process::id())
+    let bundle = match Bundle::write(&dir, &format!("as-bench-{pid}")) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            let why = format!("cannot write the OCI bundle: {e}");
+            return vec![
+                Row {
+                    label: CRUN.into(),
+                    result: Err(why.clone()),
+                },
+                Row {
+                    label: RUNC.into(),
+                    result: Err(why),
+                },
+            ];
+        }
     };
-    for (label, pkg, bin) in [(CRUN, "crun", &crun), (RUNC, "runc", &runc)] {
-        let row = match (bin, &bundle) {
-            (None, _) => Row {
-                label: label.into(),
-                result: Err(format!("not installed: apt-get install {pkg}")),
-            },
-            (Some(_), Err(e)) => Row {
-                label: label.into(),
-                result: Err(format!("cannot write the OCI bundle: {e}")),
-            },
-            (Some(bin), Ok(b)) => {
-                let mut row = Row {
-                    label: format!("{label}{suffix}"),
-                    result: measure(WARMUP, runs, || b.run(bin, &[], &next_id())),
+    let ids = Cell::new(0u64);
+    let next_id = || {
+        ids.set(ids.get() + 1);
+        format!("as-bench-{pid}-{}", ids.get())
+    };
+    let runtimes = [(CRUN, "crun", &crun), (RUNC, "runc", &runc)];
+    let slots = runtimes
+        .iter()
+        .map(|(label, pkg, bin)| match bin {
+            None => Slot::Ready(missing(label, pkg)),
+            Some(bin) => Slot::Run(Contender::new(format!("{label}{suffix}"), || {
+                bundle.run(bin, &[], &next_id())
+            })),
+        })
+        .collect();
+    let mut rows = measure_slots(slots, runs);
+    for (_, pkg, bin) in &runtimes {
+        if let Some(left) = bin.as_ref().and_then(|b| bundle.clean(b, &[])) {
+            notes.push(format!("{pkg}: {left}"));
+        }
+    }
+    // crun may refuse this host's cgroups: then measure it without them, and say so.
+    if let (Some(bin), Some(row)) = (&crun, rows.first_mut()) {
+        if let Err(why) = &row.result {
+            let global = ["--cgroup-manager=disabled"];
+            let r = measure(WARMUP, runs, || bundle.run(bin, &global, &next_id()));
+            if r.is_ok() {
+                notes.push(format!(
+                    "crun with cgroups failed, measured with --cgroup-manager=disabled: {why}"
+                ));
+                *row = Row {
+                    label: format!("{CRUN} --cgroup-manager=disabled (no cgroup){suffix}"),
+                    result: r,
                 };
-                if let Some(left) = b.clean(bin, &[]) {
-                    notes.push(format!("{pkg}: {left}"));
-                }
-                if pkg == "crun" {
-                    if let Err(why) = &row.result {
-                        // crun may refuse this host's cgroups: measure it without them.
-                        let global = ["--cgroup-manager=disabled"];
-                        let r = measure(WARMUP, runs, || b.run(bin, &global, &next_id()));
-                        if r.is_ok() {
-                            notes.push(format!(
-                                "crun with cgroups failed, measured with \
-                                 --cgroup-manager=disabled: {why}"
-                            ));
-                            row = Row {
-                                label: format!(
-                                    "{label} --cgroup-manager=disabled (no cgroup){suffix}"
-                                ),
-                                result: r,
-                            };
-                        }
-                        let _ = b.clean(bin, &global);
-                    }
-                }
-                row
             }
-        };
-        rows.push(row);
+            let _ = bundle.clean(bin, &global);
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    rows
 }
 
 /// Spawns `cmd` with no stdin or stdout, waits, and fails with its stderr unless it exits 0.
@@ -296,28 +349,34 @@ fn kernel() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Medians of each phase of [`NEW_GROUP`].
+/// Median and p90 of each phase of [`NEW_GROUP`] (medians of parts need not add up to the
+/// median of the whole).
 fn breakdown(phases: &[Phases]) -> String {
-    let median = |f: fn(&Phases) -> Duration| {
+    let stats = |f: fn(&Phases) -> Duration| {
         let v: Vec<Duration> = phases.iter().map(f).collect();
-        Stats::of(&v).map_or_else(|| "-".to_string(), |s| ms(s.median))
+        Stats::of(&v).map_or_else(
+            || format!("{:>7}  {:>7}", "-", "-"),
+            |s| format!("{:>7}  {:>7}", ms(s.median), ms(s.p90)),
+        )
     };
-    let mut out = format!("where the time of \"{NEW_GROUP}\" goes (medians, ms):\n");
-    for (what, f) in [
+    let mut out = format!("where the time of \"{NEW_GROUP}\" goes (ms):\n   median      p90\n");
+    type Part = (&'static str, fn(&Phases) -> Duration);
+    let rows: [Part; 3] = [
         (
             "Pod::start (cgroups, spec, __group-init until the init is ready)",
-            (|p: &Phases| p.start) as fn(&Phases) -> Duration,
+            |p| p.start,
         ),
         (
             "agent (cgroup, spec, __agent shim until /bin/true exited)",
-            |p: &Phases| p.agent,
+            |p| p.agent,
         ),
         (
             "Pod::stop (kill the init, wait for empty cgroups, remove them)",
-            |p: &Phases| p.stop,
+            |p| p.stop,
         ),
-    ] {
-        let _ = writeln!(out, "  {:>7}  {what}", median(f));
+    ];
+    for (what, f) in rows {
+        let _ = writeln!(out, "  {}  {what}", stats(f));
     }
     out.push('\n');
     out

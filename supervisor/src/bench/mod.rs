@@ -1,7 +1,13 @@
 //! Benchmarks that compare agent-supervisor with its peers in one run and print a table.
 
+pub mod build;
 pub mod launch;
 pub mod oci;
 pub mod ours;
-pub mod table;
 pub mod supervise;
+pub mod supervise_ours;
+pub mod supervise_procs;
+pub mod supervise_report;
+pub mod supervise_supervisord;
+pub mod supervise_watch;
+pub mod table;

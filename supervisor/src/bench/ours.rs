@@ -12,9 +12,14 @@ use agent_config::Loaded;
 use crate::cgroup::{Cgroup, Layout};
 use crate::pod::{Pod, PodOptions};
 
-/// The group and agent of the benchmark's system file.
-const GROUP: &str = "bench";
-const AGENT: &str = "true";
+/// The groups of the benchmark's system file: one started and stopped every run, one
+/// started once (their contenders are measured interleaved, so they must not share a name).
+const GROUP: &str = "bench-new";
+const RUNNING_GROUP: &str = "bench-running";
+/// Each group's one agent (agent names are unique across a system): `<group>-true`.
+fn agent_name(group: &str) -> String {
+    format!("{group}-true")
+}
 const HOST: &str = "h1";
 
 /// Where the time of one "new group + agent" run went.
@@ -50,11 +55,18 @@ impl BenchSystem {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let file = dir.join("system.yaml");
+        let group = |name: &str| {
+            format!(
+                "  {name}:\n    host: {HOST}\n    image: host\n    agents:\n\
+                 \x20     - name: {}\n        command: [/bin/true]\n",
+                agent_name(name)
+            )
+        };
         let text = format!(
             "hosts:\n  {HOST}: {{address: 127.0.0.1, role: primary}}\n\
-             daemon: {{run_dir: {run}, cgroup_root: {slice}}}\n\
-             groups:\n  {GROUP}:\n    host: {HOST}\n    image: host\n    agents:\n\
-             \x20     - name: {AGENT}\n        command: [/bin/true]\n",
+             daemon: {{run_dir: {run}, cgroup_root: {slice}}}\ngroups:\n{}{}",
+            group(GROUP),
+            group(RUNNING_GROUP),
             run = dir.join("run").display(),
         );
         // From here on, dropping `cleanup` removes the directory and the slice.
@@ -82,13 +94,13 @@ impl BenchSystem {
         &self.opts.launcher
     }
 
-    fn agent(&self) -> Result<&agent_config::model::Agent, String> {
+    fn agent(&self, group: &str) -> Result<&agent_config::model::Agent, String> {
         self.loaded
             .system
             .groups
-            .get(GROUP)
-            .and_then(|g| g.agents.iter().find(|a| a.name == AGENT))
-            .ok_or_else(|| format!("agent {GROUP}:{AGENT} is missing from the bench system"))
+            .get(group)
+            .and_then(|g| g.agents.iter().find(|a| a.name == agent_name(group)))
+            .ok_or_else(|| format!("group {group} has no agent in the bench system"))
     }
 
     /// One whole lifecycle: start the group, run the agent to its exit, stop the group.
@@ -109,16 +121,16 @@ impl BenchSystem {
         })
     }
 
-    /// Starts the group once, for [`BenchSystem::agent_in`].
+    /// Starts the long-lived group once, for [`RunningGroup::agent_in`].
     pub fn start_group(&self) -> Result<RunningGroup<'_>, String> {
-        let pod = Pod::start(&self.loaded, GROUP, &self.opts).map_err(|e| e.to_string())?;
+        let pod = Pod::start(&self.loaded, RUNNING_GROUP, &self.opts).map_err(|e| e.to_string())?;
         Ok(RunningGroup { sys: self, pod })
     }
 
     /// Prepares, spawns and waits for the agent's shim; checks it exited 0. With
     /// `remove_cgroup`, also removes the agent's cgroup (as the daemon does after an exit).
     fn run_agent(&self, pod: &Pod, remove_cgroup: bool) -> Result<(), String> {
-        let agent = self.agent()?;
+        let agent = self.agent(&pod.group)?;
         let (mut cmd, cg) = pod
             .agent_command(&self.loaded, agent)
             .map_err(|e| e.to_string())?;
@@ -130,10 +142,13 @@ impl BenchSystem {
             .map_err(|e| format!("run {} __agent: {e}", self.opts.launcher.display()))?;
         if !out.status.success() {
             let why = pod
-                .exit_record(AGENT)
+                .exit_record(&agent.name)
                 .and_then(|r| r.error)
                 .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
-            return Err(format!("agent {GROUP}:{AGENT} {}: {why}", out.status));
+            return Err(format!(
+                "agent {}:{} {}: {why}",
+                pod.group, agent.name, out.status
+            ));
         }
         if remove_cgroup {
             cg.remove().map_err(|e| e.to_string())?;
@@ -166,10 +181,18 @@ impl RunningGroup<'_> {
     }
 }
 
-/// `Pod::stop`, then reaps the init (it was reparented to this process, a subreaper).
+/// `Pod::stop`, then reaps the init (it was reparented to this process, a subreaper). A
+/// stop that succeeded left the cgroups empty, so the init is dead and the wait is immediate;
+/// after a failed stop the init is only collected if it already ended.
 fn stop(pod: &Pod) -> Result<(), String> {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
     let r = pod.stop().map_err(|e| e.to_string());
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
+    let flags = if r.is_ok() {
+        None
+    } else {
+        Some(WaitPidFlag::WNOHANG)
+    };
+    let _ = waitpid(nix::unistd::Pid::from_raw(pod.init_pid), flags);
     r
 }
 

@@ -42,22 +42,69 @@ pub struct Row {
     pub result: Result<Stats, String>,
 }
 
+/// A contender of an interleaved measurement: its label and one run.
+pub struct Contender<'a> {
+    pub label: String,
+    pub run: Box<dyn FnMut() -> Result<(), String> + 'a>,
+}
+
+impl<'a> Contender<'a> {
+    pub fn new(label: impl Into<String>, run: impl FnMut() -> Result<(), String> + 'a) -> Self {
+        Contender {
+            label: label.into(),
+            run: Box::new(run),
+        }
+    }
+}
+
+/// Runs every contender `warmup` times untimed, then `runs` rounds in which each contender
+/// runs once, timed, in turn: a load that comes and goes on the machine weighs on all of them
+/// alike, so their ratios stay fair. A contender's first failure ends its measurement (the
+/// row then says why); the others go on.
+pub fn measure_interleaved(contenders: Vec<Contender<'_>>, warmup: usize, runs: usize) -> Vec<Row> {
+    struct State<'a> {
+        c: Contender<'a>,
+        samples: Vec<Duration>,
+        failed: Option<String>,
+    }
+    let mut st: Vec<State> = contenders
+        .into_iter()
+        .map(|c| State {
+            c,
+            samples: Vec::with_capacity(runs),
+            failed: None,
+        })
+        .collect();
+    for round in 0..warmup + runs {
+        for s in st.iter_mut().filter(|s| s.failed.is_none()) {
+            let t = Instant::now();
+            match (s.c.run)() {
+                Ok(()) if round >= warmup => s.samples.push(t.elapsed()),
+                Ok(()) => {}
+                Err(e) => s.failed = Some(e),
+            }
+        }
+    }
+    st.into_iter()
+        .map(|s| Row {
+            label: s.c.label,
+            result: match s.failed {
+                Some(e) => Err(e),
+                None => Stats::of(&s.samples).ok_or_else(|| "no run was measured".to_string()),
+            },
+        })
+        .collect()
+}
+
 /// Runs `f` `warmup` times untimed, then `runs` times timed; the first failure ends it.
 pub fn measure(
     warmup: usize,
     runs: usize,
-    mut f: impl FnMut() -> Result<(), String>,
+    f: impl FnMut() -> Result<(), String>,
 ) -> Result<Stats, String> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        f()?;
-        samples.push(t.elapsed());
-    }
-    Stats::of(&samples).ok_or_else(|| "no run was measured".to_string())
+    measure_interleaved(vec![Contender::new("", f)], warmup, runs)
+        .pop()
+        .map_or_else(|| Err("no contender".to_string()), |r| r.result)
 }
 
 /// Milliseconds with two decimals.
@@ -132,6 +179,38 @@ mod tests {
         let ten: Vec<Duration> = (1..=10).map(d).collect();
         assert_eq!(Stats::of(&ten).expect("ten samples").p90, d(9));
         assert!(Stats::of(&[]).is_none());
+    }
+
+    #[test]
+    fn interleaved_runs_in_turn_and_keeps_going_after_a_failure() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let mut n = 0;
+        let rows = measure_interleaved(
+            vec![
+                Contender::new("a", || {
+                    order.borrow_mut().push('a');
+                    Ok(())
+                }),
+                Contender::new("b", || {
+                    order.borrow_mut().push('b');
+                    n += 1;
+                    if n == 3 {
+                        Err("b broke".into())
+                    } else {
+                        Ok(())
+                    }
+                }),
+            ],
+            1,
+            3,
+        );
+        // Rounds: warm-up (a b), then a b, a b (b fails), a.
+        assert_eq!(order.borrow().iter().collect::<String>(), "abababa");
+        assert_eq!(rows[0].result.as_ref().map(|s| s.runs), Ok(3));
+        assert_eq!(
+            rows[1].result.as_ref().err().map(String::as_str),
+            Some("b broke")
+        );
     }
 
     #[test]

@@ -150,8 +150,10 @@ pub enum AfterExit {
     Exited,
 }
 
-/// The restart decision (supervisord's, with exponential backoff): `failed` is a non-zero
-/// exit, a signal or an OOM kill; `ran` is how long the run lasted.
+/// The restart decision: `failed` is a non-zero exit, a signal or an OOM kill; `ran` is how
+/// long the run lasted. The first restart after a crash is immediate (as supervisord's); each
+/// further consecutive failure waits `backoff.initial`, doubling up to `backoff.max`; a run of
+/// `reset_after` starts the count again; more than `max_retries` consecutive failures is FATAL.
 pub fn after_exit(a: &mut AgentRt, r: &EffectiveRestart, failed: bool, ran: Duration) -> AfterExit {
     if ran >= r.reset_after {
         a.retries = 0;
@@ -169,6 +171,9 @@ pub fn after_exit(a: &mut AgentRt, r: &EffectiveRestart, failed: bool, ran: Dura
     a.retries += 1;
     if a.retries > r.max_retries {
         return AfterExit::Fatal;
+    }
+    if a.retries == 1 {
+        return AfterExit::Backoff(Duration::ZERO);
     }
     let delay = a.backoff;
     a.backoff = (a.backoff * 2).min(r.backoff_max);
@@ -208,24 +213,15 @@ mod tests {
         let ms = |d: u64| AfterExit::Backoff(Duration::from_millis(d));
         assert_eq!(
             delays,
-            vec![
-                ms(100),
-                ms(200),
-                ms(400),
-                ms(800),
-                ms(800),
-                AfterExit::Fatal
-            ]
+            vec![ms(0), ms(100), ms(200), ms(400), ms(800), AfterExit::Fatal]
         );
         // A stable run resets the count and the delay.
         let mut b = AgentRt::new("b", "g", &r);
         after_exit(&mut b, &r, true, short);
         after_exit(&mut b, &r, true, short);
-        assert_eq!(
-            after_exit(&mut b, &r, true, Duration::from_secs(11)),
-            ms(100)
-        );
-        assert_eq!(b.retries, 1);
+        assert_eq!(after_exit(&mut b, &r, true, Duration::from_secs(11)), ms(0));
+        assert_eq!(after_exit(&mut b, &r, true, short), ms(100));
+        assert_eq!(b.retries, 2);
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct Core {
     started: SystemTime,
     pending: Vec<Pending>,
     shutting_down: Option<CancellationToken>,
+    /// What was last written to `state.json`.
+    saved: Option<persist::State>,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -120,6 +122,7 @@ impl Core {
             started: SystemTime::now(),
             pending: Vec::new(),
             shutting_down: None,
+            saved: None,
         };
         core.sync_config();
         core
@@ -167,7 +170,7 @@ impl Core {
             self.reconcile();
             self.settle_pending();
             self.save();
-            if let Some(done) = &self.shutting_down {
+            if let Some(done) = self.shutting_down.clone() {
                 if self.agents.values().all(|a| !a.is_live())
                     && self.groups.values().all(|g| !g.starting)
                 {
@@ -186,7 +189,7 @@ impl Core {
         }
     }
 
-    fn save(&self) {
+    fn save(&mut self) {
         let mut st = persist::State::default();
         for (n, a) in &self.agents {
             st.agents.insert(
@@ -201,7 +204,13 @@ impl Core {
                 },
             );
         }
-        if let Err(e) = persist::save(&self.state_path, &st) {
+        // Most events (health results, ticks) change nothing that is persisted: skip the write.
+        if self.saved.as_ref() == Some(&st) {
+            return;
+        }
+        let result = persist::save(&self.state_path, &st);
+        self.saved = Some(st);
+        if let Err(e) = result {
             eprintln!("agent-supervisor: cannot save state: {e}");
         }
     }

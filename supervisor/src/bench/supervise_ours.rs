@@ -1,0 +1,394 @@
+//! agent-supervisor as a contender of `bench supervise`: a generated system file (one host
+//! `bench`, the agents split over up to 11 groups on the `host` image, restart always with a
+//! 10 ms initial backoff, a `tcp` health check), the daemon run as `agent-supervisor daemon`
+//! (this binary), and a tiny blocking HTTP/JSON client of its control socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::supervise::{AgentView, Marks, Peer};
+use super::supervise_procs::{self as procs, Agents};
+use super::supervise_watch::{Watcher, OPENED, REMOVED, WRITTEN};
+use crate::cgroup::{Cgroup, Layout};
+use crate::daemon::api::{AgentState, Response};
+
+/// The host of the generated system file.
+pub const HOST: &str = "bench";
+/// Groups the agents are split over (the seed's MainPC has 11), at most one per agent.
+pub const GROUPS: usize = 11;
+
+/// agent-supervisor's daemon for the benchmark's agents.
+pub struct Ours {
+    agents: Agents,
+    exe: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    slice: String,
+    child: Option<Child>,
+    watcher: Option<Watcher>,
+}
+
+impl Ours {
+    /// Writes the system file into the agents' directory.
+    pub fn new(agents: &Agents) -> Result<Ours, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the agent-supervisor binary: {e}"))?;
+        let dir = &agents.dir;
+        let slice = format!("as-bench-{}.slice", std::process::id());
+        let http = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| format!("no free port for the daemon's http_listen: {e}"))?;
+        let config = dir.join("system.yaml");
+        let text = system_yaml(agents, dir, &slice, http);
+        std::fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
+        Ok(Ours {
+            agents: agents.clone(),
+            exe,
+            socket: dir.join("control.sock"),
+            log: dir.join("daemon.log"),
+            config,
+            slice,
+            child: None,
+            watcher: None,
+        })
+    }
+
+    /// The end of the daemon's log, for error messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" / ");
+        if tail.is_empty() {
+            "daemon log empty".into()
+        } else {
+            format!("daemon log: {tail}")
+        }
+    }
+
+    /// One request on the control socket; `Ok(None)` while nothing listens yet.
+    fn call(&self, method: &str, path: &str, body: &str) -> Result<Option<Response>, String> {
+        let mut s = match UnixStream::connect(&self.socket) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(format!("connect to {}: {e}", self.socket.display())),
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .map_err(|e| format!("send {method} {path} to {}: {e}", self.socket.display()))?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .map_err(|e| format!("read the answer to {method} {path}: {e}"))?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("{method} {path}: not an HTTP answer: {text:?}"))?;
+        let status = head.split_whitespace().nth(1).unwrap_or("?");
+        if status != "200" {
+            return Err(format!("{method} {path}: HTTP {status}: {}", body.trim()));
+        }
+        serde_json::from_str(body)
+            .map(Some)
+            .map_err(|e| format!("{method} {path}: cannot decode {body:?}: {e}"))
+    }
+
+    fn status(&self, query: &str) -> Result<Vec<AgentView>, String> {
+        match self.call("GET", &format!("/v1/status{query}"), "")? {
+            None => Ok(Vec::new()),
+            Some(Response::Status { snapshot }) => Ok(snapshot
+                .agents
+                .into_iter()
+                .map(|a| AgentView {
+                    name: a.agent,
+                    running: a.state == AgentState::Running,
+                    pid: a.pid,
+                })
+                .collect()),
+            Some(other) => Err(format!("GET /v1/status: unexpected answer {other:?}")),
+        }
+    }
+}
+
+fn group_count(agents: usize) -> usize {
+    GROUPS.min(agents).max(1)
+}
+
+/// The group of agent `i` of `n`: contiguous runs of nearly equal size.
+fn group_of(n: usize, i: usize) -> usize {
+    let groups = group_count(n);
+    (0..groups)
+        .find(|g| i < (g + 1) * n / groups)
+        .unwrap_or(groups - 1)
+}
+
+impl Ours {
+    /// `run_dir/groups/<group>/agents` of group `g`.
+    fn agents_dir(&self, g: usize) -> PathBuf {
+        self.agents
+            .dir
+            .join("run/groups")
+            .join(group_name(g))
+            .join("agents")
+    }
+}
+
+/// A note when the groups' host names (each group has its own UTS namespace named after it)
+/// are missing from `/etc/hosts`: Python's `http.server` looks its host name up when it binds
+/// (`socket.getfqdn`), so inside a group that lookup goes to DNS.
+pub fn hosts_note(agents: &Agents) -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let known: std::collections::HashSet<&str> = hosts
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .collect();
+    let n = group_count(agents.len());
+    let missing = (0..n)
+        .filter(|&g| !known.contains(group_name(g).as_str()))
+        .count();
+    (missing > 0).then(|| {
+        format!(
+            "agent-supervisor: {missing} of the {n} group host names ({}..{}) are not in \
+             /etc/hosts; the stand-in agent's http.server resolves its host name when it binds \
+             (socket.getfqdn), so inside a group that lookup goes to DNS, and where DNS does \
+             not answer at once (here: 5 s timeouts when many ask together) agents listen \
+             seconds after they run: it slows \"time to all ports listening\", not RUNNING",
+            group_name(0),
+            group_name(n - 1)
+        )
+    })
+}
+
+fn group_name(g: usize) -> String {
+    format!("g{:02}", g + 1)
+}
+
+/// The benchmark's system file.
+fn system_yaml(agents: &Agents, dir: &Path, slice: &str, http: u16) -> String {
+    let q = |p: &Path| serde_json::to_string(&p.to_string_lossy()).unwrap_or_default();
+    let mut y = format!(
+        "hosts:\n  {HOST}: {{address: 127.0.0.1, role: primary}}\ndaemon:\n  run_dir: {}\n  \
+         log_dir: {}\n  state_dir: {}\n  control_socket: {}\n  cgroup_root: {slice}\n  \
+         http_listen: '127.0.0.1:{http}'\ngroups:\n",
+        q(&dir.join("run")),
+        q(&dir.join("logs")),
+        q(&dir.join("state")),
+        q(&dir.join("control.sock")),
+    );
+    let n = agents.len();
+    for g in 0..group_count(n) {
+        y.push_str(&format!(
+            "  {}:\n    host: {HOST}\n    image: host\n    \
+             restart: {{policy: always, backoff: {{initial: 10ms}}}}\n    agents:\n",
+            group_name(g)
+        ));
+        for i in (0..n).filter(|&i| group_of(n, i) == g) {
+            let argv: Vec<String> = agents
+                .argv(i)
+                .iter()
+                .map(|a| serde_json::to_string(a).unwrap_or_default())
+                .collect();
+            y.push_str(&format!(
+                "      - name: {}\n        command: [{}]\n        port: {}\n        \
+                 health: {{tcp: true}}\n",
+                agents.names[i],
+                argv.join(", "),
+                agents.ports[i]
+            ));
+        }
+    }
+    y
+}
+
+impl Peer for Ours {
+    fn start(&mut self) -> Result<i32, String> {
+        let log = std::fs::File::create(&self.log)
+            .map_err(|e| format!("create {}: {e}", self.log.display()))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| format!("dup {}: {e}", self.log.display()))?;
+        let child = Command::new(&self.exe)
+            .arg("daemon")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--host", HOST])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("run {} daemon: {e}", self.exe.display()))?;
+        let pid = child.id() as i32;
+        self.child = Some(child);
+        Ok(pid)
+    }
+
+    fn states(&mut self) -> Result<Vec<AgentView>, String> {
+        self.status("")
+            .map_err(|e| format!("{e} ({})", self.log_tail()))
+    }
+
+    fn agent(&mut self, name: &str) -> Result<Option<AgentView>, String> {
+        Ok(self
+            .status(&format!("?targets={name}"))?
+            .into_iter()
+            .find(|a| a.name == name))
+    }
+
+    fn stop_all(&mut self) -> Result<(), String> {
+        match self.call("POST", "/v1/shutdown", "{}")? {
+            Some(Response::ShuttingDown) => Ok(()),
+            None => Err(format!(
+                "the control socket {} is gone",
+                self.socket.display()
+            )),
+            Some(other) => Err(format!("POST /v1/shutdown: unexpected answer {other:?}")),
+        }
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(status)) => Some(format!("the daemon exited ({status}); {}", self.log_tail())),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot wait for the daemon: {e}")),
+        }
+    }
+
+    fn helpers(&self) -> Vec<i32> {
+        let exe = self.exe.to_string_lossy();
+        let dir = self.agents.dir.to_string_lossy();
+        procs::pids()
+            .into_iter()
+            .filter(|&p| {
+                procs::cmdline(p).is_some_and(|a| {
+                    a.len() >= 3
+                        && a[0] == exe
+                        && (a[1] == "__agent" || a[1] == "__group-init")
+                        && a[2].contains(&*dir)
+                })
+            })
+            .collect()
+    }
+
+    fn no_helpers(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn watch_restarts(&mut self) -> Result<(), String> {
+        let dirs: Vec<PathBuf> = (0..group_count(self.agents.len()))
+            .map(|g| self.agents_dir(g))
+            .collect();
+        let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        self.watcher = Some(Watcher::new(&refs)?);
+        Ok(())
+    }
+
+    fn restart_marks(&self, name: &str, killed: Instant) -> Marks {
+        let Some(w) = &self.watcher else {
+            return Vec::new();
+        };
+        // Give the watcher thread a moment to read the last events.
+        std::thread::sleep(Duration::from_millis(5));
+        let exit = format!("{name}.exit");
+        let spec = format!("{name}.json");
+        let pid = format!("{name}.pid");
+        let Some(written) = w.first(&exit, WRITTEN, killed) else {
+            return Vec::new();
+        };
+        let read = w.next(&exit, OPENED, written);
+        let removed = read.and_then(|r| w.next(&exit, REMOVED, r));
+        let spawned = removed.and_then(|r| w.next(&spec, WRITTEN, r));
+        let running = spawned.and_then(|r| w.next(&pid, WRITTEN, r));
+        let steps = [
+            (
+                "the old shim reaped the agent and wrote its exit record",
+                Some(written),
+            ),
+            (
+                "the core handled the shim's exit (read the exit record); backoff 10 ms starts",
+                read,
+            ),
+            (
+                "backoff over: the core starts the agent, its cgroup created",
+                removed,
+            ),
+            ("launch spec written, the shim is spawned", spawned),
+            (
+                "the new shim exec'd, joined the group, forked, the agent exec'd (pid file)",
+                running,
+            ),
+        ];
+        steps
+            .into_iter()
+            .map_while(|(what, m)| m.map(|m| (what, m.at.saturating_duration_since(killed))))
+            .collect()
+    }
+
+    fn teardown(&mut self) -> Vec<String> {
+        self.watcher = None;
+        let mut notes = Vec::new();
+        if let Some(mut c) = self.child.take() {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        let left = procs::kill_leftovers(&self.agents, Duration::from_secs(5));
+        if left > 0 {
+            notes.push(format!("{left} processes survived SIGKILL for 5 s"));
+        }
+        match Layout::detect().and_then(|l| Cgroup::root(&l, &self.slice)) {
+            Ok(root) => {
+                if let Err(e) = root.remove() {
+                    notes.push(format!("cannot remove the cgroup {}: {e}", self.slice));
+                }
+            }
+            Err(e) => notes.push(format!("cgroup root {}: {e}", self.slice)),
+        }
+        notes
+    }
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.teardown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_split_over_nonempty_contiguous_groups() {
+        for n in [1, 5, 11, 12, 77] {
+            let groups: Vec<usize> = (0..n).map(|i| group_of(n, i)).collect();
+            assert!(groups.windows(2).all(|w| w[0] <= w[1]), "{n}: {groups:?}");
+            for g in 0..group_count(n) {
+                assert!(groups.contains(&g), "{n}: group {g} empty in {groups:?}");
+            }
+        }
+        let sizes: Vec<usize> = (0..11)
+            .map(|g| (0..77).filter(|&i| group_of(77, i) == g).count())
+            .collect();
+        assert_eq!(sizes, vec![7; 11]);
+    }
+}
