@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::supervise_ours::{self, Ours};
+use super::supervise_ours::Ours;
 use super::supervise_procs::{self as procs, Agents};
 use super::supervise_report::report;
 use super::supervise_supervisord::{self as sv, Supervisord};
@@ -220,7 +220,6 @@ pub fn run(agents: usize, kills: usize) -> Result<String, SuperviseError> {
     let plain = plain(&a);
     let mut columns = Vec::new();
     progress(OURS, "starting the daemon");
-    notes.extend(supervise_ours::hosts_note(&a));
     let ours = match Ours::new(&a) {
         Ok(mut p) => measure(&mut p, &a, OURS, full(kills), &mut notes),
         Err(e) => failed(e),

@@ -148,33 +148,6 @@ impl Ours {
     }
 }
 
-/// A note when the groups' host names (each group has its own UTS namespace named after it)
-/// are missing from `/etc/hosts`: Python's `http.server` looks its host name up when it binds
-/// (`socket.getfqdn`), so inside a group that lookup goes to DNS.
-pub fn hosts_note(agents: &Agents) -> Option<String> {
-    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    let known: std::collections::HashSet<&str> = hosts
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .flat_map(|l| l.split_whitespace().skip(1))
-        .collect();
-    let n = group_count(agents.len());
-    let missing = (0..n)
-        .filter(|&g| !known.contains(group_name(g).as_str()))
-        .count();
-    (missing > 0).then(|| {
-        format!(
-            "agent-supervisor: {missing} of the {n} group host names ({}..{}) are not in \
-             /etc/hosts; the stand-in agent's http.server resolves its host name when it binds \
-             (socket.getfqdn), so inside a group that lookup goes to DNS, and where DNS does \
-             not answer at once (here: 5 s timeouts when many ask together) agents listen \
-             seconds after they run: it slows \"time to all ports listening\", not RUNNING",
-            group_name(0),
-            group_name(n - 1)
-        )
-    })
-}
-
 fn group_name(g: usize) -> String {
     format!("g{:02}", g + 1)
 }

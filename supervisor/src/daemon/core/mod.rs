@@ -33,6 +33,8 @@ use crate::pod::{Pod, PodOptions};
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Until the first healthy answer, health checks run this often (at most `interval`).
 const EARLY_CHECK: Duration = Duration::from_millis(200);
+/// How often the core looks at dependency waits and pending requests without an event.
+const TICK: Duration = Duration::from_secs(2);
 /// How long `start`/`stop` requests wait for their agents to settle.
 const REQUEST_WAIT: Duration = Duration::from_secs(60);
 
@@ -96,6 +98,8 @@ pub struct Core {
     shutting_down: Option<CancellationToken>,
     /// What was last written to `state.json`.
     saved: Option<persist::State>,
+    /// A reload left agents or groups to forget once they stopped.
+    retiring: bool,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -123,6 +127,7 @@ impl Core {
             pending: Vec::new(),
             shutting_down: None,
             saved: None,
+            retiring: false,
         };
         core.sync_config();
         core
@@ -158,7 +163,7 @@ impl Core {
         let tick = self.tx.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(TICK).await;
                 if tick.send(Event::Tick).is_err() {
                     return;
                 }
@@ -166,7 +171,9 @@ impl Core {
         });
         while let Some(ev) = rx.recv().await {
             self.handle(ev);
-            self.collect_retired();
+            if self.retiring {
+                self.collect_retired();
+            }
             self.reconcile();
             self.settle_pending();
             self.save();

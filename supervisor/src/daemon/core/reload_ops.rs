@@ -49,6 +49,7 @@ impl Core {
     /// Forgets stopped agents that are no longer configured; tears down retired pods whose
     /// agents all stopped and lets changed groups start afresh.
     pub(in crate::daemon) fn collect_retired(&mut self) {
+        self.retiring = false;
         let configured: Vec<String> = self
             .l
             .system
@@ -58,6 +59,10 @@ impl Core {
             .collect();
         self.agents
             .retain(|n, a| configured.contains(n) || a.is_live());
+        // Removed agents still stopping: look again after the next event.
+        if self.agents.keys().any(|n| !configured.contains(n)) {
+            self.retiring = true;
+        }
         let names: Vec<String> = self
             .groups
             .iter()
@@ -70,6 +75,7 @@ impl Core {
                 .values()
                 .any(|a| a.group == gname && a.is_live())
             {
+                self.retiring = true;
                 continue;
             }
             if let Some(g) = self.groups.get_mut(&gname) {
