@@ -15,6 +15,15 @@ use std::time::{Duration, Instant};
 use agent_supervisor::cgroup::{self, Cgroup, Layout, Limits};
 use agent_supervisor_tests::vm::{self, shell_quote, VmOptions};
 
+/// The tests of this file run one at a time: the OOM scenario in the emulated VM must not
+/// compete for the two cores with the host's own OOM scenario (under TCG the VM's reclaim
+/// then crawls for minutes before the OOM killer acts).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Set in the VM by [`vm_unified_v2_host`] for the inner tests it runs there.
 const IN_VM: &str = "AS_IN_VM";
 
@@ -291,6 +300,7 @@ fn scenario(tag: &str) {
 
 #[test]
 fn host_limits_oom_fork_bomb_kill_remove() {
+    let _serial = serial();
     if !need_root("host_limits_oom_fork_bomb_kill_remove") {
         return;
     }
@@ -300,6 +310,7 @@ fn host_limits_oom_fork_bomb_kill_remove() {
 /// Creation errors name the path; a group cannot be created below a missing controller.
 #[test]
 fn host_errors_name_the_path() {
+    let _serial = serial();
     if !need_root("host_errors_name_the_path") {
         return;
     }
@@ -326,6 +337,7 @@ fn host_errors_name_the_path() {
 /// Runs the inner tests of this binary in a VM whose `/sys/fs/cgroup` is a full cgroup2.
 #[test]
 fn vm_unified_v2_host() {
+    let _serial = serial();
     let test = "vm_unified_v2_host";
     if !vm::require_or_skip(test) {
         return;
