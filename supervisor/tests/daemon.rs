@@ -472,3 +472,71 @@ fn twenty_daemon_kill9s_readopt_every_agent_exactly_once() {
     assert_eq!(a["restarts"], 1);
     let _ = d.pid();
 }
+
+#[test]
+fn stop_start_restart_and_signal_through_supervisorctl() {
+    if !root_or_skip("stop_start_restart_and_signal_through_supervisorctl") {
+        return;
+    }
+    let f = Fixture::new(
+        BIN,
+        "d-ctl",
+        "dctl",
+        "  g:\n    host: h1\n    agents:\n      - name: one\n        command: [sleep, '600']\n      - name: two\n        command: [sleep, '601']\n",
+    );
+    let d = Daemon::start(&f);
+    let first = pid(&d.wait_for("one", "RUNNING", Duration::from_secs(10), running));
+    let out = d.ctl(&["stop", "one"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("one: stopped"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let a = d.agent("one");
+    assert_eq!(a["state"], "STOPPED");
+    assert_eq!(a["last_exit"]["kind"], "stopped_by_user");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), None).is_err(),
+        "the process is gone"
+    );
+    // status exits 3 while an agent is not RUNNING.
+    assert_eq!(d.ctl(&["status"]).status.code(), Some(3));
+    let out = d.ctl(&["start", "g:*"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("one: started"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let second = pid(&d.agent("one"));
+    assert!(second != first && second > 0);
+    assert_eq!(d.ctl(&["status"]).status.code(), Some(0));
+    let out = d.ctl(&["restart", "one"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("one: started"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let a = d.agent("one");
+    assert!(pid(&a) != second && running(&a));
+    assert_eq!(a["restarts"], 0, "a user restart is not a crash restart");
+    let two = pid(&d.agent("two"));
+    let out = d.ctl(&["signal", "KILL", "two"]);
+    assert!(out.status.success());
+    let a = d.wait_for(
+        "two",
+        "restarted after the signal",
+        Duration::from_secs(10),
+        |a| running(a) && pid(a) != two,
+    );
+    assert_eq!(a["restarts"], 1);
+    assert_eq!(
+        d.ctl(&["stop", "nosuch"]).status.code().map(|c| c != 0),
+        Some(true),
+        "an unknown agent is an error"
+    );
+}

@@ -21,7 +21,27 @@ pub(super) struct Pending {
     pub(super) deadline: Instant,
 }
 
+/// Which of start / stop / restart a request is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Start,
+    Stop,
+    Restart,
+}
+
 impl Core {
+    /// `start` of one agent: wanted again, its failure count and backoff forgotten.
+    fn request_start(&mut self, name: &str) {
+        let a = self.agents.get_mut(name).expect("resolved");
+        if !a.is_live() {
+            a.desired = true;
+            a.retries = 0;
+            a.generation += 1;
+            a.backoff_until = None;
+            a.state = AgentState::Stopped;
+        }
+    }
+
     fn snapshot(&self, targets: &[String]) -> Result<Snapshot, ApiError> {
         let names = self.resolve(targets, true)?;
         let agents = names
@@ -100,6 +120,11 @@ impl Core {
 
     pub(in crate::daemon) fn control(&mut self, msg: ControlMsg) {
         let ControlMsg { request, reply } = msg;
+        let request_kind = match &request {
+            Request::Start { .. } => Kind::Start,
+            Request::Stop { .. } => Kind::Stop,
+            _ => Kind::Restart,
+        };
         let answer = match request {
             Request::Status { targets } => self
                 .snapshot(&targets)
@@ -119,58 +144,35 @@ impl Core {
                     message: "the daemon is shutting down".into(),
                 })
             }
-            Request::Start { targets } => match self.resolve(&targets, false) {
-                Ok(names) => {
-                    for n in &names {
-                        let a = self.agents.get_mut(n).expect("resolved");
-                        if !a.is_live() {
-                            a.desired = true;
-                            a.retries = 0;
-                            a.generation += 1;
-                            a.backoff_until = None;
-                            a.state = AgentState::Stopped;
+            Request::Start { targets }
+            | Request::Stop { targets }
+            | Request::Restart { targets } => {
+                let want_running = !matches!(request_kind, Kind::Stop);
+                match self.resolve(&targets, false) {
+                    Ok(names) => {
+                        for n in &names {
+                            match request_kind {
+                                Kind::Start => self.request_start(n),
+                                Kind::Stop => {
+                                    self.begin_stop(n, LastExit::StoppedByUser, false, false)
+                                }
+                                Kind::Restart => {
+                                    self.begin_stop(n, LastExit::StoppedByUser, true, false)
+                                }
+                            }
                         }
+                        // The answer waits until the agents settle (as supervisorctl's does).
+                        self.pending.push(Pending {
+                            agents: names,
+                            want_running,
+                            reply,
+                            deadline: Instant::now() + REQUEST_WAIT,
+                        });
+                        return;
                     }
-                    self.pending.push(Pending {
-                        agents: names,
-                        want_running: true,
-                        reply,
-                        deadline: Instant::now() + REQUEST_WAIT,
-                    });
-                    return;
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
-            Request::Stop { targets } => match self.resolve(&targets, false) {
-                Ok(names) => {
-                    for n in &names {
-                        self.begin_stop(n, LastExit::StoppedByUser, false, false);
-                    }
-                    self.pending.push(Pending {
-                        agents: names,
-                        want_running: false,
-                        reply,
-                        deadline: Instant::now() + REQUEST_WAIT,
-                    });
-                    return;
-                }
-                Err(e) => Err(e),
-            },
-            Request::Restart { targets } => match self.resolve(&targets, false) {
-                Ok(names) => {
-                    for n in &names {
-                        self.begin_stop(n, LastExit::StoppedByUser, true, false);
-                    }
-                    self.pending.push(Pending {
-                        agents: names,
-                        want_running: true,
-                        reply,
-                        deadline: Instant::now() + REQUEST_WAIT,
-                    });
-                    return;
-                }
-                Err(e) => Err(e),
-            },
+            }
             Request::Signal { signal, targets } => {
                 match (parse_signal(&signal), self.resolve(&targets, false)) {
                     (None, _) => Err(ApiError::bad_request(format!("unknown signal {signal:?}"))),
