@@ -53,6 +53,17 @@ pub fn listen_port(listen: &str) -> Option<u16> {
     listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
 }
 
+/// The error findings of [`validate`], one message each (`None` when there is none): what
+/// the daemon, `run-group`, `bundle` and `reload` refuse a system file for.
+pub fn errors(l: &Loaded) -> Option<Vec<String>> {
+    let errors: Vec<String> = validate(l)
+        .into_iter()
+        .filter(Finding::is_error)
+        .map(|f| f.to_string())
+        .collect();
+    (!errors.is_empty()).then_some(errors)
+}
+
 /// Runs every static check and returns all findings.
 pub fn validate(l: &Loaded) -> Vec<Finding> {
     let mut out = Vec::new();

@@ -75,12 +75,7 @@ pub fn run(
     until_exit: bool,
 ) -> Result<Outcome, RunGroupError> {
     let l = agent_config::load(config).map_err(|e| RunGroupError::Config(e.to_string()))?;
-    let errors: Vec<String> = agent_config::validate::validate(&l)
-        .into_iter()
-        .filter(|f| f.is_error())
-        .map(|f| f.to_string())
-        .collect();
-    if !errors.is_empty() {
+    if let Some(errors) = agent_config::validate::errors(&l) {
         return Err(RunGroupError::Config(errors.join("\n")));
     }
     if !l.system.hosts.contains_key(host) {

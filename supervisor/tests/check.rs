@@ -398,3 +398,50 @@ fn unknown_capabilities_and_rlimits_are_named() {
         ],
     );
 }
+
+#[test]
+fn run_group_daemon_and_bundle_refuse_an_invalid_file_naming_the_place() {
+    let f = Fixture::new("refuse");
+    f.write(
+        "system.yaml",
+        &BASE.replace("  db:\n    host: h1", "  db:\n    host: h9"),
+    );
+    let sys = f.dir.join("system.yaml");
+    let bundle_dir = f.dir.join("bundle");
+    for args in [
+        vec![
+            "run-group".to_string(),
+            sys.display().to_string(),
+            "--host".into(),
+            "h1".into(),
+            "web".into(),
+        ],
+        vec![
+            "daemon".to_string(),
+            "--config".into(),
+            sys.display().to_string(),
+            "--host".into(),
+            "h1".into(),
+        ],
+        vec![
+            "bundle".to_string(),
+            sys.display().to_string(),
+            "--host".into(),
+            "h1".into(),
+            "web".into(),
+            bundle_dir.display().to_string(),
+        ],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} accepted an invalid file");
+        assert!(
+            text.contains("system.yaml:14:11: groups.db.host: unknown host \"h9\""),
+            "{args:?}: {text}"
+        );
+    }
+    assert!(
+        !bundle_dir.exists(),
+        "nothing is written for a refused file"
+    );
+}

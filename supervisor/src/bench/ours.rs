@@ -73,12 +73,7 @@ impl BenchSystem {
         let cleanup = Cleanup { dir, slice };
         std::fs::write(&file, text).map_err(|e| format!("write {}: {e}", file.display()))?;
         let loaded = agent_config::load(&file).map_err(|e| format!("bench system file: {e}"))?;
-        let errors: Vec<String> = agent_config::validate::validate(&loaded)
-            .into_iter()
-            .filter(|f| f.is_error())
-            .map(|f| f.to_string())
-            .collect();
-        if !errors.is_empty() {
+        if let Some(errors) = agent_config::validate::errors(&loaded) {
             return Err(format!("bench system file: {}", errors.join("; ")));
         }
         let opts = PodOptions::for_host(&loaded, HOST).map_err(|e| e.to_string())?;

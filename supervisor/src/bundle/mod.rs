@@ -136,12 +136,7 @@ pub fn export_agent(
         path: config.to_path_buf(),
         source,
     })?;
-    let errors: Vec<String> = agent_config::validate::validate(&l)
-        .into_iter()
-        .filter(|f| f.is_error())
-        .map(|f| f.to_string())
-        .collect();
-    if !errors.is_empty() {
+    if let Some(errors) = agent_config::validate::errors(&l) {
         return Err(BundleError::Invalid {
             path: config.to_path_buf(),
             errors,

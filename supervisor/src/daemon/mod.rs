@@ -113,12 +113,7 @@ pub async fn run(
     on_ready: Option<Box<dyn FnOnce(mpsc::Sender<api::ControlMsg>) + Send>>,
 ) -> Result<(), DaemonError> {
     let l = agent_config::load(&opts.config).map_err(|e| DaemonError::Config(e.to_string()))?;
-    let errors: Vec<String> = agent_config::validate::validate(&l)
-        .into_iter()
-        .filter(|f| f.is_error())
-        .map(|f| f.to_string())
-        .collect();
-    if !errors.is_empty() {
+    if let Some(errors) = agent_config::validate::errors(&l) {
         return Err(DaemonError::Config(errors.join("\n")));
     }
     let host = crate::check::local_host(&l, opts.host.as_deref()).map_err(DaemonError::Config)?;

@@ -27,12 +27,7 @@ pub fn reload(core: &mut Core) -> Result<ReloadResult, ApiError> {
     let new = agent_config::load(&core.l.file).map_err(|e| {
         ApiError::bad_request(format!("reload refused, the system file has errors:\n{e}"))
     })?;
-    let errors: Vec<String> = agent_config::validate::validate(&new)
-        .into_iter()
-        .filter(|f| f.is_error())
-        .map(|f| f.to_string())
-        .collect();
-    if !errors.is_empty() {
+    if let Some(errors) = agent_config::validate::errors(&new) {
         return Err(ApiError::bad_request(format!(
             "reload refused, the system file has errors:\n{}",
             errors.join("\n")
