@@ -25,8 +25,12 @@ use crate::recipe::{load_recipe, Base, Recipe, RecipeError, Step};
 use crate::store::{check_name, parse_json, Store, StoreError};
 use crate::walk::{self, WalkError, WalkStats};
 
+#[path = "build_run.rs"]
+mod run_step;
+pub use run_step::{RunLayer, RunRequest, StepRunner};
+
 /// How to build.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BuildOptions {
     /// Rebuild every layer (the cache is still refreshed).
     pub no_cache: bool,
@@ -37,6 +41,9 @@ pub struct BuildOptions {
     pub source_date_epoch: u64,
     /// Interpreter for the build-time syntax check of copied `.py` files.
     pub python: String,
+    /// Runs `run` steps in a sandbox (the launcher of `agent-supervisor`); without one, a
+    /// recipe with a `run` step is refused.
+    pub runner: Option<std::sync::Arc<dyn StepRunner>>,
 }
 
 impl Default for BuildOptions {
@@ -47,7 +54,21 @@ impl Default for BuildOptions {
             level: None,
             source_date_epoch: 0,
             python: "python3".to_string(),
+            runner: None,
         }
+    }
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("no_cache", &self.no_cache)
+            .field("compression", &self.compression)
+            .field("level", &self.level)
+            .field("source_date_epoch", &self.source_date_epoch)
+            .field("python", &self.python)
+            .field("runner", &self.runner.as_ref().map(|_| "StepRunner"))
+            .finish()
     }
 }
 
@@ -141,6 +162,13 @@ pub enum BuildError {
         step: usize,
         what: String,
         errors: Vec<PyError>,
+    },
+    #[error("{recipe}: step {step} ({what}): {message}")]
+    Run {
+        recipe: PathBuf,
+        step: usize,
+        what: String,
+        message: String,
     },
     #[error("{recipe}: {what} is not supported yet{why}")]
     NotSupported {
@@ -474,12 +502,7 @@ impl Builder<'_> {
                 let py = if check { c.py_files.as_slice() } else { &[] };
                 return self.layer_checked(index, &what, &content, &c.tree, py, image, t);
             }
-            Step::Run(_) => {
-                return Err(self.not_supported(
-                    format!("step {index} ({what}): run"),
-                    " (it needs the sandboxed launcher; copy prepared files instead)",
-                ))
-            }
+            Step::Run(argv) => return self.run_step(index, &what, argv, image, t),
             Step::Env(m) => m.iter().for_each(|(k, v)| rc.set_env(k, v)),
             Step::Workdir(w) => rc.working_dir = Some(w.clone()),
             Step::User(u) => rc.user = Some(u.clone()),
@@ -515,6 +538,35 @@ impl Builder<'_> {
         self.layer_checked(index, what, content, tree, &[], image, t)
     }
 
+    /// The step cache entry of a layer step: its key is the digest of the parent, the step,
+    /// its content and the layer format.
+    fn cache_entry_path(&self, image: &Image, what: &str, content: &Digest, py: bool) -> PathBuf {
+        let o = self.opts;
+        let mut k = KeyHasher::new();
+        k.field("agent-images step v1")
+            .field(&image.parent)
+            .field(what)
+            .field(content.as_str())
+            .field(o.compression.name())
+            .field(format!("{:?}", o.level))
+            .field(o.source_date_epoch.to_le_bytes())
+            // A layer cached without the Python check is not reused once the check is on.
+            .field(if py { "python-checked" } else { "-" });
+        let key = k.finish();
+        self.store.cache_dir().join(format!("{}.json", key.hex()))
+    }
+
+    /// The cache entry at `path` if its layer blob is still in the store.
+    fn cached(&self, path: &Path) -> Option<CacheEntry> {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
+            .filter(|e| {
+                std::fs::metadata(self.store.blob_path(&e.layer.digest))
+                    .is_ok_and(|m| m.len() == e.layer.size)
+            })
+    }
+
     /// Adds the layer made of `tree`: from the cache under its key, or written (after the
     /// Python check of `py`).
     #[allow(clippy::too_many_arguments)]
@@ -529,28 +581,11 @@ impl Builder<'_> {
         t: Instant,
     ) -> Result<(), BuildError> {
         let o = self.opts;
-        let mut k = KeyHasher::new();
-        k.field("agent-images step v1")
-            .field(&image.parent)
-            .field(what)
-            .field(content.as_str())
-            .field(o.compression.name())
-            .field(format!("{:?}", o.level))
-            .field(o.source_date_epoch.to_le_bytes())
-            // A layer cached without the Python check is not reused once the check is on.
-            .field(if py.is_empty() { "-" } else { "python-checked" });
-        let key = k.finish();
-        let entry_path = self.store.cache_dir().join(format!("{}.json", key.hex()));
+        let entry_path = self.cache_entry_path(image, what, content, !py.is_empty());
         let cached = if o.no_cache {
             None
         } else {
-            std::fs::read(&entry_path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
-                .filter(|e| {
-                    std::fs::metadata(self.store.blob_path(&e.layer.digest))
-                        .is_ok_and(|m| m.len() == e.layer.size)
-                })
+            self.cached(&entry_path)
         };
         let outcome = match cached {
             Some(e) => {

@@ -18,7 +18,10 @@ pub mod recipe;
 pub mod store;
 pub mod walk;
 
-pub use build::{BuildError, BuildOptions, BuildReport, StepOutcome, StepReport};
+pub use build::{
+    BuildError, BuildOptions, BuildReport, RunLayer, RunRequest, StepOutcome, StepReport,
+    StepRunner,
+};
 pub use digest::Digest;
 pub use layer::Compression;
 pub use pycheck::PyError;

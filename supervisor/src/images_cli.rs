@@ -61,9 +61,11 @@ pub fn build(
     }
     let d = defaults::daemon(&l.system, &host);
     let store = Store::open(&d.state_dir).map_err(Box::new)?;
+    let runner = crate::build_run::SandboxRunner::for_daemon(&d).map_err(ImagesError::Config)?;
     let opts = BuildOptions {
         no_cache,
         compression,
+        runner: Some(std::sync::Arc::new(runner)),
         ..BuildOptions::default()
     };
     let mut out = String::new();

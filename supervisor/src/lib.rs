@@ -4,6 +4,7 @@
 //! `src/bin/supervisorctl.rs` only parse arguments and print.
 
 pub mod bench;
+pub mod build_run;
 pub mod bundle;
 pub mod cgroup;
 pub mod check;
