@@ -189,7 +189,7 @@ fn unsupported_parts_say_so() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("run.yaml: step 1 (run [\"make\"]): run is not supported yet"),
+        e.contains("run.yaml: step 1 (run [\"make\"]): a run step needs the sandboxed launcher"),
         "{e}"
     );
     write(&ctx, "deb.yaml", "base: debootstrap\n");
