@@ -10,6 +10,8 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 packages=(python3 redis-server redis-tools iproute2 procps util-linux kmod zstd prometheus crun runc skopeo umoci supervisor)
+# The run-step test pip-installs a requirement inside an image (offline, from a wheel).
+packages+=(python3-pip python3-setuptools python3-wheel python3-distutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,11 +23,12 @@ steps:
 
 const PROBE: &str = "[sh, -c, 'cat /data/pid /data/host /data/seen /data/env; echo LS; ls /data; echo DIR; ls /data/dir']";
 
+/// `name` is also the fixture's cgroup tag: tests running side by side see only their own.
 fn fixture(name: &str, recipe: &str) -> Fixture {
     let f = Fixture::new(
         BIN,
         name,
-        "run",
+        name,
         &format!("  boxed:\n    host: h1\n    image: tiny\n    agents:\n      - name: probe\n        command: {PROBE}\n"),
     );
     let path = f.dir.join("system.yaml");
@@ -213,4 +214,75 @@ fn a_failing_run_step_fails_the_build_and_leaves_nothing() {
         "{t}"
     );
     assert_nothing_left(&f);
+}
+
+/// Writes a pure-Python wheel of `hello-agent-dep` (a wheel is a zip with a dist-info).
+fn write_wheel(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = r#"
+import base64, hashlib, sys, zipfile
+d = sys.argv[1]
+files = {
+    "hello_agent_dep/__init__.py": b'GREETING = "hi from a wheel"\n',
+    "hello_agent_dep-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: hello-agent-dep\nVersion: 0.1\n",
+    "hello_agent_dep-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+rec = [f"{k},sha256={base64.urlsafe_b64encode(hashlib.sha256(v).digest()).rstrip(b'=').decode()},{len(v)}" for k, v in files.items()]
+rec.append("hello_agent_dep-0.1.dist-info/RECORD,,")
+files["hello_agent_dep-0.1.dist-info/RECORD"] = ("\n".join(rec) + "\n").encode()
+with zipfile.ZipFile(d + "/hello_agent_dep-0.1-py3-none-any.whl", "w") as z:
+    for k, v in files.items():
+        z.writestr(k, v)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn pip_installs_requirements_in_a_run_step() {
+    if !root_or_skip("pip_installs_requirements_in_a_run_step") {
+        return;
+    }
+    if !Path::new("/usr/lib/python3/dist-packages/pip").is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3-pip is missing, and CI must have it"
+        );
+        eprintln!("SKIP pip_installs_requirements_in_a_run_step: python3-pip is not installed");
+        return;
+    }
+    // The seed's pattern (`pip install -r requirements.txt` in the group's image), offline:
+    // the requirement is served from a wheel in the build context.
+    let f = fixture(
+        "img-run-pip",
+        r#"base: host-closure
+binaries: [python3]
+packages: [python3.11-minimal, libpython3.11-minimal, libpython3.11-stdlib, python3-pip, python3-setuptools, python3-wheel, python3-distutils, python3-pkg-resources]
+context: ..
+steps:
+  - copy: {src: pyapp, dst: /app}
+  - env: {PIP_BREAK_SYSTEM_PACKAGES: "1", PIP_NO_INDEX: "1", PIP_FIND_LINKS: /app/wheels}
+  - run: [python3, -m, pip, install, --no-cache-dir, -r, /app/requirements.txt]
+"#,
+    );
+    f.file("pyapp/requirements.txt", "hello-agent-dep==0.1\n");
+    write_wheel(&f.dir.join("pyapp/wheels"));
+    f.set_groups(
+        "  boxed:\n    host: h1\n    image: tiny\n    agents:\n      - name: probe\n        command: [python3, -c, 'import hello_agent_dep as h; print(h.GREETING, h.__file__)']\n",
+    );
+    let out = build(&f);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&f);
+    let out = f.run_group("boxed");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("hi from a wheel"),
+        "the group imports what pip installed:\n{t}"
+    );
+    assert!(t.contains("/usr/local/lib/python3"), "{t}");
 }
