@@ -8,6 +8,10 @@
 //! decompressing it on the way in. Every computed diff_id must equal the one in the image's
 //! config. The Docker config becomes an OCI config (run config, rootfs, history, platform).
 //!
+//! An import is remembered in the store's `cache/` under the archive's path, size, mtime,
+//! inode and device and the reference: importing an unchanged archive again (every build of a
+//! recipe on it) reads nothing but the small manifest and config blobs.
+//!
 //! Entry names in `manifest.json` are paths inside the archive: an absolute name or one with
 //! `..` is refused, as is a name the archive does not hold; symlinks and hard links between
 //! entries (newer `docker save` writes them for shared layers) are followed inside the archive.
@@ -15,17 +19,19 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::digest::{Digest, HashWriter};
+use crate::digest::{Digest, HashWriter, KeyHasher};
 use crate::layer::{commit_blob, temp_path};
 use crate::oci::{
     Descriptor, ImageConfig, Manifest, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR,
     MEDIA_LAYER_ZSTD, MEDIA_MANIFEST,
 };
-use crate::store::{io_err, StoreError};
+use crate::store::{io_err, write_atomic, StoreError};
 use crate::Store;
 
 /// The largest `manifest.json` or config we read into memory.
@@ -439,9 +445,56 @@ fn parse_config(archive: &Path, name: &str, bytes: &[u8]) -> Result<ImageConfig,
     serde_json::from_value(v).map_err(json_err)
 }
 
+/// Where the import of `archive` (as it is now) with `reference` is remembered.
+fn memo_path(store: &Store, archive: &Path, reference: Option<&str>) -> Option<PathBuf> {
+    let m = std::fs::metadata(archive).ok()?;
+    let canon = std::fs::canonicalize(archive).ok()?;
+    let mut k = KeyHasher::new();
+    k.field("agent-images docker-archive import v1")
+        .field(canon.as_os_str().as_bytes())
+        .field(reference.unwrap_or(""))
+        .field(m.len().to_le_bytes())
+        .field(m.mtime().to_le_bytes())
+        .field(m.mtime_nsec().to_le_bytes())
+        .field(m.ino().to_le_bytes())
+        .field(m.dev().to_le_bytes());
+    Some(
+        store
+            .cache_dir()
+            .join(format!("docker-archive-{}.json", k.finish().hex())),
+    )
+}
+
+/// The manifest a memo names, if it and every blob it needs are still in the store.
+fn remembered(store: &Store, memo: &Path) -> Option<Descriptor> {
+    let d: Descriptor = serde_json::from_slice(&std::fs::read(memo).ok()?).ok()?;
+    let m: Manifest = serde_json::from_slice(&store.read_blob(&d.digest).ok()?).ok()?;
+    std::iter::once(&m.config)
+        .chain(&m.layers)
+        .all(|b| std::fs::metadata(store.blob_path(&b.digest)).is_ok_and(|md| md.len() == b.size))
+        .then_some(d)
+}
+
 /// Imports the image `reference` selects from the docker archive at `archive`; returns the
 /// descriptor of the OCI manifest written to the store.
 pub(crate) fn import(
+    store: &Store,
+    archive: &Path,
+    reference: Option<&str>,
+) -> Result<Descriptor, StoreError> {
+    let memo = memo_path(store, archive, reference);
+    if let Some(d) = memo.as_deref().and_then(|m| remembered(store, m)) {
+        return Ok(d);
+    }
+    let desc = import_uncached(store, archive, reference)?;
+    if let (Some(m), Ok(bytes)) = (memo, serde_json::to_vec(&desc)) {
+        // A memo that cannot be written only costs a re-read next time.
+        let _ = write_atomic(&m, &bytes);
+    }
+    Ok(desc)
+}
+
+fn import_uncached(
     store: &Store,
     archive: &Path,
     reference: Option<&str>,

@@ -173,6 +173,17 @@ fn docker_archives_become_bases_and_imports() {
         .build(&ctx.join("app.yaml"), "app", &opts)
         .expect("rebuild");
     assert_eq!((again.layers_built, again.digest), (0, report.digest));
+    // The import is remembered (keyed by the archive's metadata), so that rebuild read nothing.
+    let memos = std::fs::read_dir(store.root().join("cache"))
+        .expect("cache dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("docker-archive-")
+        })
+        .count();
+    assert_eq!(memos, 1);
 
     // `images import docker-archive:FILE NAME`; skopeo reads the import.
     let imported = store
@@ -296,6 +307,14 @@ fn docker_archives_become_bases_and_imports() {
         err.contains(&format!("Layers[0] {layer0:?}: uncompressed digest")),
         "{err}"
     );
+    // The remembered import does not hide a changed archive: the recipe's archive, rewritten
+    // with the tampered layer, is read again and refused.
+    std::fs::copy(&path, &archive).expect("overwrite the base archive");
+    let err = store
+        .build(&ctx.join("app.yaml"), "app", &opts)
+        .expect_err("the rewritten archive is read again")
+        .to_string();
+    assert!(err.contains("uncompressed digest"), "{err}");
     // An OCI archive is not a docker archive.
     let oci_tar = t.join("oci.tar");
     store.export("base", &oci_tar).expect("export");
