@@ -1,5 +1,6 @@
 //! OCI archives: a tar of an OCI image layout (`oci-archive:` in skopeo's terms), read on
-//! import and written on export. Docker archives (`docker save`) are not supported yet.
+//! import and written on export. A Docker archive (`docker save`: `manifest.json`, no
+//! `index.json`) is handed to `docker_archive`.
 
 use std::fs::File;
 use std::io::{self, BufWriter};
@@ -49,16 +50,13 @@ pub(crate) fn import_archive(
         }
     }
     let Some(index) = index else {
-        return Err(if docker {
-            StoreError::Unsupported {
-                path: path.to_path_buf(),
-                what: "docker-archive (docker save) import".to_string(),
-            }
+        return if docker {
+            crate::docker_archive::import(store, path, reference)
         } else {
-            StoreError::NotALayout {
+            Err(StoreError::NotALayout {
                 path: path.to_path_buf(),
-            }
-        });
+            })
+        };
     };
     let index: Index = parse_json(path, &index)?;
     let fetch = |d: &Descriptor| store.read_blob(&d.digest);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::closure::{self, ClosureError};
+use crate::debootstrap::{self, DebootstrapError};
 use crate::digest::{Digest, KeyHasher};
 use crate::ignore::{Ignore, IgnoreError};
 use crate::layer::{self, Compression, LayerError, Tree};
@@ -140,6 +141,12 @@ pub enum BuildError {
         #[source]
         source: StoreError,
     },
+    #[error("{recipe}: base debootstrap: {source}")]
+    Debootstrap {
+        recipe: PathBuf,
+        #[source]
+        source: DebootstrapError,
+    },
     #[error("{recipe}: step {step} ({what}): {source}")]
     Walk {
         recipe: PathBuf,
@@ -169,12 +176,6 @@ pub enum BuildError {
         step: usize,
         what: String,
         message: String,
-    },
-    #[error("{recipe}: {what} is not supported yet{why}")]
-    NotSupported {
-        recipe: PathBuf,
-        what: String,
-        why: &'static str,
     },
     #[error("{recipe}: {source}")]
     Store {
@@ -326,14 +327,6 @@ impl Builder<'_> {
         self.recipe_path.to_path_buf()
     }
 
-    fn not_supported(&self, what: String, why: &'static str) -> BuildError {
-        BuildError::NotSupported {
-            recipe: self.recipe(),
-            what,
-            why,
-        }
-    }
-
     fn base(&mut self, recipe: &Recipe) -> Result<Image, BuildError> {
         let t = Instant::now();
         let dir = self.recipe_path.parent().unwrap_or(Path::new("."));
@@ -370,47 +363,89 @@ impl Builder<'_> {
                     &recipe.paths,
                     Some(&self.store.cache_dir()),
                 )
-                    .map_err(|source| BuildError::Closure {
-                        recipe: self.recipe(),
-                        source,
-                    })?;
+                .map_err(|source| BuildError::Closure {
+                    recipe: self.recipe(),
+                    source,
+                })?;
                 self.report.warnings.extend(c.warnings);
                 let content = c.key.unwrap_or_else(|| Digest::of(b""));
                 self.layer(0, &what, &content, &c.tree, &mut image, t)?;
             }
-            Base::Oci(src) => self.oci_base(&recipe.base, &src, &mut image, t)?,
-            Base::OciArchive(p) => {
-                self.oci_base(&recipe.base, &p.to_string_lossy(), &mut image, t)?
+            Base::Oci(src) => {
+                self.oci_base(&recipe.base, &mut image, t, |s| s.import_manifest(&src))?
             }
-            Base::DockerArchive(_) => {
-                return Err(self.not_supported(
-                    "base docker-archive".to_string(),
-                    " (save the image as an OCI layout, e.g. `skopeo copy docker-archive:F oci:DIR:TAG`, and use oci:DIR:TAG)",
-                ))
-            }
-            Base::Debootstrap => {
-                return Err(self.not_supported(
-                    "base debootstrap".to_string(),
-                    " (use host-closure with packages, or an OCI base)",
-                ))
-            }
+            Base::OciArchive(p) => self.oci_base(&recipe.base, &mut image, t, |s| {
+                s.import_manifest(&p.to_string_lossy())
+            })?,
+            Base::DockerArchive(p) => self.oci_base(&recipe.base, &mut image, t, |s| {
+                crate::docker_archive::import_source(s, &p.to_string_lossy())
+            })?,
+            Base::Debootstrap => self.debootstrap_base(recipe, &mut image, t)?,
         }
         Ok(image)
     }
 
+    /// The `debootstrap` base: one layer, from the step cache or made by `debootstrap`.
+    fn debootstrap_base(
+        &mut self,
+        recipe: &Recipe,
+        image: &mut Image,
+        t: Instant,
+    ) -> Result<(), BuildError> {
+        let layer = debootstrap::Spec::from_recipe(recipe)
+            .and_then(|spec| {
+                let l = debootstrap::base_layer(self.store, &spec, self.opts)?;
+                Ok((spec.describe(), l))
+            })
+            .map_err(|source| BuildError::Debootstrap {
+                recipe: self.recipe(),
+                source,
+            });
+        let (what, l) = layer?;
+        self.report.warnings.extend(l.warnings);
+        let outcome = if l.built {
+            self.report.layers_built += 1;
+            self.report.bytes_archived += l.bytes_read;
+            StepOutcome::Built {
+                layer: l.descriptor.digest.clone(),
+                bytes_read: l.bytes_read,
+            }
+        } else {
+            self.report.layers_cached += 1;
+            StepOutcome::Cached {
+                layer: l.descriptor.digest.clone(),
+            }
+        };
+        image.parent = l.descriptor.digest.to_string();
+        image.layers.push(l.descriptor);
+        image.config.rootfs.diff_ids.push(l.diff_id);
+        image.config.history.push(History {
+            created_by: Some(what.clone()),
+            ..Default::default()
+        });
+        self.report.steps.push(StepReport {
+            index: 0,
+            what,
+            outcome,
+            elapsed: t.elapsed(),
+        });
+        Ok(())
+    }
+
+    /// An image base: `import` copies it into the store and names its manifest.
     fn oci_base(
         &mut self,
         base: &str,
-        src: &str,
         image: &mut Image,
         t: Instant,
+        import: impl FnOnce(&Store) -> Result<Descriptor, StoreError>,
     ) -> Result<(), BuildError> {
         let err = |source| BuildError::BaseImage {
             recipe: self.recipe_path.to_path_buf(),
             base: base.to_string(),
             source,
         };
-        let desc = self.store.import_manifest(src).map_err(err)?;
+        let desc = import(self.store).map_err(err)?;
         let path = self.store.blob_path(&desc.digest);
         let m: Manifest =
             parse_json(&path, &self.store.read_blob(&desc.digest).map_err(err)?).map_err(err)?;

@@ -9,7 +9,9 @@
 mod archive;
 pub mod build;
 pub mod closure;
+pub mod debootstrap;
 pub mod digest;
+mod docker_archive;
 pub mod ignore;
 pub mod layer;
 pub mod oci;

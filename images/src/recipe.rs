@@ -22,6 +22,16 @@ pub struct Recipe {
     /// shared-library closure of the ELF files among them).
     #[serde(default)]
     pub paths: Vec<String>,
+    /// For `debootstrap`: the Debian suite (default: the host's `VERSION_CODENAME`).
+    pub suite: Option<String>,
+    /// For `debootstrap`: `minbase` (default), `buildd` or `default` (debootstrap's own).
+    pub variant: Option<String>,
+    /// For `debootstrap`: the mirror URL (default: the first `deb` URI of the host's apt
+    /// sources that serves the suite).
+    pub mirror: Option<String>,
+    /// For `debootstrap`: more packages to install (`--include`).
+    #[serde(default)]
+    pub include: Vec<String>,
     /// Build context directory, relative to the recipe (default: the recipe's directory).
     pub context: Option<PathBuf>,
     /// Ignore file in `.dockerignore` syntax, relative to the context (default:
@@ -174,6 +184,18 @@ pub enum RecipeError {
         field: &'static str,
         base: String,
     },
+    #[error("{path}: {field}: only for base debootstrap (base is {base:?})")]
+    DebootstrapOnly {
+        path: PathBuf,
+        field: &'static str,
+        base: String,
+    },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
 }
 
 const BASES: &[&str] = &["scratch", "host-closure", "debootstrap"];
@@ -232,6 +254,7 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, RecipeError> {
             }
         }
     }
+    check_debootstrap_fields(path, &recipe)?;
     let context = recipe.context_dir(path);
     if !context.is_dir() {
         return Err(RecipeError::Context {
@@ -240,6 +263,80 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, RecipeError> {
         });
     }
     Ok(recipe)
+}
+
+/// The `debootstrap` fields: only with that base, and values debootstrap takes as they are
+/// (no option-like or blank words).
+fn check_debootstrap_fields(path: &Path, recipe: &Recipe) -> Result<(), RecipeError> {
+    if recipe.base != "debootstrap" {
+        for (field, set) in [
+            ("suite", recipe.suite.is_some()),
+            ("variant", recipe.variant.is_some()),
+            ("mirror", recipe.mirror.is_some()),
+            ("include", !recipe.include.is_empty()),
+        ] {
+            if set {
+                return Err(RecipeError::DebootstrapOnly {
+                    path: path.to_path_buf(),
+                    field,
+                    base: recipe.base.clone(),
+                });
+            }
+        }
+        return Ok(());
+    }
+    let invalid = |field: String, message: String| RecipeError::Invalid {
+        path: path.to_path_buf(),
+        field,
+        message,
+    };
+    // Debian package and suite names: lowercase letters, digits, `+ - .`, first alphanumeric.
+    let debian_name = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+    };
+    if let Some(s) = recipe.suite.as_deref().filter(|s| !debian_name(s)) {
+        return Err(invalid(
+            "suite".to_string(),
+            format!("{s:?} is not a Debian suite name (e.g. bookworm, trixie, stable)"),
+        ));
+    }
+    if let Some(v) = recipe
+        .variant
+        .as_deref()
+        .filter(|v| !crate::debootstrap::VARIANTS.contains(v))
+    {
+        return Err(invalid(
+            "variant".to_string(),
+            format!(
+                "unknown variant {v:?} (use {})",
+                crate::debootstrap::VARIANTS.join(", ")
+            ),
+        ));
+    }
+    if let Some(m) = recipe.mirror.as_deref() {
+        let scheme = ["http://", "https://", "file:/"]
+            .iter()
+            .any(|p| m.starts_with(p));
+        if !scheme || m.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "mirror".to_string(),
+                format!("{m:?} is not an http://, https:// or file:/ URL"),
+            ));
+        }
+    }
+    for (i, p) in recipe.include.iter().enumerate() {
+        if !debian_name(p) {
+            return Err(invalid(
+                format!("include[{i}]"),
+                format!("{p:?} is not a Debian package name"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -284,6 +381,41 @@ mod tests {
             Some(Base::Oci("/r/base:v1".to_string()))
         );
         assert_eq!(r.context_dir(&full), dir);
+        let deb = dir.join("deb.yaml");
+        std::fs::write(
+            &deb,
+            "base: debootstrap\nsuite: bookworm\nvariant: buildd\ninclude: [python3, ca-certificates]\n",
+        )
+        .unwrap();
+        let r = load_recipe(&deb).unwrap();
+        assert_eq!(r.base_kind(&dir), Some(Base::Debootstrap));
+        assert_eq!(r.include, ["python3", "ca-certificates"]);
+        for (text, want) in [
+            (
+                "base: scratch\nsuite: bookworm\n",
+                "suite: only for base debootstrap",
+            ),
+            (
+                "base: debootstrap\nvariant: tiny\n",
+                "variant: unknown variant \"tiny\"",
+            ),
+            (
+                "base: debootstrap\ninclude: [ok, --foreign]\n",
+                "include[1]: \"--foreign\" is not a Debian package name",
+            ),
+            (
+                "base: debootstrap\nmirror: \"ftp://x y\"\n",
+                "mirror: \"ftp://x y\" is not an http",
+            ),
+            (
+                "base: debootstrap\nsuite: Bookworm\n",
+                "suite: \"Bookworm\" is not a Debian suite name",
+            ),
+        ] {
+            std::fs::write(&deb, text).unwrap();
+            let err = load_recipe(&deb).unwrap_err().to_string();
+            assert!(err.contains(&format!("deb.yaml: {want}")), "{text}: {err}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

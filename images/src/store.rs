@@ -376,12 +376,22 @@ impl Store {
         Ok(report)
     }
 
-    /// Imports an image as `name` from an OCI layout directory (`DIR` or `DIR:REF`) or an
-    /// OCI archive (a tar of a layout). Returns the image's manifest descriptor.
+    /// Imports an image as `name` from an OCI layout directory (`DIR` or `DIR:REF`), an
+    /// OCI archive (a tar of a layout) or a Docker archive (`docker save`). A skopeo-style
+    /// transport prefix may say which: `oci:`, `oci-archive:`, or `docker-archive:FILE` with
+    /// an optional `:NAME:TAG`, `:TAG` or `:@INDEX` choosing among the archive's images.
     pub fn import(&self, source: &str, name: &str) -> Result<ImageSummary, StoreError> {
         check_name(name)?;
         let _gc = self.lock_gc(false)?;
-        let desc = self.import_manifest(source)?;
+        let desc = match source.strip_prefix("docker-archive:") {
+            Some(rest) => crate::docker_archive::import_source(self, rest)?,
+            None => self.import_manifest(
+                source
+                    .strip_prefix("oci-archive:")
+                    .or_else(|| source.strip_prefix("oci:"))
+                    .unwrap_or(source),
+            )?,
+        };
         self.tag(name, &desc)?;
         let info = self.inspect(name)?;
         Ok(ImageSummary {

@@ -122,7 +122,7 @@ enum ImagesCmd {
     Rm { name: String },
     /// Remove blobs and cache entries no image uses.
     Prune,
-    /// Import an OCI layout (`DIR`, `DIR:REF`) or OCI archive as NAME.
+    /// Import an OCI layout (`DIR`, `DIR:REF`), OCI archive or `docker-archive:FILE[:NAME:TAG]` as NAME.
     Import { source: String, name: String },
     /// Export an image to an OCI layout directory (or `FILE.tar`).
     Export { name: String, dest: PathBuf },
