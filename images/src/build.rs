@@ -8,6 +8,7 @@
 //! step, and every layer step after it, is rebuilt.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use crate::oci::{
     host_architecture, Descriptor, History, ImageConfig, Manifest, RootFs, MEDIA_CONFIG,
     MEDIA_MANIFEST,
 };
-use crate::pycheck::{self, PyError};
+use crate::pycheck::{Checker, PyError};
 use crate::recipe::{load_recipe, Base, Recipe, RecipeError, Step};
 use crate::store::{check_name, parse_json, Store, StoreError};
 use crate::walk::{self, WalkError, WalkStats};
@@ -37,6 +38,46 @@ pub struct BuildOptions {
     pub source_date_epoch: u64,
     /// Interpreter for the build-time syntax check of copied `.py` files.
     pub python: String,
+    /// Told what the build is doing while it runs (progress bars, logs).
+    pub observer: Option<BuildObserver>,
+}
+
+/// What a build reports while it runs, in this order: `Started`, then per step
+/// `StepStarted`, any `LayerBytes`, `StepFinished`; then `Done` (not after an error).
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    /// `steps` counts the base (step 0) and every step of the recipe.
+    Started {
+        image: String,
+        steps: usize,
+    },
+    StepStarted {
+        index: usize,
+        what: String,
+    },
+    /// A layer is being written: bytes read from files so far, of `total`.
+    LayerBytes {
+        index: usize,
+        done: u64,
+        total: u64,
+    },
+    /// The step's report: built, cached, imported or a configuration change.
+    StepFinished(StepReport),
+    Done {
+        image: String,
+        digest: Digest,
+        elapsed: Duration,
+    },
+}
+
+/// The observer of [`BuildOptions`]: called on the building thread for every [`BuildEvent`].
+#[derive(Clone)]
+pub struct BuildObserver(pub Arc<dyn Fn(&BuildEvent) + Send + Sync>);
+
+impl std::fmt::Debug for BuildObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuildObserver")
+    }
 }
 
 impl Default for BuildOptions {
@@ -47,6 +88,7 @@ impl Default for BuildOptions {
             level: None,
             source_date_epoch: 0,
             python: "python3".to_string(),
+            observer: None,
         }
     }
 }
@@ -234,6 +276,9 @@ impl Store {
             store: self,
             recipe_path,
             opts,
+            wants_python: recipe.check_python.unwrap_or(true)
+                && recipe.steps.iter().any(|s| matches!(s, Step::Copy { .. })),
+            checker: None,
             report: BuildReport {
                 name: name.to_string(),
                 digest: Digest::of(b""),
@@ -248,12 +293,28 @@ impl Store {
                 elapsed: Duration::ZERO,
             },
         };
+        b.emit(|| BuildEvent::Started {
+            image: name.to_string(),
+            steps: recipe.steps.len() + 1,
+        });
+        b.emit(|| BuildEvent::StepStarted {
+            index: 0,
+            what: format!("base {}", recipe.base),
+        });
         let mut image = b.base(&recipe)?;
+        b.step_finished();
         let context = recipe.context_dir(recipe_path);
         let ignore = b.ignore_rules(&recipe, &context)?;
         for (i, step) in recipe.steps.iter().enumerate() {
+            b.emit(|| BuildEvent::StepStarted {
+                index: i + 1,
+                what: describe(step),
+            });
             b.step(&recipe, &context, &ignore, i + 1, step, &mut image)?;
+            b.step_finished();
         }
+        // The checker is not needed any more.
+        b.checker = None;
         let config = serde_json::to_vec(&image.config).map_err(|source| {
             store_err(StoreError::Json {
                 path: recipe_path.to_path_buf(),
@@ -282,6 +343,13 @@ impl Store {
         report.digest = desc.digest;
         report.config_digest = config_desc.digest;
         report.elapsed = start.elapsed();
+        if let Some(o) = &opts.observer {
+            (o.0)(&BuildEvent::Done {
+                image: name.to_string(),
+                digest: report.digest.clone(),
+                elapsed: report.elapsed,
+            });
+        }
         Ok(report)
     }
 }
@@ -291,9 +359,26 @@ struct Builder<'a> {
     recipe_path: &'a Path,
     opts: &'a BuildOptions,
     report: BuildReport,
+    /// A copy step may check Python sources: start the checker at the first rebuilt layer.
+    wants_python: bool,
+    /// The Python checker, once started (or why it could not be).
+    checker: Option<Result<Checker, String>>,
 }
 
 impl Builder<'_> {
+    fn emit(&self, event: impl FnOnce() -> BuildEvent) {
+        if let Some(o) = &self.opts.observer {
+            (o.0)(&event());
+        }
+    }
+
+    /// Reports the step just finished (the last one of the report).
+    fn step_finished(&self) {
+        if let Some(last) = self.report.steps.last() {
+            self.emit(|| BuildEvent::StepFinished(last.clone()));
+        }
+    }
+
     fn recipe(&self) -> PathBuf {
         self.recipe_path.to_path_buf()
     }
@@ -530,7 +615,8 @@ impl Builder<'_> {
     ) -> Result<(), BuildError> {
         let o = self.opts;
         let mut k = KeyHasher::new();
-        k.field("agent-images step v1")
+        // v2: zstd layers are written by zstd's multi-threaded encoder (other frames).
+        k.field("agent-images step v2")
             .field(&image.parent)
             .field(what)
             .field(content.as_str())
@@ -562,13 +648,26 @@ impl Builder<'_> {
                 }
             }
             None => {
+                if self.wants_python && self.checker.is_none() {
+                    // Starts now and gets ready while this layer is written.
+                    self.checker = Some(Checker::start(&o.python));
+                }
                 self.python_check(index, what, py)?;
-                let blob = layer::write_layer(
+                let total = if o.observer.is_some() {
+                    layer::file_bytes(tree)
+                } else {
+                    0
+                };
+                let mut progress = |done: u64| {
+                    self.emit(|| BuildEvent::LayerBytes { index, done, total });
+                };
+                let blob = layer::write_layer_with_progress(
                     tree,
                     o.compression,
                     o.level,
                     o.source_date_epoch,
                     &self.store.blobs_dir(),
+                    &mut progress,
                 )
                 .map_err(|source| BuildError::Layer {
                     recipe: self.recipe(),
@@ -623,7 +722,13 @@ impl Builder<'_> {
         if py.is_empty() {
             return Ok(());
         }
-        match pycheck::check(&self.opts.python, py) {
+        let python = &self.opts.python;
+        let checker = self.checker.get_or_insert_with(|| Checker::start(python));
+        let result = match checker {
+            Ok(c) => c.check(py),
+            Err(why) => Err(why.clone()),
+        };
+        match result {
             Ok(errors) if errors.is_empty() => {
                 self.report.python_checked += py.len();
                 Ok(())

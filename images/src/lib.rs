@@ -18,7 +18,9 @@ pub mod recipe;
 pub mod store;
 pub mod walk;
 
-pub use build::{BuildError, BuildOptions, BuildReport, StepOutcome, StepReport};
+pub use build::{
+    BuildError, BuildEvent, BuildObserver, BuildOptions, BuildReport, StepOutcome, StepReport,
+};
 pub use digest::Digest;
 pub use layer::Compression;
 pub use pycheck::PyError;
