@@ -9,7 +9,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-packages=(python3 redis-server redis-tools iproute2 procps util-linux kmod zstd prometheus crun runc skopeo umoci supervisor)
+packages=(python3 redis-server redis-tools iproute2 procps util-linux kmod zstd prometheus crun runc skopeo umoci supervisor buildah)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
