@@ -302,7 +302,7 @@ impl Store {
             what: format!("base {}", recipe.base),
         });
         let mut image = b.base(&recipe)?;
-        b.step_finished();
+        b.step_finished(0);
         let context = recipe.context_dir(recipe_path);
         let ignore = b.ignore_rules(&recipe, &context)?;
         for (i, step) in recipe.steps.iter().enumerate() {
@@ -311,7 +311,7 @@ impl Store {
                 what: describe(step),
             });
             b.step(&recipe, &context, &ignore, i + 1, step, &mut image)?;
-            b.step_finished();
+            b.step_finished(i + 1);
         }
         // The checker is not needed any more.
         b.checker = None;
@@ -372,9 +372,9 @@ impl Builder<'_> {
         }
     }
 
-    /// Reports the step just finished (the last one of the report).
-    fn step_finished(&self) {
-        if let Some(last) = self.report.steps.last() {
+    /// Reports step `index` once it is in the report (a `scratch` base has no step 0).
+    fn step_finished(&self, index: usize) {
+        if let Some(last) = self.report.steps.last().filter(|s| s.index == index) {
             self.emit(|| BuildEvent::StepFinished(last.clone()));
         }
     }
