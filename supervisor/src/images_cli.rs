@@ -4,7 +4,7 @@
 //! While `build` runs it shows progress on stderr: `indicatif` bars when stderr is a terminal
 //! (per image: steps done of all, the current step, bytes archived), otherwise one plain line
 //! per finished step (image, step, built/cached, bytes, time):
-//! `tiny [2/4] step 1 copy app -> /app: built, 31 bytes, 0.004 s`.
+//! `tiny [2/4] step 1 copy app -> /app: built, 30 bytes, 0.030 s`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
