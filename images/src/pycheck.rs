@@ -1,6 +1,6 @@
 //! Build-time syntax check of the Python sources a `copy` step puts into an image.
 //!
-//! One `python3 -I -S` process per build `compile()`s every `.py` file (nothing is written next
+//! One `python3 -I -S -W ignore` process per build `compile()`s every `.py` file (nothing is written next
 //! to them); a file that does not compile fails the build with `path:line`. The process is
 //! started at the build's first rebuilt layer, so the interpreter's start-up (a `pyenv` shim
 //! alone costs tens of milliseconds) overlaps the archiving of that layer, and it serves every
@@ -9,6 +9,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
 
 /// Reads batches of paths (one per line, a batch ends with an empty line); for each batch
 /// prints one line per failing file, `index<TAB>line<TAB>ErrorType: message`, then `-`.
@@ -56,13 +57,16 @@ pub struct Checker {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
+    /// Drains stderr (so the interpreter never blocks on it); its last 4 KiB.
+    stderr: Option<JoinHandle<String>>,
 }
 
 impl Checker {
     /// Starts `python`; `Err` says why it cannot run.
     pub fn start(python: &str) -> Result<Checker, String> {
         let mut child = Command::new(python)
-            .args(["-I", "-S", "-c", CHECKER])
+            // -W ignore: compile()'s warnings (e.g. invalid escapes) are not errors.
+            .args(["-I", "-S", "-W", "ignore", "-c", CHECKER])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -73,11 +77,27 @@ impl Checker {
             .stdout
             .take()
             .ok_or_else(|| "interpreter stdout is not piped".to_string())?;
+        let stderr = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                let mut tail = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = e.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    let excess = tail.len().saturating_sub(4096);
+                    tail.drain(..excess);
+                }
+                String::from_utf8_lossy(&tail).into_owned()
+            })
+        });
         Ok(Checker {
             python: python.to_string(),
             child,
             stdin,
             stdout: BufReader::new(stdout),
+            stderr,
         })
     }
 
@@ -128,14 +148,15 @@ impl Checker {
     /// Why the interpreter stopped answering: its exit status and stderr.
     fn failure(&mut self, why: &str) -> String {
         self.stdin = None;
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
         let status = self
             .child
             .wait()
             .map_or_else(|e| e.to_string(), |s| s.to_string());
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
         format!(
             "Python interpreter {:?} failed ({why}), exited with {status}: {}",
             self.python,
@@ -150,6 +171,7 @@ impl Drop for Checker {
         // Not needed any more; it may still be starting up.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The stderr thread ends at end of file; it is not waited for.
     }
 }
 
