@@ -21,13 +21,16 @@ use crate::oci::{
     host_architecture, Descriptor, History, ImageConfig, Manifest, RootFs, MEDIA_CONFIG,
     MEDIA_MANIFEST,
 };
-use crate::pycheck::{self, PyError};
+use crate::pycheck::{Checker, PyError};
 use crate::recipe::{load_recipe, Base, Recipe, RecipeError, Step};
 use crate::store::{check_name, parse_json, Store, StoreError};
 use crate::walk::{self, WalkError, WalkStats};
 
+#[path = "build_events.rs"]
+mod events;
 #[path = "build_run.rs"]
 mod run_step;
+pub use events::{BuildEvent, BuildObserver};
 pub use run_step::{RunLayer, RunRequest, StepRunner};
 
 /// How to build.
@@ -45,6 +48,8 @@ pub struct BuildOptions {
     /// Runs `run` steps in a sandbox (the launcher of `agent-supervisor`); without one, a
     /// recipe with a `run` step is refused.
     pub runner: Option<std::sync::Arc<dyn StepRunner>>,
+    /// Told what the build is doing while it runs (progress bars, logs).
+    pub observer: Option<BuildObserver>,
 }
 
 impl Default for BuildOptions {
@@ -56,6 +61,7 @@ impl Default for BuildOptions {
             source_date_epoch: 0,
             python: "python3".to_string(),
             runner: None,
+            observer: None,
         }
     }
 }
@@ -69,6 +75,7 @@ impl std::fmt::Debug for BuildOptions {
             .field("source_date_epoch", &self.source_date_epoch)
             .field("python", &self.python)
             .field("runner", &self.runner.as_ref().map(|_| "StepRunner"))
+            .field("observer", &self.observer)
             .finish()
     }
 }
@@ -263,6 +270,9 @@ impl Store {
             store: self,
             recipe_path,
             opts,
+            wants_python: recipe.check_python.unwrap_or(true)
+                && recipe.steps.iter().any(|s| matches!(s, Step::Copy { .. })),
+            checker: None,
             report: BuildReport {
                 name: name.to_string(),
                 digest: Digest::of(b""),
@@ -277,12 +287,28 @@ impl Store {
                 elapsed: Duration::ZERO,
             },
         };
+        b.emit(|| BuildEvent::Started {
+            image: name.to_string(),
+            steps: recipe.steps.len() + 1,
+        });
+        b.emit(|| BuildEvent::StepStarted {
+            index: 0,
+            what: format!("base {}", recipe.base),
+        });
         let mut image = b.base(&recipe)?;
+        b.step_finished(0);
         let context = recipe.context_dir(recipe_path);
         let ignore = b.ignore_rules(&recipe, &context)?;
         for (i, step) in recipe.steps.iter().enumerate() {
+            b.emit(|| BuildEvent::StepStarted {
+                index: i + 1,
+                what: describe(step),
+            });
             b.step(&recipe, &context, &ignore, i + 1, step, &mut image)?;
+            b.step_finished(i + 1);
         }
+        // The checker is not needed any more.
+        b.checker = None;
         let config = serde_json::to_vec(&image.config).map_err(|source| {
             store_err(StoreError::Json {
                 path: recipe_path.to_path_buf(),
@@ -311,6 +337,13 @@ impl Store {
         report.digest = desc.digest;
         report.config_digest = config_desc.digest;
         report.elapsed = start.elapsed();
+        if let Some(o) = &opts.observer {
+            (o.0)(&BuildEvent::Done {
+                image: name.to_string(),
+                digest: report.digest.clone(),
+                elapsed: report.elapsed,
+            });
+        }
         Ok(report)
     }
 }
@@ -320,9 +353,26 @@ struct Builder<'a> {
     recipe_path: &'a Path,
     opts: &'a BuildOptions,
     report: BuildReport,
+    /// A copy step may check Python sources: start the checker at the first rebuilt layer.
+    wants_python: bool,
+    /// The Python checker, once started (or why it could not be).
+    checker: Option<Result<Checker, String>>,
 }
 
 impl Builder<'_> {
+    fn emit(&self, event: impl FnOnce() -> BuildEvent) {
+        if let Some(o) = &self.opts.observer {
+            (o.0)(&event());
+        }
+    }
+
+    /// Reports step `index` once it is in the report (a `scratch` base has no step 0).
+    fn step_finished(&self, index: usize) {
+        if let Some(last) = self.report.steps.last().filter(|s| s.index == index) {
+            self.emit(|| BuildEvent::StepFinished(last.clone()));
+        }
+    }
+
     fn recipe(&self) -> PathBuf {
         self.recipe_path.to_path_buf()
     }
@@ -578,7 +628,8 @@ impl Builder<'_> {
     fn cache_entry_path(&self, image: &Image, what: &str, content: &Digest, py: bool) -> PathBuf {
         let o = self.opts;
         let mut k = KeyHasher::new();
-        k.field("agent-images step v1")
+        // v2: zstd layers are written by zstd's multi-threaded encoder (other frames).
+        k.field("agent-images step v2")
             .field(&image.parent)
             .field(what)
             .field(content.as_str())
@@ -632,13 +683,26 @@ impl Builder<'_> {
                 }
             }
             None => {
+                if self.wants_python && self.checker.is_none() {
+                    // Starts now and gets ready while this layer is written.
+                    self.checker = Some(Checker::start(&o.python));
+                }
                 self.python_check(index, what, py)?;
-                let blob = layer::write_layer(
+                let total = if o.observer.is_some() {
+                    layer::file_bytes(tree)
+                } else {
+                    0
+                };
+                let mut progress = |done: u64| {
+                    self.emit(|| BuildEvent::LayerBytes { index, done, total });
+                };
+                let blob = layer::write_layer_with_progress(
                     tree,
                     o.compression,
                     o.level,
                     o.source_date_epoch,
                     &self.store.blobs_dir(),
+                    &mut progress,
                 )
                 .map_err(|source| BuildError::Layer {
                     recipe: self.recipe(),
@@ -693,7 +757,13 @@ impl Builder<'_> {
         if py.is_empty() {
             return Ok(());
         }
-        match pycheck::check(&self.opts.python, py) {
+        let python = &self.opts.python;
+        let checker = self.checker.get_or_insert_with(|| Checker::start(python));
+        let result = match checker {
+            Ok(c) => c.check(py),
+            Err(why) => Err(why.clone()),
+        };
+        match result {
             Ok(errors) if errors.is_empty() => {
                 self.report.python_checked += py.len();
                 Ok(())

@@ -98,17 +98,18 @@ pub fn gather(
         add_host_path(&mut c.tree, r, &mut seen, 0, true)?;
     }
     // Shared-library closure of every ELF file gathered so far (one `ldd` run).
-    let elves: Vec<PathBuf> = c
+    let elves: Vec<(PathBuf, ElfInfo)> = c
         .tree
         .values()
         .filter_map(|e| match &e.source {
             Source::File(p) if e.mode & 0o111 != 0 || is_so_name(p) => Some(p.clone()),
             _ => None,
         })
-        .filter(|p| is_elf(p))
+        .filter_map(|p| elf_info(&p).map(|i| (p, i)))
         .collect();
+    let elf_paths: Vec<PathBuf> = elves.iter().map(|(p, _)| p.clone()).collect();
     let memo = match memo_dir {
-        Some(dir) => Some(dir.join(format!("ldd-{}.json", metadata_key(&elves)?.hex()))),
+        Some(dir) => Some(dir.join(format!("ldd-{}.json", metadata_key(&elf_paths)?.hex()))),
         None => None,
     };
     let remembered: Option<(BTreeSet<PathBuf>, Vec<String>)> = memo
@@ -122,7 +123,7 @@ pub fn gather(
         Some(r) => r,
         None => {
             let mut warnings = Vec::new();
-            let libs = ldd(&elves, &mut warnings)?;
+            let libs = shared_libraries(&elves, &mut warnings)?;
             if let Some(m) = &memo {
                 // Only a speed-up: a memo that cannot be written is recomputed next time.
                 if let Ok(bytes) = serde_json::to_vec(&(&libs, &warnings)) {
@@ -148,12 +149,115 @@ fn is_so_name(p: &Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().contains(".so"))
 }
 
-fn is_elf(p: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::File::open(p)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == *b"\x7fELF"
+/// What the library closure needs to know about an ELF file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ElfInfo {
+    /// `EI_CLASS` (1: 32-bit, 2: 64-bit), `EI_DATA` (byte order) and `e_machine`.
+    class: u8,
+    data: u8,
+    machine: u16,
+    /// Has a `PT_DYNAMIC` segment (links shared libraries at run time).
+    dynamic: bool,
+    /// The `PT_INTERP` path (programs only).
+    interp: Option<PathBuf>,
+}
+
+/// Reads the ELF header and program headers of `p`; `None` if it is not an ELF file.
+fn elf_info(p: &Path) -> Option<ElfInfo> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(p).ok()?;
+    let mut h = [0u8; 64];
+    let n = read_up_to(&mut f, &mut h)?;
+    if n < 52 || h[..4] != *b"\x7fELF" {
+        return None;
+    }
+    let (class, data) = (h[4], h[5]);
+    let u16_at = |b: &[u8], o: usize| -> Option<u16> {
+        let a: [u8; 2] = b.get(o..o + 2)?.try_into().ok()?;
+        Some(if data == 2 {
+            u16::from_be_bytes(a)
+        } else {
+            u16::from_le_bytes(a)
+        })
+    };
+    let u32_at = |b: &[u8], o: usize| -> Option<u32> {
+        let a: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
+        Some(if data == 2 {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        })
+    };
+    let u64_at = |b: &[u8], o: usize| -> Option<u64> {
+        let a: [u8; 8] = b.get(o..o + 8)?.try_into().ok()?;
+        Some(if data == 2 {
+            u64::from_be_bytes(a)
+        } else {
+            u64::from_le_bytes(a)
+        })
+    };
+    let machine = u16_at(&h, 18)?;
+    // (phoff, phentsize, phnum) and, per program header, (type, offset, filesz) offsets.
+    let ((phoff, phentsize, phnum), (o_off, o_size)) = match class {
+        1 => (
+            (u64::from(u32_at(&h, 28)?), u16_at(&h, 42)?, u16_at(&h, 44)?),
+            (4, 16),
+        ),
+        2 if n >= 64 => ((u64_at(&h, 32)?, u16_at(&h, 54)?, u16_at(&h, 56)?), (8, 32)),
+        _ => return None,
+    };
+    let mut info = ElfInfo {
+        class,
+        data,
+        machine,
+        dynamic: false,
+        interp: None,
+    };
+    let entsize = usize::from(phentsize);
+    if entsize < if class == 1 { 32 } else { 56 } {
+        return Some(info);
+    }
+    let mut ph = vec![0u8; entsize * usize::from(phnum)];
+    f.seek(SeekFrom::Start(phoff)).ok()?;
+    f.read_exact(&mut ph).ok()?;
+    let at = |b: &[u8], o: usize| -> Option<u64> {
+        if class == 1 {
+            u32_at(b, o).map(u64::from)
+        } else {
+            u64_at(b, o)
+        }
+    };
+    for e in ph.chunks_exact(entsize) {
+        match u32_at(e, 0)? {
+            2 => info.dynamic = true,
+            3 => {
+                let (off, size) = (at(e, o_off)?, at(e, o_size)?.min(4096));
+                let mut s = vec![0u8; usize::try_from(size).ok()?];
+                f.seek(SeekFrom::Start(off)).ok()?;
+                f.read_exact(&mut s).ok()?;
+                let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+                s.truncate(end);
+                info.interp = Some(PathBuf::from(
+                    <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(s),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Some(info)
+}
+
+fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> Option<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(n)
 }
 
 const SYSTEM_PATH: &[&str] = &[
@@ -208,6 +312,81 @@ fn dpkg_list(packages: &[String]) -> Result<Vec<PathBuf>, ClosureError> {
         .collect())
 }
 
+/// Libraries needed by the dynamically linked `files`.
+///
+/// `ldd` is a shell script that runs the dynamic loader twice per file (`--verify`, then the
+/// trace); this asks the loader directly, once per file (`ld.so --list FILE`, the trace `ldd`
+/// prints), spread over the CPUs. Only files of this process's own ELF class and machine go to
+/// its loader (`PT_INTERP` of `/proc/self/exe`); any other file, or every file when this
+/// process has no loader, goes to `ldd`. Static files need nothing.
+fn shared_libraries(
+    files: &[(PathBuf, ElfInfo)],
+    warnings: &mut Vec<String>,
+) -> Result<BTreeSet<PathBuf>, ClosureError> {
+    let mut libs = BTreeSet::new();
+    let own = elf_info(Path::new("/proc/self/exe"));
+    let loader = own
+        .as_ref()
+        .and_then(|o| o.interp.clone())
+        .filter(|l| l.is_file());
+    let mut direct = Vec::new();
+    let mut rest = Vec::new();
+    for (p, info) in files.iter().filter(|(_, i)| i.dynamic) {
+        let same = own
+            .as_ref()
+            .is_some_and(|o| (o.class, o.data, o.machine) == (info.class, info.data, info.machine));
+        if same && loader.is_some() {
+            direct.push(p.clone());
+        } else {
+            rest.push(p.clone());
+        }
+    }
+    if let Some(loader) = &loader {
+        for (file, out) in direct.iter().zip(loader_list(loader, &direct)?) {
+            parse_trace(&out, &file.display().to_string(), &mut libs, warnings);
+        }
+    }
+    libs.extend(ldd(&rest, warnings)?);
+    Ok(libs)
+}
+
+/// `loader --list FILE` for every file, on as many threads as there are CPUs; the outputs in
+/// the order of `files`.
+fn loader_list(loader: &Path, files: &[PathBuf]) -> Result<Vec<Vec<u8>>, ClosureError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(files.len().max(1));
+    let run = |f: &PathBuf| -> Result<Vec<u8>, ClosureError> {
+        // The exit status is not checked: like ldd's, the trace is usable when a library is
+        // missing (it says `not found`), and that becomes a warning.
+        Command::new(loader)
+            .arg("--list")
+            .arg(f)
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|o| o.stdout)
+            .map_err(|source| ClosureError::Io {
+                path: loader.to_path_buf(),
+                source,
+            })
+    };
+    let chunk = files.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(run).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut out = Vec::with_capacity(files.len());
+        for h in handles {
+            out.extend(h.join().expect("a loader thread does not panic")?);
+        }
+        Ok(out)
+    })
+}
+
 /// Libraries needed by `files`, from one `ldd` run.
 fn ldd(files: &[PathBuf], warnings: &mut Vec<String>) -> Result<BTreeSet<PathBuf>, ClosureError> {
     let mut libs = BTreeSet::new();
@@ -223,8 +402,19 @@ fn ldd(files: &[PathBuf], warnings: &mut Vec<String>) -> Result<BTreeSet<PathBuf
             source,
         })?;
     // ldd exits non-zero when one file is not dynamic; its output is still usable.
-    let mut current = files.first().map(|f| f.display().to_string());
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    let first = files
+        .first()
+        .map(|f| f.display().to_string())
+        .unwrap_or_default();
+    parse_trace(&out.stdout, &first, &mut libs, warnings);
+    Ok(libs)
+}
+
+/// Parses the loader's trace (`name => /path (addr)` lines; `file:` headers when `ldd` was
+/// given several files) into `libs`; missing libraries become warnings.
+fn parse_trace(out: &[u8], first: &str, libs: &mut BTreeSet<PathBuf>, warnings: &mut Vec<String>) {
+    let mut current = Some(first.to_string());
+    for line in String::from_utf8_lossy(out).lines() {
         if !line.starts_with(char::is_whitespace) && line.ends_with(':') {
             current = Some(line.trim_end_matches(':').to_string());
             continue;
@@ -245,7 +435,6 @@ fn ldd(files: &[PathBuf], warnings: &mut Vec<String>) -> Result<BTreeSet<PathBuf
             }
         }
     }
-    Ok(libs)
 }
 
 /// Lexically joins a symlink's target onto the directory holding the link.
@@ -423,6 +612,41 @@ fn key(tree: &Tree) -> Result<Digest, ClosureError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loader asked directly gives the same libraries and warnings as `ldd` itself.
+    #[test]
+    fn loader_trace_matches_ldd() {
+        let mut files: Vec<PathBuf> = ["/usr/bin/python3", "/bin/sh", "/usr/bin/ldd"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        if let Ok(rd) = std::fs::read_dir("/usr/lib/python3.11/lib-dynload") {
+            files.extend(rd.filter_map(Result::ok).map(|d| d.path()));
+        }
+        let elves: Vec<(PathBuf, ElfInfo)> = files
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .filter_map(|p| elf_info(&p).map(|i| (p, i)))
+            .collect();
+        // /usr/bin/ldd is a shell script: not an ELF file.
+        assert!(elf_info(Path::new("/usr/bin/ldd")).is_none());
+        if elves.is_empty() {
+            assert!(std::env::var_os("CI").is_none(), "no ELF files found");
+            eprintln!("skipped: none of {files:?} is an ELF file");
+            return;
+        }
+        let (mut w1, mut w2) = (Vec::new(), Vec::new());
+        let direct = shared_libraries(&elves, &mut w1).expect("loader trace");
+        let paths: Vec<PathBuf> = elves.iter().map(|(p, _)| p.clone()).collect();
+        let reference = ldd(&paths, &mut w2).expect("ldd");
+        assert!(direct
+            .iter()
+            .any(|l| l.to_string_lossy().contains("libc.so")));
+        assert_eq!(direct, reference);
+        w1.sort();
+        w2.sort();
+        assert_eq!(w1, w2);
+    }
 
     #[test]
     fn resolve_is_lexical() {

@@ -85,6 +85,16 @@ pub fn add_parents(tree: &mut Tree, path: &str) {
     }
 }
 
+/// The bytes of the regular files of `tree` (what writing it reads), by their current size.
+pub fn file_bytes(tree: &Tree) -> u64 {
+    tree.values()
+        .filter_map(|e| match &e.source {
+            Source::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            _ => None,
+        })
+        .sum()
+}
+
 /// A written layer.
 #[derive(Debug, Clone)]
 pub struct LayerBlob {
@@ -170,6 +180,11 @@ impl<W: Write> Encoder<W> {
     }
 }
 
+/// zstd worker threads: one per CPU, at most 4 (a layer is rarely big enough for more).
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4) as u32)
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh temporary file name in `dir` (same file system as the blob it becomes).
@@ -189,6 +204,9 @@ pub fn commit_blob(tmp: &Path, blobs: &Path, digest: &Digest) -> Result<PathBuf,
     Ok(dst)
 }
 
+/// Called with the running total of bytes read from files while a layer is written.
+pub type Progress<'a> = &'a mut dyn FnMut(u64);
+
 /// Writes `tree` as a layer blob into `blobs` (the `blobs/sha256` directory).
 pub fn write_layer(
     tree: &Tree,
@@ -197,8 +215,20 @@ pub fn write_layer(
     mtime: u64,
     blobs: &Path,
 ) -> Result<LayerBlob, LayerError> {
+    write_layer_with_progress(tree, compression, level, mtime, blobs, &mut |_| {})
+}
+
+/// [`write_layer`], calling `progress` after each file with the bytes read so far.
+pub fn write_layer_with_progress(
+    tree: &Tree,
+    compression: Compression,
+    level: Option<i32>,
+    mtime: u64,
+    blobs: &Path,
+    progress: Progress<'_>,
+) -> Result<LayerBlob, LayerError> {
     let tmp = temp_path(blobs);
-    let result = write_layer_to(tree, compression, level, mtime, &tmp);
+    let result = write_layer_to(tree, compression, level, mtime, &tmp, progress);
     let (diff_id, digest, size, bytes_read) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -220,6 +250,7 @@ fn write_layer_to(
     level: Option<i32>,
     mtime: u64,
     tmp: &Path,
+    progress: Progress<'_>,
 ) -> Result<(Digest, Digest, u64, u64), LayerError> {
     let file = File::create(tmp).map_err(err(tmp))?;
     let outer = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
@@ -232,7 +263,12 @@ fn write_layer_to(
             Encoder::Gzip(flate2::GzBuilder::new().write(outer, lvl))
         }
         Compression::Zstd => {
-            Encoder::Zstd(zstd::Encoder::new(outer, level.unwrap_or(3)).map_err(err(tmp))?)
+            let mut e = zstd::Encoder::new(outer, level.unwrap_or(3)).map_err(err(tmp))?;
+            // Compression on worker threads while this one reads, tars and hashes. The frame
+            // is the same for any number of workers >= 1 (zstd cuts jobs by size, not by
+            // worker), so the digest does not depend on the machine's CPU count.
+            e.multithread(zstd_workers()).map_err(err(tmp))?;
+            Encoder::Zstd(e)
         }
         Compression::None => Encoder::None(outer),
     };
@@ -276,6 +312,7 @@ fn write_layer_to(
                     )
                     .map_err(err(host))?;
                 bytes_read += len;
+                progress(bytes_read);
             }
         }
     }
@@ -287,4 +324,31 @@ fn write_layer_to(
     let file = buf.into_inner().map_err(|e| err(tmp)(e.into_error()))?;
     file.sync_all().map_err(err(tmp))?;
     Ok((diff_id, digest, size, bytes_read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Layers do not depend on the builder's CPU count: zstd's frame is the same for any
+    /// number of workers.
+    #[test]
+    fn zstd_frames_do_not_depend_on_the_worker_count() {
+        // ~12 MiB of compressible but varied data: several zstd jobs.
+        let data: Vec<u8> = (0u32..3 << 20)
+            .flat_map(|i| (i.wrapping_mul(2_654_435_761) >> (i % 23)).to_le_bytes())
+            .collect();
+        let frames: Vec<Vec<u8>> = [1, 2, 4]
+            .iter()
+            .map(|&w| {
+                let mut e = zstd::Encoder::new(Vec::new(), 3).expect("encoder");
+                e.multithread(w).expect("zstdmt is compiled in");
+                e.write_all(&data).expect("compress");
+                e.finish().expect("finish")
+            })
+            .collect();
+        assert!(frames[0].len() < data.len());
+        assert_eq!(frames[0], frames[1]);
+        assert_eq!(frames[0], frames[2]);
+    }
 }
