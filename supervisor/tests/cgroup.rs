@@ -213,7 +213,15 @@ fn scenario(tag: &str) {
     assert_eq!(calm.pids(), [calm_proc.id()]);
     assert!(calm.populated() && g2.populated() && root.populated());
 
-    // The hog allocates 200 MB in 1 MB steps and must die by the OOM killer.
+    // The hog allocates 200 MB in 1 MB steps and must die by the OOM killer. Its interpreter
+    // is loaded once outside the limited cgroup first: page cache is charged to the cgroup
+    // that reads it, and if the hog's own cgroup held the interpreter's pages, reclaim there
+    // would evict and re-read them (over 9p in the VM) for minutes before the OOM killer acts.
+    let warm = Command::new(python())
+        .args(["-c", "import sys"])
+        .status()
+        .expect("run the interpreter once");
+    assert!(warm.success());
     let start = Instant::now();
     let mut hog_proc = spawn_in(
         &hog,
