@@ -57,6 +57,44 @@ const HYBRID_MOUNTINFO: &str = "\
 ";
 
 #[test]
+fn kernel_release_comparison() {
+    assert_eq!(
+        layout::kernel_at_least("6.1.0-18-amd64", (5, 14)),
+        Some(true)
+    );
+    assert_eq!(layout::kernel_at_least("5.14.0", (5, 14)), Some(true));
+    assert_eq!(layout::kernel_at_least("5.10.209-1", (5, 14)), Some(false));
+    assert_eq!(layout::kernel_at_least("4.19.0", (5, 14)), Some(false));
+    assert_eq!(layout::kernel_at_least("garbage", (5, 14)), None);
+}
+
+#[test]
+fn hybrid_with_cgroup2_skips_cpuacct_and_freezer_only_hierarchies() {
+    let t = Tree::new();
+    let mut v1 = BTreeMap::new();
+    for c in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
+        v1.insert(c.to_string(), t.mkdir(c));
+    }
+    let layout = Layout::Hybrid {
+        unified: Some(t.mkdir("unified")),
+        v1: v1.clone(),
+    };
+    let used: Vec<Vec<String>> = layout
+        .hierarchies()
+        .iter()
+        .map(|h| h.controllers.clone())
+        .collect();
+    if layout::cgroup_kill_supported() {
+        assert_eq!(used, [vec![], vec!["cpu"], vec!["memory"], vec!["pids"]]);
+    } else {
+        assert_eq!(used.len(), 6, "{used:?}");
+    }
+    // Without cgroup2 (legacy v1), cpuacct and freezer are what tracks and kills.
+    let legacy = Layout::Hybrid { unified: None, v1 };
+    assert_eq!(legacy.hierarchies().len(), 5);
+}
+
+#[test]
 fn detects_hybrid_unified_and_legacy() {
     let Some(Layout::Hybrid { unified, v1 }) = Layout::from_mountinfo(HYBRID_MOUNTINFO) else {
         panic!("expected hybrid");
@@ -154,10 +192,13 @@ fn hybrid_tree_gets_v1_limits_and_tracks_through_cgroup2() {
         v1,
     };
     let root = Cgroup::root(&layout, "as.slice").expect("root");
-    // cgroup2 first, then memory, pids, cpu+cpuacct, freezer; devices is not used.
+    // cgroup2 first, then memory, pids, cpu+cpuacct (cpuacct stays: co-mounted with cpu);
+    // freezer only on kernels without cgroup.kill; devices is not used.
     let dirs = root.dirs();
     assert_eq!(dirs[0], t.0.join("unified/as.slice"));
-    assert_eq!(dirs.len(), 5);
+    let with_freezer = !layout::cgroup_kill_supported();
+    assert_eq!(dirs.len(), if with_freezer { 5 } else { 4 });
+    assert_eq!(t.0.join("freezer/as.slice").exists(), with_freezer);
     assert!(!t.0.join("devices/as.slice").exists());
 
     let limits = Limits {

@@ -151,10 +151,43 @@ impl Layout {
                         }),
                     }
                 }
+                // With cgroup2 tracking processes, a v1 hierarchy holding only `cpuacct`
+                // and/or `freezer` adds nothing: CPU time comes from cgroup2's `cpu.stat`
+                // (in every cgroup2 cgroup) and a kill is `cgroup.kill` (5.14+; it also
+                // freezes through `cgroup.freeze`). Skipping them saves a mkdir, a
+                // `cgroup.procs` write and an rmdir per hierarchy and cgroup.
+                if unified.is_some() && cgroup_kill_supported() {
+                    out.retain(|h| {
+                        h.v2 || h
+                            .controllers
+                            .iter()
+                            .any(|c| !matches!(c.as_str(), "cpuacct" | "freezer"))
+                    });
+                }
                 out
             }
         }
     }
+}
+
+/// Whether the running kernel has cgroup2's `cgroup.kill` (Linux 5.14 and later), from
+/// `/proc/sys/kernel/osrelease`; read once.
+pub(super) fn cgroup_kill_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|r| kernel_at_least(&r, (5, 14)))
+            .unwrap_or(false)
+    })
+}
+
+/// Whether a kernel release string (`6.1.0-18-amd64`) is at least `(major, minor)`.
+pub(super) fn kernel_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    Some((major, minor) >= want)
 }
 
 fn is_v1_controller(opt: &str) -> bool {

@@ -67,6 +67,10 @@ pub const DAEMON_LEAF: &str = "supervisor";
 /// How long [`Cgroup::kill`] and [`Cgroup::remove`] wait for a cgroup to empty.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// How long [`Cgroup::remove`] first retries an rmdir that fails with `EBUSY` before it
+/// looks for processes left in v1 directories.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
 /// v1 controllers this module uses (others, such as cpuset or devices, are left alone).
 const V1_USED: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"];
 
@@ -157,6 +161,16 @@ impl Cgroup {
             }
         }
         Ok(cg)
+    }
+
+    /// [`Cgroup::root`], but when `rel` already has its directory in every hierarchy (a
+    /// daemon starts many groups under one root) nothing is read or written.
+    pub fn existing_root(layout: &Layout, rel: &str) -> Result<Cgroup, CgroupError> {
+        let cg = Cgroup::open(layout, rel)?;
+        if !cg.rel.is_empty() && cg.hiers.iter().all(|h| cg.dir(h).is_dir()) {
+            return Ok(cg);
+        }
+        Cgroup::root(layout, rel)
     }
 
     /// A handle on `rel` without creating anything.
@@ -332,20 +346,24 @@ impl Cgroup {
     /// is inside.
     pub fn kill_within(&self, wait: Duration) -> Result<(), CgroupError> {
         let me = std::process::id();
-        if self.pids().contains(&me) {
+        if self.tracked_pids().contains(&me) {
             return Err(CgroupError::ContainsSelf {
                 path: self.rel.clone(),
                 pid: me,
             });
         }
         let start = Instant::now();
-        let v2dir = self.hiers.iter().find(|h| h.v2).map(|h| self.dir(h));
+        let v2dir = self.v2_dir();
         let kill_file = v2dir
             .as_ref()
             .map(|d| d.join("cgroup.kill"))
-            .filter(|f| f.exists() && self.populated());
-        if let Some(f) = &kill_file {
-            write_file(f, "1")?;
+            .filter(|f| f.exists());
+        if let (Some(f), Some(d)) = (&kill_file, &v2dir) {
+            if v2::populated(d) {
+                write_file(f, "1")?;
+                // Woken by the kernel when the last process has left, not by polling.
+                v2::wait_unpopulated(d, start + wait);
+            }
         }
         let mut round = 0u32;
         loop {
@@ -373,6 +391,25 @@ impl Cgroup {
             // Killed processes are usually gone within a millisecond: poll fast first, then
             // back off to 10 ms.
             sleep(Duration::from_micros(100u64 << round.min(7)).min(Duration::from_millis(10)));
+        }
+    }
+
+    /// This cgroup's cgroup2 directory, when a cgroup2 hierarchy is used.
+    fn v2_dir(&self) -> Option<PathBuf> {
+        self.hiers.iter().find(|h| h.v2).map(|h| self.dir(h))
+    }
+
+    /// The processes of this cgroup and below as the layout tracks them: the cgroup2
+    /// subtree when there is one (every process is in exactly one cgroup2 cgroup, and
+    /// launchers join cgroup2 first), else every v1 hierarchy.
+    fn tracked_pids(&self) -> Vec<u32> {
+        match self.v2_dir() {
+            Some(d) => {
+                let mut out = Vec::new();
+                collect_pids(&d, &mut out);
+                out
+            }
+            None => self.pids(),
         }
     }
 
@@ -430,14 +467,31 @@ impl Cgroup {
     /// reports the first directory that could not be removed.
     pub fn remove(&self) -> Result<(), CgroupError> {
         let mut first: Option<CgroupError> = None;
-        if self.populated() {
+        // With cgroup2, its `populated` flag covers the subtree: one read instead of a walk
+        // of every hierarchy. A process left only in a v1 directory (moved in cgroup2 by
+        // someone else) makes that rmdir fail; it is killed below and the rmdir retried.
+        let populated = match self.v2_dir() {
+            Some(d) => v2::populated(&d),
+            None => self.populated(),
+        };
+        if populated {
             if let Err(e) = self.kill() {
                 first = Some(e);
             }
         }
+        let mut failed = Vec::new();
         for h in &self.hiers {
-            if let Err(e) = remove_tree(&self.dir(h)) {
+            if let Err(e) = remove_tree(&self.dir(h), BUSY_RETRY) {
+                failed.push(h);
                 first.get_or_insert(e);
+            }
+        }
+        if !failed.is_empty() && first.is_some() && self.populated() {
+            first = self.kill().err();
+            for h in failed {
+                if let Err(e) = remove_tree(&self.dir(h), KILL_WAIT) {
+                    first.get_or_insert(e);
+                }
             }
         }
         match first {
