@@ -304,7 +304,7 @@ impl Pod {
             source,
         };
         let layout = Layout::detect().map_err(cg_err)?;
-        let root = Cgroup::root(&layout, &opts.cgroup_root).map_err(cg_err)?;
+        let root = Cgroup::existing_root(&layout, &opts.cgroup_root).map_err(cg_err)?;
         if let Some(stale) = root.open_child(group) {
             stale.remove().map_err(cg_err)?;
         }
@@ -515,20 +515,30 @@ impl Pod {
 
     /// Stops the group: ends its init (and with it the pid namespace), kills whatever is left
     /// in its cgroups, removes them and the state directory.
+    ///
+    /// The state directory goes while the kernel is still tearing down the group's
+    /// namespaces (on another CPU): nothing in it is needed any more, and a daemon that dies
+    /// in between finds a cgroup without `init.pid`, which [`Pod::adopt`] removes.
     pub fn stop(&self) -> Result<(), PodError> {
         let cg_err = |source| PodError::Cgroup {
             group: self.group.clone(),
             source,
         };
-        if crate::launch::proc_start_time(self.init_pid) == Some(self.init_start_time) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.init_pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        // A pidfd names this init even if its pid were reused, and becomes readable once it
+        // has exited: after the kernel killed every other process of its pid namespace.
+        let init = crate::launch::pidfd_open(self.init_pid).filter(|_| {
+            crate::launch::proc_start_time(self.init_pid) == Some(self.init_start_time)
+        });
+        if let Some(fd) = &init {
+            crate::launch::pidfd_kill(fd);
         }
-        self.cgroup.kill().map_err(cg_err)?;
+        let dir_removed = std::fs::remove_dir_all(&self.dir);
+        if let Some(fd) = &init {
+            crate::launch::wait_readable(fd, crate::cgroup::KILL_WAIT);
+        }
+        // Kills what is left (cgroup.kill), waits until empty, removes every directory.
         self.cgroup.remove().map_err(cg_err)?;
-        std::fs::remove_dir_all(&self.dir).map_err(io(format!("remove {}", self.dir.display())))?;
+        dir_removed.map_err(io(format!("remove {}", self.dir.display())))?;
         Ok(())
     }
 }
