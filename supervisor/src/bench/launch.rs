@@ -301,6 +301,7 @@ fn oci_rows(runs: usize, notes: &mut Vec<String>) -> Vec<Row> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&bundle.state);
     rows
 }
 
