@@ -18,7 +18,7 @@ use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, LogSpec, RootEnt
 /// Where a pod keeps its things.
 #[derive(Debug, Clone)]
 pub struct PodOptions {
-    /// The `agent-supervisor` binary that has the hidden launcher subcommands.
+    /// The binary with the launcher subcommands (`__group-init`, `__agent`): see [`launcher`].
     pub launcher: PathBuf,
     /// Runtime directory (`run_dir`); the pod uses `groups/<group>/` in it.
     pub run_dir: PathBuf,
@@ -27,19 +27,34 @@ pub struct PodOptions {
 }
 
 impl PodOptions {
-    /// Options from the system file's daemon settings for `host`, with this binary as launcher.
+    /// Options from the system file's daemon settings for `host`, with [`launcher`] as the
+    /// launcher.
     pub fn for_host(l: &Loaded, host: &str) -> Result<PodOptions, PodError> {
         let d = defaults::daemon(&l.system, host);
-        let launcher = std::env::current_exe().map_err(|e| PodError::Io {
-            what: "find the agent-supervisor binary".into(),
-            source: e,
-        })?;
+        let launcher = launcher()?;
         Ok(PodOptions {
             launcher,
             run_dir: d.run_dir,
             cgroup_root: d.cgroup_root,
         })
     }
+}
+
+/// The name of the small launcher binary installed next to `agent-supervisor`.
+pub const LAUNCHER_BIN: &str = "agent-launch";
+
+/// The program to exec for `__group-init` and `__agent`: [`LAUNCHER_BIN`] next to this
+/// executable when it is there (a tenth of the size, so each launch maps and relocates
+/// less), else this executable, which has the same hidden subcommands.
+pub fn launcher() -> Result<PathBuf, PodError> {
+    let me = std::env::current_exe().map_err(|e| PodError::Io {
+        what: "find the agent-supervisor binary".into(),
+        source: e,
+    })?;
+    let small = me.with_file_name(LAUNCHER_BIN);
+    let usable =
+        small.is_file() && nix::unistd::access(&small, nix::unistd::AccessFlags::X_OK).is_ok();
+    Ok(if usable { small } else { me })
 }
 
 /// Errors of pod management; each names the group or agent.

@@ -155,7 +155,7 @@ fn host_view_rows(runs: usize, notes: &mut Vec<String>) -> (Vec<Row>, Option<Vec
     let group = sys.as_ref().ok().map(BenchSystem::start_group);
     if let Ok(s) = &sys {
         notes.push(format!(
-            "launcher: {} (hidden subcommands __group-init and __agent)",
+            "launcher: {} (__group-init and __agent)",
             s.launcher().display()
         ));
     }
