@@ -548,6 +548,15 @@ impl Pod {
             crate::launch::pidfd_kill(fd);
         }
         let dir_removed = std::fs::remove_dir_all(&self.dir);
+        // Agents' cgroups (their processes die with the pid namespace) go meanwhile too; what
+        // cannot go yet is removed, or reported, with the group's cgroup below.
+        for name in self.cgroup.children() {
+            if name != "init" {
+                if let Some(cg) = self.cgroup.open_child(&name) {
+                    let _ = cg.remove();
+                }
+            }
+        }
         if let Some(fd) = &init {
             crate::launch::wait_readable(fd, crate::cgroup::KILL_WAIT);
         }
