@@ -95,6 +95,54 @@ fn hybrid_with_cgroup2_skips_cpuacct_and_freezer_only_hierarchies() {
 }
 
 #[test]
+fn hybrid_groups_join_the_v1_cpu_hierarchy_only_with_cpu_limits() {
+    let t = Tree::new();
+    let mut v1 = BTreeMap::new();
+    for c in ["memory", "pids", "cpu"] {
+        v1.insert(c.to_string(), t.mkdir(c));
+    }
+    let layout = Layout::Hybrid {
+        unified: Some(t.mkdir("unified")),
+        v1,
+    };
+    let root = Cgroup::root(&layout, "as.slice").expect("root");
+    assert_eq!(root.dirs().len(), 4);
+
+    let plain = root
+        .create_child("plain", &Limits::default())
+        .expect("group");
+    let agent = plain.create_child("a", &Limits::default()).expect("agent");
+    assert!(!t.0.join("cpu/as.slice/plain").exists());
+    assert!(!t.0.join("cpu/as.slice/plain/a").exists());
+    assert!(t.0.join("memory/as.slice/plain/a").is_dir());
+    assert_eq!(agent.dirs().len(), 3);
+    assert_eq!(agent.procs_files().len(), 3);
+    assert_eq!(plain.controller_dir("cpu"), None);
+
+    let limited = Limits {
+        cpu_weight: Some(50),
+        ..Limits::default()
+    };
+    let busy = root.create_child("busy", &limited).expect("group");
+    let worker = busy.create_child("w", &Limits::default()).expect("agent");
+    assert_eq!(read(&t.0.join("cpu/as.slice/busy/cpu.shares")), "512");
+    assert!(t.0.join("cpu/as.slice/busy/w").is_dir());
+    assert_eq!(worker.dirs().len(), 4);
+
+    // Found again from the root (a new daemon adopting the groups): the same hierarchies.
+    let found = root.open_child("plain").expect("plain exists");
+    assert_eq!(found.dirs(), plain.dirs());
+    assert_eq!(
+        found.open_child("a").expect("agent exists").dirs(),
+        agent.dirs()
+    );
+    assert_eq!(root.open_child("busy").expect("busy").dirs(), busy.dirs());
+    // (Limit files make `busy` a non-empty directory in a plain tree; `plain` has none.)
+    found.remove().expect("remove plain");
+    assert!(!plain.exists() && !agent.exists());
+}
+
+#[test]
 fn detects_hybrid_unified_and_legacy() {
     let Some(Layout::Hybrid { unified, v1 }) = Layout::from_mountinfo(HYBRID_MOUNTINFO) else {
         panic!("expected hybrid");

@@ -19,8 +19,11 @@ pub(super) fn signal_kill(pid: u32) {
 /// Removes `dir` and its subdirectories, deepest first, retrying for up to `busy` while a
 /// directory is busy.
 pub(super) fn remove_tree(dir: &Path, busy: Duration) -> Result<(), CgroupError> {
-    if !dir.exists() {
-        return Ok(());
+    // Most cgroups are leaves: try the rmdir before listing the directory.
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
     }
     let mut first = None;
     for sub in subdirs(dir) {

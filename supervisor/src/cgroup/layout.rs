@@ -230,4 +230,15 @@ impl Hier {
     pub(super) fn has(&self, controller: &str) -> bool {
         self.controllers.iter().any(|c| c == controller)
     }
+
+    /// A v1 hierarchy holding `cpu` and nothing this module needs besides (`cpuacct` at
+    /// most): needed for CPU limits only, as cgroup2 tracks processes and their CPU time.
+    pub(super) fn cpu_only(&self) -> bool {
+        !self.v2
+            && self.has("cpu")
+            && self
+                .controllers
+                .iter()
+                .all(|c| matches!(c.as_str(), "cpu" | "cpuacct"))
+    }
 }

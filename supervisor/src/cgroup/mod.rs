@@ -129,8 +129,12 @@ pub enum CgroupError {
 /// A cgroup: a path relative to the mount point of every hierarchy of a layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cgroup {
+    /// The hierarchies this cgroup has a directory in: every one of the layout for a root;
+    /// below a root, those the group was created (or found) in, inherited by its children.
     hiers: Vec<Hier>,
     rel: String,
+    /// Whether this is a cgroup below a root (its `hiers` are its group's).
+    below_root: bool,
 }
 
 /// The root a daemon should use: its own cgroup when systemd delegated it (the daemon's
@@ -182,6 +186,7 @@ impl Cgroup {
         Ok(Cgroup {
             hiers: layout.hierarchies(),
             rel: rel.to_string(),
+            below_root: false,
         })
     }
 
@@ -190,7 +195,15 @@ impl Cgroup {
     /// this cgroup must hold no processes itself. On failure the new directories are removed.
     pub fn create_child(&self, name: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
         check_name(&self.rel, name)?;
-        let child = self.child(name);
+        let mut child = self.child(name);
+        if !self.below_root {
+            // A group gets the v1 cpu hierarchy only when it has CPU limits; its init and
+            // agents then inherit it (and are limited by it), else they stay out of it too.
+            let with_v2 = self.hiers.iter().any(|h| h.v2);
+            child
+                .hiers
+                .retain(|h| !(with_v2 && h.cpu_only()) || limits.wants_cpu());
+        }
         limits.validate(&child.rel)?;
         for h in &self.hiers {
             if h.v2 {
@@ -220,13 +233,15 @@ impl Cgroup {
     /// The existing child `name`, if its directory exists.
     pub fn open_child(&self, name: &str) -> Option<Cgroup> {
         check_name(&self.rel, name).ok()?;
-        let child = self.child(name);
-        child
-            .hiers
-            .first()
-            .map(|h| child.dir(h))?
-            .is_dir()
-            .then_some(child)
+        let mut child = self.child(name);
+        let exists = child.hiers.first().map(|h| child.dir(h))?.is_dir();
+        if exists && !self.below_root {
+            // A group's hierarchies are those it has a directory in (see `create_child`).
+            let dirs: Vec<bool> = child.hiers.iter().map(|h| child.dir(h).is_dir()).collect();
+            let mut keep = dirs.into_iter();
+            child.hiers.retain(|_| keep.next().unwrap_or(false));
+        }
+        exists.then_some(child)
     }
 
     /// Names of the existing children (from the first hierarchy).
@@ -541,6 +556,7 @@ impl Cgroup {
 
     fn child(&self, name: &str) -> Cgroup {
         Cgroup {
+            below_root: true,
             hiers: self.hiers.clone(),
             rel: if self.rel.is_empty() {
                 name.to_string()
