@@ -379,7 +379,8 @@ fn legend() -> String {
         (
             CRUN,
             "create, start, wait and delete of the equivalent bundle (same mounts, masked \
-             paths, capabilities, seccomp; its own cgroup; state root on tmpfs)",
+             paths, capabilities, seccomp; its own cgroup; state root in /dev/shm when that is \
+             a tmpfs, as our run directory)",
         ),
         (RUNC, "the same as crun"),
     ];
