@@ -1,13 +1,24 @@
 //! `agent-launch`: the launcher alone (`__group-init SPEC`, `__agent SPEC`), a small binary
 //! the daemon execs for every group and agent, so each launch maps and relocates a fraction
 //! of `agent-supervisor` (which keeps the same hidden subcommands).
+//!
+//! It has its own C `main` (`no_main`): Rust's runtime start-up, which reads
+//! `/proc/self/maps` to place a stack guard and installs stack-overflow handlers, is skipped,
+//! as nothing here needs it; what this program relies on from it is done here: `SIGPIPE` is
+//! ignored, so a write to a closed stderr fails with `EPIPE` instead of killing the shim.
+#![no_main]
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use agent_supervisor::launch;
 
-fn main() -> ExitCode {
+/// The process entry point, called by the C runtime.
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: setting SIGPIPE's disposition to "ignore" installs no handler; this process is
+    // single-threaded here.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // std reads the arguments from the C runtime's own copy (glibc's init array).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let status = match (
         args.get(1).and_then(|a| a.to_str()),
@@ -21,5 +32,8 @@ fn main() -> ExitCode {
             2
         }
     };
-    ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX))
+    // Flush what Rust buffered (the init's pid on stdout) before the C runtime exits.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    status
 }
