@@ -35,11 +35,11 @@ pub struct SandboxRunner {
 }
 
 impl SandboxRunner {
-    /// A runner for the host settings `d`, with this executable as the launcher.
+    /// A runner for the host settings `d`, with the daemon's launcher (`agent-launch` next to
+    /// this executable, else this executable).
     pub fn for_daemon(d: &agent_config::defaults::EffectiveDaemon) -> Result<Self, String> {
         Ok(SandboxRunner {
-            launcher: std::env::current_exe()
-                .map_err(|e| format!("cannot find this executable: {e}"))?,
+            launcher: crate::pod::launcher().map_err(|e| e.to_string())?,
             state_dir: d.state_dir.clone(),
             run_dir: d.run_dir.clone(),
             cgroup_root: d.cgroup_root.clone(),

@@ -4,8 +4,9 @@
 //! Architecture Invariant: this module only spawns programs (`Command` without `pre_exec`);
 //! all namespace and mount work happens in the exec'd launcher (`crate::launch`).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use agent_config::model::{Agent, Group};
 use agent_config::scripts::agent_env;
@@ -18,7 +19,7 @@ use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, LogSpec, RootEnt
 /// Where a pod keeps its things.
 #[derive(Debug, Clone)]
 pub struct PodOptions {
-    /// The `agent-supervisor` binary that has the hidden launcher subcommands.
+    /// The binary with the launcher subcommands (`__group-init`, `__agent`): see [`launcher`].
     pub launcher: PathBuf,
     /// Runtime directory (`run_dir`); the pod uses `groups/<group>/` in it.
     pub run_dir: PathBuf,
@@ -27,19 +28,34 @@ pub struct PodOptions {
 }
 
 impl PodOptions {
-    /// Options from the system file's daemon settings for `host`, with this binary as launcher.
+    /// Options from the system file's daemon settings for `host`, with [`launcher`] as the
+    /// launcher.
     pub fn for_host(l: &Loaded, host: &str) -> Result<PodOptions, PodError> {
         let d = defaults::daemon(&l.system, host);
-        let launcher = std::env::current_exe().map_err(|e| PodError::Io {
-            what: "find the agent-supervisor binary".into(),
-            source: e,
-        })?;
+        let launcher = launcher()?;
         Ok(PodOptions {
             launcher,
             run_dir: d.run_dir,
             cgroup_root: d.cgroup_root,
         })
     }
+}
+
+/// The name of the small launcher binary installed next to `agent-supervisor`.
+pub const LAUNCHER_BIN: &str = "agent-launch";
+
+/// The program to exec for `__group-init` and `__agent`: [`LAUNCHER_BIN`] next to this
+/// executable when it is there (a tenth of the size, so each launch maps and relocates
+/// less), else this executable, which has the same hidden subcommands.
+pub fn launcher() -> Result<PathBuf, PodError> {
+    let me = std::env::current_exe().map_err(|e| PodError::Io {
+        what: "find the agent-supervisor binary".into(),
+        source: e,
+    })?;
+    let small = me.with_file_name(LAUNCHER_BIN);
+    let usable =
+        small.is_file() && nix::unistd::access(&small, nix::unistd::AccessFlags::X_OK).is_ok();
+    Ok(if usable { small } else { me })
 }
 
 /// Errors of pod management; each names the group or agent.
@@ -304,14 +320,28 @@ impl Pod {
             source,
         };
         let layout = Layout::detect().map_err(cg_err)?;
-        let root = Cgroup::root(&layout, &opts.cgroup_root).map_err(cg_err)?;
+        let root = Cgroup::existing_root(&layout, &opts.cgroup_root).map_err(cg_err)?;
         if let Some(stale) = root.open_child(group) {
             stale.remove().map_err(cg_err)?;
         }
-        let cgroup = root
-            .create_child(group, &Limits::from(&g.resources))
-            .map_err(cg_err)?;
-        let result = Self::start_in(l, group, g, opts, &cgroup);
+        // The launcher starts first: while it is exec'd and loaded, the cgroups and the spec
+        // are made here. It reads the spec from its stdin, so it waits for them.
+        let launcher = Command::new(&opts.launcher)
+            .arg("__group-init")
+            .arg(spec::ON_STDIN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
+        let cgroup = match root.create_child(group, &Limits::from(&g.resources)) {
+            Ok(c) => c,
+            Err(e) => {
+                abandon(launcher);
+                return Err(cg_err(e));
+            }
+        };
+        let result = Self::start_in(l, group, g, opts, &cgroup, launcher);
         match result {
             Ok((init_pid, init_start_time, dir)) => Ok(Pod {
                 group: group.to_string(),
@@ -336,20 +366,52 @@ impl Pod {
         g: &Group,
         opts: &PodOptions,
         cgroup: &Cgroup,
+        mut launcher: Child,
     ) -> Result<(i32, u64, PathBuf), PodError> {
+        let dir = group_dir(&opts.run_dir, group);
+        let spec = match Self::group_spec(l, group, g, &dir, cgroup) {
+            Ok(spec) => spec,
+            Err(e) => {
+                abandon(launcher);
+                return Err(e);
+            }
+        };
+        let bytes = serde_json::to_vec(&spec).map_err(|e| PodError::Launch {
+            group: group.to_string(),
+            message: format!("encode the launch spec: {e}"),
+        });
+        // A launcher that died early closed the pipe: its stderr says why, below.
+        if let (Ok(bytes), Some(mut stdin)) = (&bytes, launcher.stdin.take()) {
+            let _ = stdin.write_all(bytes);
+        }
+        let out = launcher
+            .wait_with_output()
+            .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
+        bytes?;
+        Self::started(group, &dir, out)
+    }
+
+    /// The launch spec of the group's init: its cgroup (created), the state directory, the
+    /// root file system and binds.
+    fn group_spec(
+        l: &Loaded,
+        group: &str,
+        g: &Group,
+        dir: &Path,
+        cgroup: &Cgroup,
+    ) -> Result<GroupSpec, PodError> {
         let init_cg = cgroup
             .create_child("init", &Limits::default())
             .map_err(|source| PodError::Cgroup {
                 group: group.to_string(),
                 source,
             })?;
-        let dir = group_dir(&opts.run_dir, group);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
         for d in ["root", "agents"] {
             std::fs::create_dir_all(dir.join(d))
                 .map_err(io(format!("create {}", dir.join(d).display())))?;
         }
-        let (rootfs, mut binds) = rootfs(l, g, &dir).map_err(|e| match e {
+        let (rootfs, mut binds) = rootfs(l, g, dir).map_err(|e| match e {
             PodError::Launch { message, .. } => PodError::Launch {
                 group: group.to_string(),
                 message,
@@ -371,7 +433,7 @@ impl Pod {
             target: PathBuf::from("/etc/hosts"),
             readonly: true,
         });
-        let spec = GroupSpec {
+        Ok(GroupSpec {
             group: group.to_string(),
             hostname: group.to_string(),
             cgroup_procs: init_cg.procs_files(),
@@ -382,14 +444,15 @@ impl Pod {
             masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
             readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
             devices: Vec::new(),
-        };
-        let spec_path = dir.join("group.json");
-        spec::write(&spec_path, &spec)?;
-        let out = Command::new(&opts.launcher)
-            .arg("__group-init")
-            .arg(&spec_path)
-            .output()
-            .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
+        })
+    }
+
+    /// The init's pid and start time from the launcher's output, recorded in `init.pid`.
+    fn started(
+        group: &str,
+        dir: &Path,
+        out: std::process::Output,
+    ) -> Result<(i32, u64, PathBuf), PodError> {
         if !out.status.success() {
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
             let msg = msg
@@ -417,7 +480,7 @@ impl Pod {
         })?;
         std::fs::write(dir.join("init.pid"), format!("{pid} {start}\n"))
             .map_err(io(format!("write {}", dir.join("init.pid").display())))?;
-        Ok((pid, start, dir))
+        Ok((pid, start, dir.to_path_buf()))
     }
 
     /// Prepares one agent: its cgroup, its spec and the `__agent` command to spawn (stdin,
@@ -515,22 +578,47 @@ impl Pod {
 
     /// Stops the group: ends its init (and with it the pid namespace), kills whatever is left
     /// in its cgroups, removes them and the state directory.
+    ///
+    /// The state directory goes while the kernel is still tearing down the group's
+    /// namespaces (on another CPU): nothing in it is needed any more, and a daemon that dies
+    /// in between finds a cgroup without `init.pid`, which [`Pod::adopt`] removes.
     pub fn stop(&self) -> Result<(), PodError> {
         let cg_err = |source| PodError::Cgroup {
             group: self.group.clone(),
             source,
         };
-        if crate::launch::proc_start_time(self.init_pid) == Some(self.init_start_time) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.init_pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        // A pidfd names this init even if its pid were reused, and becomes readable once it
+        // has exited: after the kernel killed every other process of its pid namespace.
+        let init = crate::launch::pidfd_open(self.init_pid).filter(|_| {
+            crate::launch::proc_start_time(self.init_pid) == Some(self.init_start_time)
+        });
+        if let Some(fd) = &init {
+            crate::launch::pidfd_kill(fd);
         }
-        self.cgroup.kill().map_err(cg_err)?;
+        let dir_removed = std::fs::remove_dir_all(&self.dir);
+        // Agents' cgroups (their processes die with the pid namespace) go meanwhile too; what
+        // cannot go yet is removed, or reported, with the group's cgroup below.
+        for name in self.cgroup.children() {
+            if name != "init" {
+                if let Some(cg) = self.cgroup.open_child(&name) {
+                    let _ = cg.remove();
+                }
+            }
+        }
+        if let Some(fd) = &init {
+            crate::launch::wait_readable(fd, crate::cgroup::KILL_WAIT);
+        }
+        // Kills what is left (cgroup.kill), waits until empty, removes every directory.
         self.cgroup.remove().map_err(cg_err)?;
-        std::fs::remove_dir_all(&self.dir).map_err(io(format!("remove {}", self.dir.display())))?;
+        dir_removed.map_err(io(format!("remove {}", self.dir.display())))?;
         Ok(())
     }
+}
+
+/// Ends a launcher that will get no spec: its stdin closes empty, so it fails and exits.
+fn abandon(mut launcher: Child) {
+    drop(launcher.stdin.take());
+    let _ = launcher.wait_with_output();
 }
 
 /// Reads `init.pid` (`PID START_TIME`) of a group directory.

@@ -55,6 +55,13 @@ fn bench_launch_prints_every_contender() {
         );
     }
     assert!(t.contains("where the time of"), "{t}");
+    // Every row is explained.
+    for label in CONTENDERS {
+        assert!(
+            t.lines().any(|l| l.starts_with(&format!("  {label}: "))),
+            "no explanation of {label:?} in:\n{t}"
+        );
+    }
     let verdict = t
         .lines()
         .find(|l| l.starts_with("target: "))
@@ -68,6 +75,10 @@ fn bench_launch_prints_every_contender() {
     for dir in [
         format!("/tmp/as-bench-{pid}"),
         format!("/tmp/as-bench-{pid}-oci"),
+        format!("/dev/shm/as-bench-{pid}-run"),
+        format!("/dev/shm/as-bench-{pid}-oci-state"),
+        format!("/tmp/as-bench-{pid}-run"),
+        format!("/tmp/as-bench-{pid}-oci-state"),
     ] {
         assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
     }

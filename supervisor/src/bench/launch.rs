@@ -99,6 +99,7 @@ pub fn run(runs: usize) -> Result<String, BenchError> {
     );
     out.push_str(&render(&rows, baseline, "unshare+chroot"));
     out.push('\n');
+    out.push_str(&legend());
     if let Some(p) = phases {
         out.push_str(&breakdown(&p));
     }
@@ -155,7 +156,7 @@ fn host_view_rows(runs: usize, notes: &mut Vec<String>) -> (Vec<Row>, Option<Vec
     let group = sys.as_ref().ok().map(BenchSystem::start_group);
     if let Ok(s) = &sys {
         notes.push(format!(
-            "launcher: {} (hidden subcommands __group-init and __agent)",
+            "launcher: {} (__group-init and __agent)",
             s.launcher().display()
         ));
     }
@@ -301,6 +302,7 @@ fn oci_rows(runs: usize, notes: &mut Vec<String>) -> Vec<Row> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&bundle.state);
     rows
 }
 
@@ -347,6 +349,47 @@ fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// What each row measures, one line per contender (every run is timed from spawn to the
+/// moment everything it set up is gone again).
+fn legend() -> String {
+    let rows: [(&str, &str); 7] = [
+        (
+            NEW_GROUP,
+            "Pod::start (group and init cgroups, spec, __group-init until the init is \
+             ready: namespaces, root file system, pivot_root) + the __agent shim until \
+             /bin/true exited + Pod::stop (init killed, state directory and cgroups removed); \
+             like one `crun run`",
+        ),
+        (
+            IN_GROUP,
+            "agent cgroup and spec, the __agent shim until /bin/true exited, the agent's \
+             cgroup removed (the supervisor's restart path)",
+        ),
+        (FORK_EXEC, "spawn and wait, no isolation"),
+        (
+            UNSHARE,
+            "new pid, mount, net, uts and ipc namespaces; no cgroup, no new root",
+        ),
+        (
+            UNSHARE_CHROOT,
+            "the same and chroot to / (the baseline of the ratios and the target)",
+        ),
+        (
+            CRUN,
+            "create, start, wait and delete of the equivalent bundle (same mounts, masked \
+             paths, capabilities, seccomp; its own cgroup; state root in /dev/shm when that is \
+             a tmpfs, as our run directory)",
+        ),
+        (RUNC, "the same as crun"),
+    ];
+    let mut out = String::from("what each row measures:\n");
+    for (label, what) in rows {
+        let _ = writeln!(out, "  {label}: {what}");
+    }
+    out.push('\n');
+    out
 }
 
 /// Median and p90 of each phase of [`NEW_GROUP`] (medians of parts need not add up to the

@@ -116,7 +116,8 @@ impl Bundle {
     /// config that binds the host's system directories into it, like the `host` image.
     pub fn write(dir: &Path, name: &str) -> Result<Bundle, String> {
         let rootfs = dir.join("rootfs");
-        let state = dir.join("state");
+        // The runtime's state on tmpfs, as its default `/run/<runtime>` and our `run_dir`.
+        let state = super::ours::state_dir(&format!("{name}-oci-state"));
         for d in [&rootfs, &state] {
             std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
         }

@@ -40,10 +40,25 @@ pub struct BenchSystem {
     _cleanup: Cleanup,
 }
 
-/// Removes the benchmark's directory and cgroup slice when dropped.
+/// Removes the benchmark's directories and cgroup slice when dropped.
 struct Cleanup {
     dir: PathBuf,
+    run_dir: PathBuf,
     slice: String,
+}
+
+/// A directory for run-time state named `name`: on the tmpfs `/dev/shm` when there is one
+/// (as `/run`, the default `run_dir` and the OCI runtimes' default state root, is a tmpfs on
+/// a usual host), else in `/tmp`.
+pub fn state_dir(name: &str) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let tmpfs = nix::sys::statfs::statfs(shm)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if tmpfs {
+        shm.join(name)
+    } else {
+        std::env::temp_dir().join(name)
+    }
 }
 
 impl BenchSystem {
@@ -52,7 +67,10 @@ impl BenchSystem {
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/tmp/as-bench-{pid}"));
         let slice = format!("as-bench-{pid}.slice");
-        let _ = std::fs::remove_dir_all(&dir);
+        let run_dir = state_dir(&format!("as-bench-{pid}-run"));
+        for d in [&dir, &run_dir] {
+            let _ = std::fs::remove_dir_all(d);
+        }
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let file = dir.join("system.yaml");
         let group = |name: &str| {
@@ -67,10 +85,14 @@ impl BenchSystem {
              daemon: {{run_dir: {run}, cgroup_root: {slice}}}\ngroups:\n{}{}",
             group(GROUP),
             group(RUNNING_GROUP),
-            run = dir.join("run").display(),
+            run = run_dir.display(),
         );
         // From here on, dropping `cleanup` removes the directory and the slice.
-        let cleanup = Cleanup { dir, slice };
+        let cleanup = Cleanup {
+            dir,
+            run_dir,
+            slice,
+        };
         std::fs::write(&file, text).map_err(|e| format!("write {}: {e}", file.display()))?;
         let loaded = agent_config::load(&file).map_err(|e| format!("bench system file: {e}"))?;
         if let Some(errors) = agent_config::validate::errors(&loaded) {
@@ -194,6 +216,7 @@ fn stop(pod: &Pod) -> Result<(), String> {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.run_dir);
         if let Ok(layout) = Layout::detect() {
             if let Ok(root) = Cgroup::root(&layout, &self.slice) {
                 let _ = root.remove();

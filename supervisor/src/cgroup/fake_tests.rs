@@ -57,6 +57,92 @@ const HYBRID_MOUNTINFO: &str = "\
 ";
 
 #[test]
+fn kernel_release_comparison() {
+    assert_eq!(
+        layout::kernel_at_least("6.1.0-18-amd64", (5, 14)),
+        Some(true)
+    );
+    assert_eq!(layout::kernel_at_least("5.14.0", (5, 14)), Some(true));
+    assert_eq!(layout::kernel_at_least("5.10.209-1", (5, 14)), Some(false));
+    assert_eq!(layout::kernel_at_least("4.19.0", (5, 14)), Some(false));
+    assert_eq!(layout::kernel_at_least("garbage", (5, 14)), None);
+}
+
+#[test]
+fn hybrid_with_cgroup2_skips_cpuacct_and_freezer_only_hierarchies() {
+    let t = Tree::new();
+    let mut v1 = BTreeMap::new();
+    for c in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
+        v1.insert(c.to_string(), t.mkdir(c));
+    }
+    let layout = Layout::Hybrid {
+        unified: Some(t.mkdir("unified")),
+        v1: v1.clone(),
+    };
+    let used: Vec<Vec<String>> = layout
+        .hierarchies()
+        .iter()
+        .map(|h| h.controllers.clone())
+        .collect();
+    if layout::cgroup_kill_supported() {
+        assert_eq!(used, [vec![], vec!["cpu"], vec!["memory"], vec!["pids"]]);
+    } else {
+        assert_eq!(used.len(), 6, "{used:?}");
+    }
+    // Without cgroup2 (legacy v1), cpuacct and freezer are what tracks and kills.
+    let legacy = Layout::Hybrid { unified: None, v1 };
+    assert_eq!(legacy.hierarchies().len(), 5);
+}
+
+#[test]
+fn hybrid_groups_join_the_v1_cpu_hierarchy_only_with_cpu_limits() {
+    let t = Tree::new();
+    let mut v1 = BTreeMap::new();
+    for c in ["memory", "pids", "cpu"] {
+        v1.insert(c.to_string(), t.mkdir(c));
+    }
+    let layout = Layout::Hybrid {
+        unified: Some(t.mkdir("unified")),
+        v1,
+    };
+    let root = Cgroup::root(&layout, "as.slice").expect("root");
+    assert_eq!(root.dirs().len(), 4);
+
+    let plain = root
+        .create_child("plain", &Limits::default())
+        .expect("group");
+    let agent = plain.create_child("a", &Limits::default()).expect("agent");
+    assert!(!t.0.join("cpu/as.slice/plain").exists());
+    assert!(!t.0.join("cpu/as.slice/plain/a").exists());
+    assert!(t.0.join("memory/as.slice/plain/a").is_dir());
+    assert_eq!(agent.dirs().len(), 3);
+    assert_eq!(agent.procs_files().len(), 3);
+    assert_eq!(plain.controller_dir("cpu"), None);
+
+    let limited = Limits {
+        cpu_weight: Some(50),
+        ..Limits::default()
+    };
+    let busy = root.create_child("busy", &limited).expect("group");
+    let worker = busy.create_child("w", &Limits::default()).expect("agent");
+    assert_eq!(read(&t.0.join("cpu/as.slice/busy/cpu.shares")), "512");
+    assert!(t.0.join("cpu/as.slice/busy/w").is_dir());
+    assert_eq!(worker.dirs().len(), 4);
+
+    // Found again from the root (a new daemon adopting the groups): the same hierarchies.
+    let found = root.open_child("plain").expect("plain exists");
+    assert_eq!(found.dirs(), plain.dirs());
+    assert_eq!(
+        found.open_child("a").expect("agent exists").dirs(),
+        agent.dirs()
+    );
+    assert_eq!(root.open_child("busy").expect("busy").dirs(), busy.dirs());
+    // (Limit files make `busy` a non-empty directory in a plain tree; `plain` has none.)
+    found.remove().expect("remove plain");
+    assert!(!plain.exists() && !agent.exists());
+}
+
+#[test]
 fn detects_hybrid_unified_and_legacy() {
     let Some(Layout::Hybrid { unified, v1 }) = Layout::from_mountinfo(HYBRID_MOUNTINFO) else {
         panic!("expected hybrid");
@@ -154,10 +240,13 @@ fn hybrid_tree_gets_v1_limits_and_tracks_through_cgroup2() {
         v1,
     };
     let root = Cgroup::root(&layout, "as.slice").expect("root");
-    // cgroup2 first, then memory, pids, cpu+cpuacct, freezer; devices is not used.
+    // cgroup2 first, then memory, pids, cpu+cpuacct (cpuacct stays: co-mounted with cpu);
+    // freezer only on kernels without cgroup.kill; devices is not used.
     let dirs = root.dirs();
     assert_eq!(dirs[0], t.0.join("unified/as.slice"));
-    assert_eq!(dirs.len(), 5);
+    let with_freezer = !layout::cgroup_kill_supported();
+    assert_eq!(dirs.len(), if with_freezer { 5 } else { 4 });
+    assert_eq!(t.0.join("freezer/as.slice").exists(), with_freezer);
     assert!(!t.0.join("devices/as.slice").exists());
 
     let limits = Limits {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::{CgroupError, KILL_WAIT};
+use super::CgroupError;
 
 pub(super) fn signal_kill(pid: u32) {
     let Ok(raw) = i32::try_from(pid) else { return };
@@ -16,14 +16,18 @@ pub(super) fn signal_kill(pid: u32) {
     );
 }
 
-/// Removes `dir` and its subdirectories, deepest first, retrying briefly while busy.
-pub(super) fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
-    if !dir.exists() {
-        return Ok(());
+/// Removes `dir` and its subdirectories, deepest first, retrying for up to `busy` while a
+/// directory is busy.
+pub(super) fn remove_tree(dir: &Path, busy: Duration) -> Result<(), CgroupError> {
+    // Most cgroups are leaves: try the rmdir before listing the directory.
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
     }
     let mut first = None;
     for sub in subdirs(dir) {
-        if let Err(e) = remove_tree(&sub) {
+        if let Err(e) = remove_tree(&sub, busy) {
             first.get_or_insert(e);
         }
     }
@@ -35,8 +39,8 @@ pub(super) fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < KILL_WAIT => {
-                sleep(Duration::from_millis(20));
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < busy => {
+                sleep(Duration::from_millis(5));
             }
             Err(source) => {
                 let pids = read_pids(&dir.join("cgroup.procs"));

@@ -151,10 +151,43 @@ impl Layout {
                         }),
                     }
                 }
+                // With cgroup2 tracking processes, a v1 hierarchy holding only `cpuacct`
+                // and/or `freezer` adds nothing: CPU time comes from cgroup2's `cpu.stat`
+                // (in every cgroup2 cgroup) and a kill is `cgroup.kill` (5.14+; it also
+                // freezes through `cgroup.freeze`). Skipping them saves a mkdir, a
+                // `cgroup.procs` write and an rmdir per hierarchy and cgroup.
+                if unified.is_some() && cgroup_kill_supported() {
+                    out.retain(|h| {
+                        h.v2 || h
+                            .controllers
+                            .iter()
+                            .any(|c| !matches!(c.as_str(), "cpuacct" | "freezer"))
+                    });
+                }
                 out
             }
         }
     }
+}
+
+/// Whether the running kernel has cgroup2's `cgroup.kill` (Linux 5.14 and later), from
+/// `/proc/sys/kernel/osrelease`; read once.
+pub(super) fn cgroup_kill_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|r| kernel_at_least(&r, (5, 14)))
+            .unwrap_or(false)
+    })
+}
+
+/// Whether a kernel release string (`6.1.0-18-amd64`) is at least `(major, minor)`.
+pub(super) fn kernel_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    Some((major, minor) >= want)
 }
 
 fn is_v1_controller(opt: &str) -> bool {
@@ -196,5 +229,16 @@ pub(super) struct Hier {
 impl Hier {
     pub(super) fn has(&self, controller: &str) -> bool {
         self.controllers.iter().any(|c| c == controller)
+    }
+
+    /// A v1 hierarchy holding `cpu` and nothing this module needs besides (`cpuacct` at
+    /// most): needed for CPU limits only, as cgroup2 tracks processes and their CPU time.
+    pub(super) fn cpu_only(&self) -> bool {
+        !self.v2
+            && self.has("cpu")
+            && self
+                .controllers
+                .iter()
+                .all(|c| matches!(c.as_str(), "cpu" | "cpuacct"))
     }
 }

@@ -67,6 +67,10 @@ pub const DAEMON_LEAF: &str = "supervisor";
 /// How long [`Cgroup::kill`] and [`Cgroup::remove`] wait for a cgroup to empty.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// How long [`Cgroup::remove`] first retries an rmdir that fails with `EBUSY` before it
+/// looks for processes left in v1 directories.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
 /// v1 controllers this module uses (others, such as cpuset or devices, are left alone).
 const V1_USED: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"];
 
@@ -125,8 +129,12 @@ pub enum CgroupError {
 /// A cgroup: a path relative to the mount point of every hierarchy of a layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cgroup {
+    /// The hierarchies this cgroup has a directory in: every one of the layout for a root;
+    /// below a root, those the group was created (or found) in, inherited by its children.
     hiers: Vec<Hier>,
     rel: String,
+    /// Whether this is a cgroup below a root (its `hiers` are its group's).
+    below_root: bool,
 }
 
 /// The root a daemon should use: its own cgroup when systemd delegated it (the daemon's
@@ -159,6 +167,16 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// [`Cgroup::root`], but when `rel` already has its directory in every hierarchy (a
+    /// daemon starts many groups under one root) nothing is read or written.
+    pub fn existing_root(layout: &Layout, rel: &str) -> Result<Cgroup, CgroupError> {
+        let cg = Cgroup::open(layout, rel)?;
+        if !cg.rel.is_empty() && cg.hiers.iter().all(|h| cg.dir(h).is_dir()) {
+            return Ok(cg);
+        }
+        Cgroup::root(layout, rel)
+    }
+
     /// A handle on `rel` without creating anything.
     fn open(layout: &Layout, rel: &str) -> Result<Cgroup, CgroupError> {
         let rel = rel.trim_matches('/');
@@ -168,6 +186,7 @@ impl Cgroup {
         Ok(Cgroup {
             hiers: layout.hierarchies(),
             rel: rel.to_string(),
+            below_root: false,
         })
     }
 
@@ -176,7 +195,15 @@ impl Cgroup {
     /// this cgroup must hold no processes itself. On failure the new directories are removed.
     pub fn create_child(&self, name: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
         check_name(&self.rel, name)?;
-        let child = self.child(name);
+        let mut child = self.child(name);
+        if !self.below_root {
+            // A group gets the v1 cpu hierarchy only when it has CPU limits; its init and
+            // agents then inherit it (and are limited by it), else they stay out of it too.
+            let with_v2 = self.hiers.iter().any(|h| h.v2);
+            child
+                .hiers
+                .retain(|h| !(with_v2 && h.cpu_only()) || limits.wants_cpu());
+        }
         limits.validate(&child.rel)?;
         for h in &self.hiers {
             if h.v2 {
@@ -206,13 +233,15 @@ impl Cgroup {
     /// The existing child `name`, if its directory exists.
     pub fn open_child(&self, name: &str) -> Option<Cgroup> {
         check_name(&self.rel, name).ok()?;
-        let child = self.child(name);
-        child
-            .hiers
-            .first()
-            .map(|h| child.dir(h))?
-            .is_dir()
-            .then_some(child)
+        let mut child = self.child(name);
+        let exists = child.hiers.first().map(|h| child.dir(h))?.is_dir();
+        if exists && !self.below_root {
+            // A group's hierarchies are those it has a directory in (see `create_child`).
+            let dirs: Vec<bool> = child.hiers.iter().map(|h| child.dir(h).is_dir()).collect();
+            let mut keep = dirs.into_iter();
+            child.hiers.retain(|_| keep.next().unwrap_or(false));
+        }
+        exists.then_some(child)
     }
 
     /// Names of the existing children (from the first hierarchy).
@@ -332,20 +361,24 @@ impl Cgroup {
     /// is inside.
     pub fn kill_within(&self, wait: Duration) -> Result<(), CgroupError> {
         let me = std::process::id();
-        if self.pids().contains(&me) {
+        if self.tracked_pids().contains(&me) {
             return Err(CgroupError::ContainsSelf {
                 path: self.rel.clone(),
                 pid: me,
             });
         }
         let start = Instant::now();
-        let v2dir = self.hiers.iter().find(|h| h.v2).map(|h| self.dir(h));
+        let v2dir = self.v2_dir();
         let kill_file = v2dir
             .as_ref()
             .map(|d| d.join("cgroup.kill"))
-            .filter(|f| f.exists() && self.populated());
-        if let Some(f) = &kill_file {
-            write_file(f, "1")?;
+            .filter(|f| f.exists());
+        if let (Some(f), Some(d)) = (&kill_file, &v2dir) {
+            if v2::populated(d) {
+                write_file(f, "1")?;
+                // Woken by the kernel when the last process has left, not by polling.
+                v2::wait_unpopulated(d, start + wait);
+            }
         }
         let mut round = 0u32;
         loop {
@@ -373,6 +406,25 @@ impl Cgroup {
             // Killed processes are usually gone within a millisecond: poll fast first, then
             // back off to 10 ms.
             sleep(Duration::from_micros(100u64 << round.min(7)).min(Duration::from_millis(10)));
+        }
+    }
+
+    /// This cgroup's cgroup2 directory, when a cgroup2 hierarchy is used.
+    fn v2_dir(&self) -> Option<PathBuf> {
+        self.hiers.iter().find(|h| h.v2).map(|h| self.dir(h))
+    }
+
+    /// The processes of this cgroup and below as the layout tracks them: the cgroup2
+    /// subtree when there is one (every process is in exactly one cgroup2 cgroup, and
+    /// launchers join cgroup2 first), else every v1 hierarchy.
+    fn tracked_pids(&self) -> Vec<u32> {
+        match self.v2_dir() {
+            Some(d) => {
+                let mut out = Vec::new();
+                collect_pids(&d, &mut out);
+                out
+            }
+            None => self.pids(),
         }
     }
 
@@ -430,14 +482,31 @@ impl Cgroup {
     /// reports the first directory that could not be removed.
     pub fn remove(&self) -> Result<(), CgroupError> {
         let mut first: Option<CgroupError> = None;
-        if self.populated() {
+        // With cgroup2, its `populated` flag covers the subtree: one read instead of a walk
+        // of every hierarchy. A process left only in a v1 directory (moved in cgroup2 by
+        // someone else) makes that rmdir fail; it is killed below and the rmdir retried.
+        let populated = match self.v2_dir() {
+            Some(d) => v2::populated(&d),
+            None => self.populated(),
+        };
+        if populated {
             if let Err(e) = self.kill() {
                 first = Some(e);
             }
         }
+        let mut failed = Vec::new();
         for h in &self.hiers {
-            if let Err(e) = remove_tree(&self.dir(h)) {
+            if let Err(e) = remove_tree(&self.dir(h), BUSY_RETRY) {
+                failed.push(h);
                 first.get_or_insert(e);
+            }
+        }
+        if !failed.is_empty() && first.is_some() && self.populated() {
+            first = self.kill().err();
+            for h in failed {
+                if let Err(e) = remove_tree(&self.dir(h), KILL_WAIT) {
+                    first.get_or_insert(e);
+                }
             }
         }
         match first {
@@ -487,6 +556,7 @@ impl Cgroup {
 
     fn child(&self, name: &str) -> Cgroup {
         Cgroup {
+            below_root: true,
             hiers: self.hiers.clone(),
             rel: if self.rel.is_empty() {
                 name.to_string()

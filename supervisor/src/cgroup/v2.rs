@@ -1,8 +1,10 @@
 //! cgroup v2 files: controller enabling, limits, events and statistics, delegation detection.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::unistd::{access, AccessFlags};
 
@@ -196,6 +198,73 @@ fn present(f: &Path) -> bool {
 /// `populated` from `cgroup.events` (covers descendants).
 pub(super) fn populated(dir: &Path) -> bool {
     keyed_value(&dir.join("cgroup.events"), "populated").is_some_and(|v| v != 0)
+}
+
+/// Waits until the cgroup at `dir` and its descendants hold no process (`populated 0` in
+/// `cgroup.events`) or `until` has passed; returns whether it emptied. The kernel notifies a
+/// change of `cgroup.events` as a modification, so this sleeps in `poll(2)` on an inotify
+/// watch; as the kernel sends at most one such event per file every 10 ms, it also re-reads
+/// the file after 50 µs, 100 µs, 200 µs, ... (at most every 10 ms).
+pub(super) fn wait_unpopulated(dir: &Path, until: Instant) -> bool {
+    let events = dir.join("cgroup.events");
+    // The watch exists before the first read, so no change can be missed.
+    let watch = Watch::modify(&events);
+    let mut step = Duration::from_micros(50);
+    loop {
+        if !populated(dir) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return false;
+        }
+        let nap = (until - now).min(step);
+        match &watch {
+            Some(w) => w.wait(nap),
+            None => std::thread::sleep(nap),
+        }
+        step = (step * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// An inotify instance watching one file for modifications.
+struct Watch(OwnedFd);
+
+impl Watch {
+    fn modify(path: &Path) -> Option<Watch> {
+        let name = CString::new(path.as_os_str().as_bytes()).ok()?;
+        // SAFETY: inotify_init1 only takes flags; it returns a new descriptor or -1.
+        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: `raw` is a descriptor just returned to us and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: `fd` is a live inotify descriptor; `name` is NUL-terminated and outlives
+        // the call.
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), name.as_ptr(), libc::IN_MODIFY) };
+        (wd >= 0).then_some(Watch(fd))
+    }
+
+    /// Sleeps until an event arrives or `timeout` passes, then drops the queued events.
+    fn wait(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `pfd` is one valid pollfd and `ts` a valid timespec for the duration of the
+        // call; no signal mask is passed.
+        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        let mut buf = [0u8; 1024];
+        // SAFETY: `buf` is writable for `buf.len()` bytes; the descriptor is non-blocking, so
+        // this stops once the queue is empty.
+        while unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
 }
 
 /// `oom_kill` from `memory.events`, which counts the cgroup and its descendants.

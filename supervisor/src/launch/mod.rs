@@ -108,6 +108,53 @@ pub fn join_cgroup(procs: &[PathBuf]) -> Result<(), LaunchError> {
     Ok(())
 }
 
+/// A pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+), if the process exists.
+pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let raw = i32::try_from(raw).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: `raw` is a descriptor just returned to us and owned by nothing else.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}
+
+/// Sends SIGKILL to the process a pidfd names (never to a process that reused its pid).
+pub fn pidfd_kill(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a live pidfd, no siginfo and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+/// Waits up to `timeout` until `fd` is readable (a pidfd: its process has exited).
+pub fn wait_readable(fd: &std::os::fd::OwnedFd, timeout: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            n if n > 0 => return true,
+            0 => return false,
+            // EINTR: wait again for what is left.
+            _ => continue,
+        }
+    }
+}
+
 /// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
 pub fn proc_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -84,6 +84,18 @@ pub fn open_in_root(root: &OwnedFd, path: &Path, dir: bool) -> Result<OwnedFd, M
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
     };
+    // Usually the path exists (mount points of the skeleton or image): one lookup.
+    match openat2(root, path, how(OFlag::O_PATH)) {
+        Ok(fd) => return Ok(fd),
+        Err(nix::Error::ENOENT) => {}
+        Err(e) => {
+            return Err(MountError {
+                step: "open",
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
+    }
     let mut so_far = PathBuf::from("/");
     let comps: Vec<Component> = path.components().collect();
     for (i, c) in comps.iter().enumerate() {
@@ -277,9 +289,13 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
         Some("mode=755,size=64k"),
         "mount /dev",
     )?;
+    // The earlier handle names the directory under the new tmpfs: open the tmpfs itself.
+    let dev_dir = open_in_root(&root_fd, Path::new("/dev"), true)?;
     for n in DEV_NODES {
         let host = Path::new("/dev").join(n);
-        bind_into(&root_fd, &host, &host, false, "bind device")?;
+        if !make_device(&dev_dir, n, &host) {
+            bind_into(&root_fd, &host, &host, false, "bind device")?;
+        }
     }
     for d in &spec.devices {
         bind_into(&root_fd, d, d, false, "bind device")?;
@@ -362,7 +378,7 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
     {
         bind_into(&root_fd, source, target, *readonly, "bind")?;
     }
-    drop((proc_fd, dev_fd, pts, shm, sys));
+    drop((proc_fd, dev_fd, dev_dir, pts, shm, sys));
     drop(root_fd);
     // 8. pivot_root into it and drop the old root.
     nix::unistd::chdir(root).map_err(err("chdir", root))?;
@@ -418,6 +434,32 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
         )?;
     }
     Ok(())
+}
+
+/// Creates the character device `name` in the directory `dir` as the host's `host` is
+/// (same device number and mode, owned by root), as crun does; `false` when that is refused
+/// (e.g. without `CAP_MKNOD`) and the caller binds the host's node instead.
+fn make_device(dir: &OwnedFd, name: &str, host: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = std::fs::metadata(host) else {
+        return false;
+    };
+    if !meta.file_type().is_char_device() {
+        return false;
+    }
+    let perm = Mode::from_bits_truncate(meta.mode() & 0o777);
+    let made =
+        nix::sys::stat::mknodat(dir, name, nix::sys::stat::SFlag::S_IFCHR, perm, meta.rdev());
+    // mknod applies the umask: set the host's permissions exactly (the node was just made in
+    // a fresh tmpfs, so there is no symlink to follow).
+    made.is_ok()
+        && nix::sys::stat::fchmodat(
+            dir,
+            name,
+            perm,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .is_ok()
 }
 
 /// Hides a path: `/dev/null` over a file, an empty read-only tmpfs over a directory.

@@ -153,7 +153,12 @@ pub enum SpecError {
     },
 }
 
-/// Reads a JSON spec file.
+/// The spec path that names the launcher's stdin: `Pod::start` writes the group spec into
+/// that pipe once the group's cgroups exist, so the launcher is exec'd and loaded meanwhile
+/// (and the spec is never on disk).
+pub const ON_STDIN: &str = "/proc/self/fd/0";
+
+/// Reads a JSON spec file (or pipe).
 pub fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SpecError> {
     let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
         path: path.into(),

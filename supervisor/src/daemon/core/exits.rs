@@ -53,9 +53,17 @@ impl Core {
         a.pid = None;
         a.shim = None;
         if let Some(cg) = a.cgroup.take() {
-            tokio::task::spawn_blocking(move || {
+            // An empty cgroup (the usual case) is removed here, a few rmdirs: a restart
+            // creates the same cgroup again and must not have it removed under it by a
+            // removal still pending in the background. One with processes left (the agent's
+            // children) is killed and removed in the background.
+            if cg.populated() {
+                tokio::task::spawn_blocking(move || {
+                    let _ = cg.remove();
+                });
+            } else {
                 let _ = cg.remove();
-            });
+            }
         }
         let Some(r) = restart_cfg else {
             a.state = AgentState::Stopped;
