@@ -244,17 +244,27 @@ impl Peer for Ours {
     }
 
     fn helpers(&self) -> Vec<i32> {
-        let exe = self.exe.to_string_lossy();
-        let dir = self.agents.dir.to_string_lossy();
+        // The launcher is `agent-launch` next to the daemon's binary, or the binary itself.
+        let exe = self.exe.to_string_lossy().into_owned();
+        let small = self
+            .exe
+            .with_file_name(crate::pod::LAUNCHER_BIN)
+            .to_string_lossy()
+            .into_owned();
+        // Ours, not another run's: they live in this bench's cgroup slice.
+        let slice = format!("/{}/", self.slice);
         procs::pids()
             .into_iter()
             .filter(|&p| {
                 procs::cmdline(p).is_some_and(|a| {
                     a.len() >= 3
-                        && a[0] == exe
+                        && (a[0] == exe || a[0] == small)
                         && (a[1] == "__agent" || a[1] == "__group-init")
-                        && a[2].contains(&*dir)
                 })
+            })
+            .filter(|&p| {
+                std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                    .is_ok_and(|c| c.contains(&slice))
             })
             .collect()
     }
