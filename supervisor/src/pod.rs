@@ -5,6 +5,7 @@
 //! all namespace and mount work happens in the exec'd launcher (`crate::launch`).
 
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -99,6 +100,9 @@ pub struct Pod {
     pub dir: PathBuf,
     private_network: bool,
     launcher: PathBuf,
+    /// A pidfd of the `__group-init` launcher that started this pod, which exits once the
+    /// init is ready: reaped by [`Pod::stop`] or when the pod is dropped.
+    launcher_proc: Option<OwnedFd>,
 }
 
 /// The state directory of a group.
@@ -343,7 +347,7 @@ impl Pod {
         };
         let result = Self::start_in(l, group, g, opts, &cgroup, launcher);
         match result {
-            Ok((init_pid, init_start_time, dir)) => Ok(Pod {
+            Ok((init_pid, init_start_time, dir, launcher)) => Ok(Pod {
                 group: group.to_string(),
                 init_pid,
                 init_start_time,
@@ -351,6 +355,7 @@ impl Pod {
                 dir,
                 private_network: false,
                 launcher: opts.launcher.clone(),
+                launcher_proc: launcher,
             }),
             Err(e) => {
                 let _ = cgroup.remove();
@@ -367,8 +372,12 @@ impl Pod {
         opts: &PodOptions,
         cgroup: &Cgroup,
         mut launcher: Child,
-    ) -> Result<(i32, u64, PathBuf), PodError> {
+    ) -> Result<(i32, u64, PathBuf, Option<OwnedFd>), PodError> {
         let dir = group_dir(&opts.run_dir, group);
+        // Names the launcher (not yet reaped, so its pid cannot be reused) for its reaping.
+        let reaper = i32::try_from(launcher.id())
+            .ok()
+            .and_then(crate::launch::pidfd_open);
         let spec = match Self::group_spec(l, group, g, &dir, cgroup) {
             Ok(spec) => spec,
             Err(e) => {
@@ -384,11 +393,32 @@ impl Pod {
         if let (Ok(bytes), Some(mut stdin)) = (&bytes, launcher.stdin.take()) {
             let _ = stdin.write_all(bytes);
         }
+        // The init prints its pid once it is ready; the launcher exits meanwhile (reaped in
+        // `Pod::stop` or when the pod is dropped). Without that line, the launcher's exit
+        // status and stderr say what failed.
+        if bytes.is_ok() {
+            if let Some(line) = launcher.stdout.as_mut().and_then(read_line) {
+                let (pid, start) = Self::started(group, &dir, &line)?;
+                return Ok((pid, start, dir, reaper));
+            }
+        }
         let out = launcher
             .wait_with_output()
             .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
         bytes?;
-        Self::started(group, &dir, out)
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let msg = msg
+                .strip_prefix("agent-supervisor __group-init: ")
+                .unwrap_or(&msg)
+                .to_string();
+            return Err(PodError::Launch {
+                group: group.to_string(),
+                message: msg,
+            });
+        }
+        let (pid, start) = Self::started(group, &dir, &out.stdout)?;
+        Ok((pid, start, dir, None))
     }
 
     /// The launch spec of the group's init: its cgroup (created), the state directory, the
@@ -447,32 +477,14 @@ impl Pod {
         })
     }
 
-    /// The init's pid and start time from the launcher's output, recorded in `init.pid`.
-    fn started(
-        group: &str,
-        dir: &Path,
-        out: std::process::Output,
-    ) -> Result<(i32, u64, PathBuf), PodError> {
-        if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            let msg = msg
-                .strip_prefix("agent-supervisor __group-init: ")
-                .unwrap_or(&msg)
-                .to_string();
-            return Err(PodError::Launch {
-                group: group.to_string(),
-                message: msg,
-            });
-        }
-        let pid: i32 = String::from_utf8_lossy(&out.stdout)
+    /// The init's pid (the launcher's output) and start time, recorded in `init.pid`.
+    fn started(group: &str, dir: &Path, stdout: &[u8]) -> Result<(i32, u64), PodError> {
+        let pid: i32 = String::from_utf8_lossy(stdout)
             .trim()
             .parse()
             .map_err(|_| PodError::Launch {
                 group: group.to_string(),
-                message: format!(
-                    "unexpected output {:?}",
-                    String::from_utf8_lossy(&out.stdout)
-                ),
+                message: format!("unexpected output {:?}", String::from_utf8_lossy(stdout)),
             })?;
         let start = crate::launch::proc_start_time(pid).ok_or_else(|| PodError::Launch {
             group: group.to_string(),
@@ -480,7 +492,7 @@ impl Pod {
         })?;
         std::fs::write(dir.join("init.pid"), format!("{pid} {start}\n"))
             .map_err(io(format!("write {}", dir.join("init.pid").display())))?;
-        Ok((pid, start, dir.to_path_buf()))
+        Ok((pid, start))
     }
 
     /// Prepares one agent: its cgroup, its spec and the `__agent` command to spawn (stdin,
@@ -605,6 +617,9 @@ impl Pod {
                 }
             }
         }
+        if let Some(fd) = &self.launcher_proc {
+            reap_launcher(fd);
+        }
         if let Some(fd) = &init {
             crate::launch::wait_readable(fd, crate::cgroup::KILL_WAIT);
         }
@@ -612,6 +627,51 @@ impl Pod {
         self.cgroup.remove().map_err(cg_err)?;
         dir_removed.map_err(io(format!("remove {}", self.dir.display())))?;
         Ok(())
+    }
+}
+
+/// Reads from the launcher's stdout up to the end of the first line (the init's pid, written
+/// at once); `None` when it closes without one.
+fn read_line(out: &mut std::process::ChildStdout) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => {
+                line.extend_from_slice(&buf[..n]);
+                if line.ends_with(b"\n") {
+                    return Some(line);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Reaps the launcher a pidfd names, if it is still our unreaped child (waits for its exit,
+/// which follows the init's readiness at once).
+fn reap_launcher(fd: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: waitid with P_PIDFD on a live pidfd and a zeroed siginfo to fill in.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PIDFD,
+            fd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        );
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if let Some(fd) = self.launcher_proc.take() {
+            reap_launcher(&fd);
+        }
     }
 }
 
@@ -653,6 +713,7 @@ impl Pod {
                     dir,
                     private_network: false,
                     launcher: opts.launcher.clone(),
+                    launcher_proc: None,
                 }))
             }
             (init, cgroup) => {

@@ -31,6 +31,9 @@ print("PID1", open("/proc/1/cmdline").read().replace("\0", " "))
 print("HOSTNAME", socket.gethostname())
 print("PROCS", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
 print("MOUNTS", [l.split()[4] for l in open("/proc/self/mountinfo")])
+for l in open("/proc/self/mountinfo"):
+    f = l.split()
+    print("OPTS", f[4], f[5])
 for p in ["/proc/keys", "/proc/timer_list", "/proc/kcore"]:
     try:
         print("MASK", p, len(open(p, "rb").read()))
@@ -73,6 +76,27 @@ print("SHADOW", len(open("/etc/shadow", "rb").read()) if os.path.exists("/etc/sh
         mounts.contains("'/usr'") && mounts.contains("'/proc'") && mounts.contains("'/dev/pts'"),
         "{mounts}"
     );
+    // Host directories, the system file's directory and /etc/hosts: read-only, nosuid, nodev.
+    let here = std::fs::canonicalize(&f.dir).expect("resolve the fixture dir");
+    let ro_points = ["/usr", "/etc", "/etc/hosts"].map(String::from);
+    let ro_points = ro_points
+        .iter()
+        .cloned()
+        .chain([here.to_string_lossy().into_owned()]);
+    for p in ro_points {
+        let opts = t
+            .lines()
+            .filter_map(|l| l.strip_prefix("OPTS "))
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(m, _)| *m == p)
+            .map(|(_, o)| o.to_string())
+            .next_back()
+            .unwrap_or_else(|| panic!("{p} is not a mount point: {t}"));
+        let opts: Vec<&str> = opts.split(',').collect();
+        for want in ["ro", "nosuid", "nodev"] {
+            assert!(opts.contains(&want), "{p} is mounted {opts:?}, not {want}");
+        }
+    }
     for l in t.lines().filter(|l| l.starts_with("MASK ")) {
         assert!(
             l.ends_with(" 0") || l.contains("unreadable"),
@@ -268,4 +292,42 @@ fn security_settings_change_the_sandbox() {
     assert!(t.contains(&format!("CapEff:\t{expect:016x}")), "{t}");
     assert!(t.contains("Seccomp:\t0"), "{t}");
     assert!(t.lines().any(|l| l.trim() == "256"), "{t}");
+}
+
+#[test]
+fn a_group_whose_root_cannot_be_built_fails_with_the_reason_and_leaves_nothing() {
+    if !root_or_skip("a_group_whose_root_cannot_be_built_fails_with_the_reason_and_leaves_nothing")
+    {
+        return;
+    }
+    // The bind target would have to be made inside the host's read-only /usr.
+    let f = Fixture::new(
+        BIN,
+        "launch-badroot",
+        "launch",
+        "  badroot:\n    host: h1\n    binds: ['@DIR@/agents:/usr/as-no-such-dir/x:rw']\n    agents:\n      - name: never\n        command: ['true']\n",
+    );
+    let out = f.run_group("badroot");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("/usr/as-no-such-dir"),
+        "the failing path is named: {t}"
+    );
+    assert!(
+        t.contains("Read-only file system"),
+        "the reason is given: {t}"
+    );
+    // Neither the group's cgroup nor its state directory is left behind.
+    for base in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+    ] {
+        let cg = Path::new(base).join(&f.slice).join("badroot");
+        assert!(!cg.exists(), "{} is left", cg.display());
+    }
+    let state = f.dir.join("run/groups/badroot");
+    assert!(!state.exists(), "{} is left", state.display());
 }

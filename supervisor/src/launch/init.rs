@@ -4,7 +4,9 @@
 //! the child, PID 1 of the new pid namespace, builds the root file system, reports "ok" on a
 //! pipe and becomes the group's init: it reaps orphans and forwards SIGHUP/SIGUSR1/SIGUSR2 to
 //! every process of the group; SIGTERM/SIGINT end it (and with it the whole pid namespace).
-//! The launcher prints the init's pid and exits once the init is ready.
+//! The init itself prints its pid (host pid namespace, sent by the launcher) on the
+//! launcher's stdout once it is ready, so the caller may go on while the launcher exits; the
+//! launcher exits 0 once the init is ready, or 1 with the init's error on stderr.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -21,10 +23,7 @@ use super::{close_inherited_fds, join_cgroup, LaunchError};
 /// Entry point; returns the process exit status.
 pub fn main(spec_path: &Path) -> i32 {
     match launch(spec_path) {
-        Ok(pid) => {
-            println!("{pid}");
-            0
-        }
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("agent-supervisor __group-init: {e}");
             1
@@ -32,7 +31,7 @@ pub fn main(spec_path: &Path) -> i32 {
     }
 }
 
-fn launch(spec_path: &Path) -> Result<i32, LaunchError> {
+fn launch(spec_path: &Path) -> Result<(), LaunchError> {
     // Step 1: close inherited fds.
     close_inherited_fds();
     let spec: GroupSpec = read(spec_path)?;
@@ -50,19 +49,24 @@ fn launch(spec_path: &Path) -> Result<i32, LaunchError> {
     unshare(flags).map_err(|e| LaunchError::sys("unshare namespaces", &spec.group, e))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| LaunchError::sys("pipe", &spec.group, e))?;
+    // The init's pid as this (the caller's) pid namespace sees it, for the init to print.
+    let (pid_r, pid_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::sys("pipe", &spec.group, e))?;
     // SAFETY: this launcher is single-threaded (no threads were spawned), so the child may
     // run arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| LaunchError::sys("fork group init", &spec.group, e))? {
         ForkResult::Child => {
-            drop(ready_r);
-            become_init(&spec, ready_w)
+            drop((ready_r, pid_w));
+            become_init(&spec, ready_w, pid_r)
         }
         ForkResult::Parent { child } => {
-            drop(ready_w);
+            drop((ready_w, pid_r));
+            let _ = nix::unistd::write(&pid_w, child.as_raw().to_string().as_bytes());
+            drop(pid_w);
             let mut status = String::new();
             let _ = std::fs::File::from(ready_r).read_to_string(&mut status);
             if status == "ok" {
-                Ok(child.as_raw())
+                Ok(())
             } else {
                 let _ = waitpid(child, None);
                 let why = status
@@ -81,19 +85,39 @@ fn launch(spec_path: &Path) -> Result<i32, LaunchError> {
     }
 }
 
-/// PID 1 of the group: builds the root, reports ready (closing the pipe), then serves.
-fn become_init(spec: &GroupSpec, ready: OwnedFd) -> ! {
-    if let Err(e) = prepare(spec) {
-        let _ = nix::unistd::write(&ready, format!("error: {e}").as_bytes());
+/// PID 1 of the group: builds the root, prints its pid on stdout and reports ready (closing
+/// the pipe), then serves.
+fn become_init(spec: &GroupSpec, ready: OwnedFd, pid: OwnedFd) -> ! {
+    let null = match prepare(spec) {
+        Ok(null) => null,
+        Err(e) => {
+            let _ = nix::unistd::write(&ready, format!("error: {e}").as_bytes());
+            std::process::exit(1);
+        }
+    };
+    let mut host_pid = String::new();
+    let _ = std::fs::File::from(pid).read_to_string(&mut host_pid);
+    if host_pid.is_empty() {
+        let _ = nix::unistd::write(&ready, b"error: the launcher sent no pid");
         std::process::exit(1);
     }
+    // The caller reads this line and goes on; the launcher exits meanwhile.
+    host_pid.push('\n');
+    let _ = nix::unistd::write(std::io::stdout(), host_pid.as_bytes());
     let _ = nix::unistd::write(&ready, b"ok");
     drop(ready);
+    // The init holds no host file: stdio goes to the group's /dev/null.
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
+    drop(null);
     init_loop()
 }
 
-/// Steps 4 onwards of `docs/launcher.md`, run by the init itself.
-fn prepare(spec: &GroupSpec) -> Result<(), LaunchError> {
+/// Steps 4 onwards of `docs/launcher.md`, run by the init itself; returns the group's
+/// `/dev/null`, opened for the init's stdio.
+fn prepare(spec: &GroupSpec) -> Result<std::fs::File, LaunchError> {
     SigSet::all()
         .thread_block()
         .map_err(|e| LaunchError::sys("block signals", &spec.group, e))?;
@@ -108,8 +132,7 @@ fn prepare(spec: &GroupSpec) -> Result<(), LaunchError> {
     if spec.private_network {
         super::net::loopback_up().map_err(|e| LaunchError::sys("bring up lo", &spec.group, e))?;
     }
-    // The init holds no host file: stdio goes to the group's /dev/null.
-    let null = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
@@ -117,12 +140,7 @@ fn prepare(spec: &GroupSpec) -> Result<(), LaunchError> {
             step: "open /dev/null",
             group: spec.group.clone(),
             source: e,
-        })?;
-    for fd in 0..3 {
-        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-    }
-    Ok(())
+        })
 }
 
 /// The init's life: wait for signals, reap every exited process, forward some signals.

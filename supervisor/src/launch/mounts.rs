@@ -150,7 +150,8 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// Binds `source` (a host path) onto `target` inside `root`, read-only if asked.
+/// Binds `source` (a host path) onto `target` inside `root`, read-only (`ro, nosuid, nodev`,
+/// submounts included) if asked; see [`clone_onto`].
 pub fn bind_into(
     root: &OwnedFd,
     source: &Path,
@@ -167,6 +168,22 @@ pub fn bind_into(
             source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)),
         })?;
     let fd = open_in_root(root, target, is_dir)?;
+    let flags = if readonly {
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+    } else {
+        0
+    };
+    match clone_onto(source, &fd, flags) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e) => {
+            return Err(MountError {
+                step,
+                path: target.to_path_buf(),
+                source: e,
+            })
+        }
+    }
     let t = fd_path(&fd);
     mnt(
         Some(source),
@@ -226,7 +243,7 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
             let root_fd = open_dir(root)?;
             for e in entries {
                 match e {
-                    RootEntry::Dir(d) => bind_into(&root_fd, d, d, true, "bind host directory")?,
+                    RootEntry::Dir(d) => bind_host_dir(&root_fd, d)?,
                     RootEntry::Symlink { path, target } => {
                         let name = path.strip_prefix("/").unwrap_or(path);
                         nix::unistd::symlinkat(target, &root_fd, name)
@@ -237,13 +254,9 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
             for d in [
                 "proc", "dev", "sys", "tmp", "run", "var", "var/tmp", "root", "home",
             ] {
-                let p = root.join(d);
-                if !p.exists() {
-                    std::fs::create_dir(&p).map_err(|e| MountError {
-                        step: "mkdir",
-                        path: p.clone(),
-                        source: io_errno(&e),
-                    })?;
+                match nix::sys::stat::mkdirat(&root_fd, d, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(nix::Error::EEXIST) => {}
+                    Err(e) => return Err(err("mkdir", &root.join(d))(e)),
                 }
             }
         }
@@ -462,27 +475,163 @@ fn make_device(dir: &OwnedFd, name: &str, host: &Path) -> bool {
         .is_ok()
 }
 
-/// Hides a path: `/dev/null` over a file, an empty read-only tmpfs over a directory.
+/// Hides a path: `/dev/null` over a file, an empty read-only tmpfs over a directory; a path
+/// that does not exist is skipped. No stat first: the mount for the usual kind of the path is
+/// tried, and the other one when the kernel says the kind differs (`ENOTDIR`).
 fn mask(p: &Path) -> Result<(), MountError> {
-    match std::fs::metadata(p) {
-        Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => mnt(
-            Some(Path::new("tmpfs")),
+    let dir = || {
+        mount(
+            Some("tmpfs"),
             p,
             Some("tmpfs"),
             MsFlags::MS_RDONLY,
             Some("size=0"),
-            "mask directory",
-        ),
-        Ok(_) => mnt(
-            Some(Path::new("/dev/null")),
+        )
+    };
+    let file = || {
+        mount(
+            Some("/dev/null"),
             p,
-            None,
+            None::<&str>,
             MsFlags::MS_BIND,
-            None,
-            "mask file",
-        ),
+            None::<&str>,
+        )
+    };
+    let (first, then): (&dyn Fn() -> nix::Result<()>, &dyn Fn() -> nix::Result<()>) =
+        if MASKED_DIRS.iter().any(|d| Path::new(d) == p) {
+            (&dir, &file)
+        } else {
+            (&file, &dir)
+        };
+    match first() {
+        Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(nix::Error::ENOTDIR) => match then() {
+            Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
+            Err(e) => Err(err("mask", p)(e)),
+        },
+        Err(e) => Err(err("mask", p)(e)),
     }
+}
+
+/// The masked paths that are directories on Linux (the others are files).
+const MASKED_DIRS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Binds the host directory `dir` at the same place in the fresh skeleton `root`, read-only,
+/// `nosuid` and `nodev`, submounts included (see [`clone_onto`]); kernels without the new
+/// mount API get a bind and a remount of its top mount, as [`bind_into`] does.
+fn bind_host_dir(root: &OwnedFd, dir: &Path) -> Result<(), MountError> {
+    let name = dir.strip_prefix("/").unwrap_or(dir);
+    if name.components().count() != 1 {
+        // Only top-level directories are made here, in the fresh skeleton.
+        return bind_into(root, dir, dir, true, "bind host directory");
+    }
+    match nix::sys::stat::mkdirat(root, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(err("mkdir", dir)(e)),
+    }
+    let fd = nix::fcntl::openat(
+        root,
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open", dir))?;
+    let flags = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if clone_onto(dir, &fd, flags).map_err(err("bind host directory", dir))? {
+        return Ok(());
+    }
+    bind_into(root, dir, dir, true, "bind host directory")
+}
+
+/// Binds `source` (a host path, submounts included) onto the directory or file `target`
+/// names, with the mount attributes `attrs` set on every mount of the copy: a clone of the
+/// host's tree (`open_tree`), its attributes set at once (`mount_setattr`), moved into place
+/// (`move_mount`). `Ok(false)` when the kernel lacks that API (before 5.12, or a seccomp
+/// profile refuses it) and nothing was mounted: the caller binds the old way.
+fn clone_onto(source: &Path, target: &OwnedFd, attrs: u64) -> Result<bool, nix::Error> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let src = CString::new(source.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    // SAFETY: open_tree with a NUL-terminated path; returns a new fd or -1.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | libc::AT_RECURSIVE as libc::c_uint | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return match nix::Error::last() {
+            nix::Error::ENOSYS | nix::Error::EPERM => Ok(false),
+            e => Err(e),
+        };
+    }
+    // SAFETY: `tree` is a descriptor just returned to us and owned by nothing else.
+    let tree: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(tree as i32) };
+    if attrs != 0 {
+        let attr = MountAttr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr on our detached tree with a valid mount_attr and its size.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r < 0 {
+            // The detached tree goes away with its fd.
+            return match nix::Error::last() {
+                nix::Error::ENOSYS | nix::Error::EPERM => Ok(false),
+                e => Err(e),
+            };
+        }
+    }
+    // SAFETY: move_mount of our detached tree onto what `target` names.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(true)
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
 }
 
 fn open_dir(p: &Path) -> Result<OwnedFd, MountError> {
