@@ -26,7 +26,8 @@ extern "C" {
 /// A system file with host `h1` in a fresh directory.
 pub struct Fixture {
     pub dir: PathBuf,
-    /// The cgroup root of this fixture's groups (`as-test-<tag>-<pid>.slice`).
+    /// The cgroup root of this fixture's groups (`as-test-<tag>-<pid>-<n>.slice`), its own: a
+    /// fixture that ends removes its slice, which must not pull it from under another test.
     pub slice: String,
     /// The daemon's HTTP port (`/metrics`), free when the fixture was made.
     pub port: u16,
@@ -40,7 +41,9 @@ impl Fixture {
         let dir = PathBuf::from(format!("/tmp/as-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("agents")).expect("create fixture dir");
-        let slice = format!("as-test-{tag}-{}.slice", std::process::id());
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slice = format!("as-test-{tag}-{}-{n}.slice", std::process::id());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -139,8 +142,7 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        // The slice itself outlives its groups; remove it in every hierarchy (best effort:
-        // another test of the same binary may still use it).
+        // The slice itself outlives its groups; remove it in every hierarchy (best effort).
         if let Ok(hier) = std::fs::read_dir("/sys/fs/cgroup") {
             for h in hier.flatten() {
                 let _ = std::fs::remove_dir(h.path().join(&self.slice));
