@@ -419,7 +419,7 @@ impl Builder<'_> {
                 })?;
                 self.report.warnings.extend(c.warnings);
                 let content = c.key.unwrap_or_else(|| Digest::of(b""));
-                self.layer(0, &what, &content, &c.tree, &mut image, t)?;
+                self.layer(0, &what, &content, Some(&c.tree), &mut image, t)?;
             }
             Base::Oci(src) => {
                 self.oci_base(&recipe.base, &mut image, t, |s| s.import_manifest(&src))?
@@ -585,7 +585,7 @@ impl Builder<'_> {
                 let content = c.content_key.clone().unwrap_or_else(|| Digest::of(b""));
                 let check = recipe.check_python.unwrap_or(true) && !c.py_files.is_empty();
                 let py = if check { c.py_files.as_slice() } else { &[] };
-                return self.layer_checked(index, &what, &content, &c.tree, py, image, t);
+                return self.layer_checked(index, &what, &content, Some(&c.tree), py, image, t);
             }
             Step::Run(argv) => return self.run_step(index, &what, argv, image, t),
             Step::Env(m) => m.iter().for_each(|(k, v)| rc.set_env(k, v)),
@@ -616,7 +616,7 @@ impl Builder<'_> {
         index: usize,
         what: &str,
         content: &Digest,
-        tree: &Tree,
+        tree: Option<&Tree>,
         image: &mut Image,
         t: Instant,
     ) -> Result<(), BuildError> {
@@ -661,7 +661,7 @@ impl Builder<'_> {
         index: usize,
         what: &str,
         content: &Digest,
-        tree: &Tree,
+        tree: Option<&Tree>,
         py: &[(String, PathBuf)],
         image: &mut Image,
         t: Instant,
@@ -683,6 +683,20 @@ impl Builder<'_> {
                 }
             }
             None => {
+                // `None`: the caller saw this step in the cache (a `run` step, whose tree only
+                // exists once it ran); the entry must not have gone since.
+                let tree = tree.ok_or_else(|| BuildError::Layer {
+                    recipe: self.recipe(),
+                    step: index,
+                    what: what.to_string(),
+                    source: LayerError {
+                        path: entry_path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "the step's cache entry or its layer vanished during the build",
+                        ),
+                    },
+                })?;
                 if self.wants_python && self.checker.is_none() {
                     // Starts now and gets ready while this layer is written.
                     self.checker = Some(Checker::start(&o.python));

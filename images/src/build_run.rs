@@ -62,6 +62,9 @@ const MOUNT_POINTS: &[&str] = &[
     "sys",
     "dev",
     "tmp",
+    "run",
+    "var/tmp",
+    "var",
     "etc/hosts",
     "etc/hostname",
     "etc/resolv.conf",
@@ -92,7 +95,7 @@ impl Builder<'_> {
         let content = k.finish();
         let entry = self.cache_entry_path(image, what, &content, false);
         if !self.opts.no_cache && self.cached(&entry).is_some() {
-            return self.layer(index, what, &content, &Tree::new(), image, t);
+            return self.layer(index, what, &content, None, image, t);
         }
         let fail = |message: String| BuildError::Run {
             recipe: self.recipe_path.to_path_buf(),
@@ -171,7 +174,7 @@ impl Builder<'_> {
         };
         runner.run(&req).map_err(fail)?;
         let tree = upper_tree(&upper, &empty).map_err(fail)?;
-        self.layer(index, what, content, &tree, image, t)
+        self.layer(index, what, content, Some(&tree), image, t)
     }
 }
 
@@ -206,10 +209,18 @@ pub fn upper_tree(upper: &Path, empty: &Path) -> Result<Tree, String> {
                     format!("{rel}/.wh.{name}")
                 }
             };
-            if ft.is_dir() {
-                if MOUNT_POINTS.contains(&path.as_str()) && is_empty_dir(&host) {
-                    continue;
+            // Overlayfs features that leave an incomplete upper (a metadata-only copy, a
+            // renamed directory pointing at its lower) are turned off for run steps; refuse
+            // rather than ship a file without its data should a kernel still use them.
+            for x in ["trusted.overlay.metacopy", "trusted.overlay.redirect"] {
+                if has_xattr(&host, x) {
+                    return Err(format!(
+                        "{path}: overlayfs left it as {x}, not a full copy; mount the \
+                         overlay with metacopy=off,redirect_dir=off"
+                    ));
                 }
+            }
+            if ft.is_dir() {
                 tree.insert(
                     path.clone(),
                     Entry {
@@ -265,11 +276,27 @@ pub fn upper_tree(upper: &Path, empty: &Path) -> Result<Tree, String> {
             }
         }
     }
+    // Mount point directories the launcher made (deepest first), when nothing else is in them.
+    for m in MOUNT_POINTS {
+        let prefix = format!("{m}/");
+        if tree.get(*m).is_some_and(|e| e.source == Source::Dir)
+            && !tree.keys().any(|k| k.starts_with(&prefix))
+        {
+            tree.remove(*m);
+        }
+    }
     Ok(tree)
 }
 
-fn is_empty_dir(p: &Path) -> bool {
-    std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
+/// Whether `p` (not followed) has the extended attribute `name`.
+fn has_xattr(p: &Path, name: &str) -> bool {
+    let (Ok(c), Ok(n)) = (CString::new(p.as_os_str().as_bytes()), CString::new(name)) else {
+        return false;
+    };
+    // SAFETY: `c` and `n` are NUL-terminated strings that live across the call; a null buffer
+    // of size 0 asks only for the value's size.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+    r >= 0
 }
 
 /// Whether overlayfs marked the directory opaque (it replaced a lower directory whole).

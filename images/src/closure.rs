@@ -332,9 +332,13 @@ fn shared_libraries(
     let mut direct = Vec::new();
     let mut rest = Vec::new();
     for (p, info) in files.iter().filter(|(_, i)| i.dynamic) {
+        // Same class, byte order and machine, and this loader (or none: a library); a file
+        // with another loader (musl, say) is ldd's.
         let same = own
             .as_ref()
-            .is_some_and(|o| (o.class, o.data, o.machine) == (info.class, info.data, info.machine));
+            .is_some_and(|o| (o.class, o.data, o.machine) == (info.class, info.data, info.machine))
+            && (info.interp.is_none()
+                || info.interp == own.as_ref().and_then(|o| o.interp.clone()));
         if same && loader.is_some() {
             direct.push(p.clone());
         } else {

@@ -135,6 +135,9 @@ impl Spec {
     /// The `debootstrap` arguments (target directory last but one, mirror last).
     fn args(&self, target: &Path) -> Vec<String> {
         let mut a = Vec::new();
+        // A Release file that cannot be verified fails the build (debootstrap would only
+        // warn): the packages' maintainer scripts run as root on this host.
+        a.push("--force-check-gpg".to_string());
         if self.variant != "default" {
             a.push(format!("--variant={}", self.variant));
         }

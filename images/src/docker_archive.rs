@@ -526,7 +526,7 @@ fn import_uncached(
         diff_ids.push(s.diff_id.clone());
     }
     let declared = &config.rootfs.diff_ids;
-    if !declared.is_empty() {
+    {
         if declared.len() != diff_ids.len() {
             return Err(bad(
                 archive,

@@ -123,6 +123,19 @@ impl SandboxRunner {
         .overlay_mount_data()
         .map_err(|e| e.to_string())?
         .ok_or("overlay without mount data")?;
+        // The upper directory becomes the layer, so it must hold full copies: no metadata-only
+        // copy-ups, no renamed directories that point at their lower. Turned off explicitly
+        // where the kernel has the options (its defaults come from its build and module
+        // parameters).
+        let mut data = data;
+        for opt in ["metacopy", "redirect_dir"] {
+            if Path::new("/sys/module/overlay/parameters")
+                .join(opt)
+                .exists()
+            {
+                data.push_str(&format!(",{opt}=off"));
+            }
+        }
         let mut binds = Vec::new();
         let resolv = Path::new("/etc/resolv.conf");
         if let Ok(src) = std::fs::canonicalize(resolv) {
@@ -213,10 +226,15 @@ impl SandboxRunner {
         let status = child
             .wait()
             .map_err(|e| format!("wait for the command: {e}"));
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(init_pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        // The init, and with it its pid namespace; checked by start time, so a pid the
+        // kernel gave to another process since is never signalled.
+        if crate::launch::proc_start_time(init_pid) == Some(init_start_time) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = cgroup.kill();
         let output = reading.join().unwrap_or_default();
         let status = status?;
         let record: Option<spec::ExitRecord> = spec::read(&dir.join("agent/run.exit")).ok();
@@ -236,6 +254,15 @@ impl SandboxRunner {
         };
         Err(format!("the command {:?} {how}{}", req.argv, tail(&output)))
     }
+}
+
+/// Whether `name` is the cgroup of a `run` step whose build (`build-<pid>-<n>`) is still
+/// running: the daemon's stray sweep leaves it alone.
+pub fn is_live_build(name: &str) -> bool {
+    name.strip_prefix("build-")
+        .and_then(|r| r.split('-').next())
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
 }
 
 /// Reads the pipe to its end (every writer closed).
@@ -259,4 +286,25 @@ fn tail(output: &[u8]) -> String {
         s.push_str(l);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_cgroup_is_live_while_its_process_is() {
+        assert!(is_live_build(&format!("build-{}-7", std::process::id())));
+        assert!(!is_live_build("build-2147483646-1"), "no such process");
+        assert!(!is_live_build("web"), "a group, not a build");
+        assert!(!is_live_build("build-x-1"));
+    }
+
+    #[test]
+    fn the_tail_quotes_the_last_lines() {
+        let out: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        let t = tail(out.as_bytes());
+        assert!(t.contains("line 30") && t.contains("line 11") && !t.contains("line 10\n"));
+        assert_eq!(tail(b""), " (no output)");
+    }
 }

@@ -769,7 +769,7 @@ impl Pod {
         if let Ok(layout) = Layout::detect() {
             if let Ok(root) = Cgroup::root(&layout, &opts.cgroup_root) {
                 for child in root.children() {
-                    if !keep.contains(&child) {
+                    if !keep.contains(&child) && !crate::build_run::is_live_build(&child) {
                         if let Some(cg) = root.open_child(&child) {
                             if let Err(e) = cg.remove() {
                                 eprintln!(
