@@ -162,6 +162,12 @@ struct ElfInfo {
     interp: Option<PathBuf>,
 }
 
+/// The dynamic loader an ELF file names (`PT_INTERP`): `None` if `p` is not a readable ELF
+/// file, `Some(None)` for a static executable or a library.
+pub fn elf_interpreter(p: &Path) -> Option<Option<PathBuf>> {
+    elf_info(p).map(|i| i.interp)
+}
+
 /// Reads the ELF header and program headers of `p`; `None` if it is not an ELF file.
 fn elf_info(p: &Path) -> Option<ElfInfo> {
     use std::io::{Seek, SeekFrom};

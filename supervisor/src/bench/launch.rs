@@ -455,18 +455,9 @@ fn verdict(ours: Option<&Stats>, baseline: Option<Duration>) -> String {
 }
 
 /// Whether the ELF executable at `path` names a dynamic loader (has a `PT_INTERP` program
-/// header); `None` if it is not a readable 64-bit little-endian ELF file.
+/// header); `None` if it is not a readable ELF file.
 fn has_interpreter(path: &std::path::Path) -> Option<bool> {
-    let b = std::fs::read(path).ok()?;
-    if b.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let u16_at = |o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-    let phoff = usize::try_from(u64::from_le_bytes(b.get(0x20..0x28)?.try_into().ok()?)).ok()?;
-    let (phentsize, phnum) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
-    const PT_INTERP: u32 = 3;
-    Some((0..phnum).any(|i| u32_at(phoff + i * phentsize) == Some(PT_INTERP)))
+    agent_images::closure::elf_interpreter(path).map(|i| i.is_some())
 }
 
 #[cfg(test)]
