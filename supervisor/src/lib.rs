@@ -13,6 +13,7 @@ pub mod images_cli;
 pub mod launch;
 pub mod pod;
 pub mod run_group;
+pub mod spawner;
 pub mod up;
 
 /// The version printed by `--version` and `supervisorctl version`.

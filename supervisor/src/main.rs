@@ -110,6 +110,9 @@ enum Cmd {
     /// (internal) Run one agent inside a running group from a launch spec, as its shim.
     #[command(name = "__agent", hide = true)]
     Agent { spec: PathBuf },
+    /// (internal) Fork server for `__group-init` and `__agent`, serving requests on stdin.
+    #[command(name = "__spawner", hide = true)]
+    Spawner,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::GroupInit { spec } => exit_code(launch::init::main(&spec)),
         Cmd::Agent { spec } => exit_code(launch::agent::main(&spec)),
+        Cmd::Spawner => exit_code(launch::server::main()),
         Cmd::Daemon { config, host } => daemon_main(daemon::Options { config, host }, false),
         Cmd::Up { config, host } => daemon_main(daemon::Options { config, host }, true),
         Cmd::Build {

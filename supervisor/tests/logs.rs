@@ -45,6 +45,7 @@ impl Group {
             launcher: PathBuf::from(BIN),
             run_dir: f.dir.join("run"),
             cgroup_root: f.slice.clone(),
+            spawner: None,
         };
         let pod = Pod::start(&l, name, &opts).expect("start the pod");
         Group {

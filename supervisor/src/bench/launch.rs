@@ -155,14 +155,21 @@ fn host_view_rows(runs: usize, notes: &mut Vec<String>) -> (Vec<Row>, Option<Vec
     let sys = BenchSystem::new();
     let group = sys.as_ref().ok().map(BenchSystem::start_group);
     if let Ok(s) = &sys {
+        let how = if s.forked() {
+            "forked by its launch server (`__spawner`), as the daemon does".to_string()
+        } else {
+            format!(
+                "exec'd per launch, the launch server did not start; {}",
+                match has_interpreter(s.launcher()) {
+                    Some(true) => "dynamically linked: `quickstart.sh` links it statically, ~0.3 ms less per exec",
+                    Some(false) => "statically linked",
+                    None => "not an ELF file we could read",
+                }
+            )
+        };
         notes.push(format!(
-            "launcher: {} (__group-init and __agent; {})",
-            s.launcher().display(),
-            match has_interpreter(s.launcher()) {
-                Some(true) => "dynamically linked: `quickstart.sh` links it statically, ~0.3 ms less per exec",
-                Some(false) => "statically linked",
-                None => "not an ELF file we could read",
-            }
+            "launcher: {} (__group-init and __agent {how})",
+            s.launcher().display()
         ));
     }
     let unshare = which("unshare");

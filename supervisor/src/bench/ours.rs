@@ -4,13 +4,13 @@
 //! directory and cgroup root are the benchmark's own, removed afterwards.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agent_config::Loaded;
 
 use crate::cgroup::{Cgroup, Layout};
 use crate::pod::{Pod, PodOptions};
+use crate::spawner::Io;
 
 /// The groups of the benchmark's system file: one started and stopped every run, one
 /// started once (their contenders are measured interleaved, so they must not share a name).
@@ -98,7 +98,10 @@ impl BenchSystem {
         if let Some(errors) = agent_config::validate::errors(&loaded) {
             return Err(format!("bench system file: {}", errors.join("; ")));
         }
-        let opts = PodOptions::for_host(&loaded, HOST).map_err(|e| e.to_string())?;
+        // As the daemon: launchers forked by a launch server.
+        let opts = PodOptions::for_host(&loaded, HOST)
+            .map_err(|e| e.to_string())?
+            .with_spawner();
         Ok(BenchSystem {
             loaded,
             opts,
@@ -109,6 +112,11 @@ impl BenchSystem {
     /// The launcher binary (this executable).
     pub fn launcher(&self) -> &Path {
         &self.opts.launcher
+    }
+
+    /// Whether launchers are forked by a launch server (else exec'd).
+    pub fn forked(&self) -> bool {
+        self.opts.spawner.is_some()
     }
 
     fn agent(&self, group: &str) -> Result<&agent_config::model::Agent, String> {
@@ -144,28 +152,21 @@ impl BenchSystem {
         Ok(RunningGroup { sys: self, pod })
     }
 
-    /// Prepares, spawns and waits for the agent's shim; checks it exited 0. With
-    /// `remove_cgroup`, also removes the agent's cgroup (as the daemon does after an exit).
+    /// Prepares, starts and waits for the agent's shim (as the daemon does); checks the
+    /// agent exited 0. With `remove_cgroup`, also removes the agent's cgroup (as the daemon
+    /// does after an exit).
     fn run_agent(&self, pod: &Pod, remove_cgroup: bool) -> Result<(), String> {
         let agent = self.agent(&pod.group)?;
-        let (mut cmd, cg) = pod
-            .agent_command(&self.loaded, agent)
+        let (shim, cg) = pod
+            .spawn_agent(&self.loaded, agent, None, [Io::Null, Io::Null, Io::Piped])
             .map_err(|e| e.to_string())?;
-        let out = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| format!("run {} __agent: {e}", self.opts.launcher.display()))?;
-        if !out.status.success() {
-            let why = pod
-                .exit_record(&agent.name)
-                .and_then(|r| r.error)
-                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
-            return Err(format!(
-                "agent {}:{} {}: {why}",
-                pod.group, agent.name, out.status
-            ));
+        let (_, stderr) = shim.finish();
+        let record = pod.exit_record(&agent.name);
+        if record.as_ref().map(|r| r.status()) != Some(0) {
+            let why = record
+                .and_then(|r| r.error.or(r.code.map(|c| format!("exit status {c}"))))
+                .unwrap_or_else(|| String::from_utf8_lossy(&stderr).trim().to_string());
+            return Err(format!("agent {}:{}: {why}", pod.group, agent.name));
         }
         if remove_cgroup {
             cg.remove().map_err(|e| e.to_string())?;

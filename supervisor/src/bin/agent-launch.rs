@@ -1,6 +1,7 @@
-//! `agent-launch`: the launcher alone (`__group-init SPEC`, `__agent SPEC`), a small binary
-//! the daemon execs for every group and agent, so each launch maps and relocates a fraction
-//! of `agent-supervisor` (which keeps the same hidden subcommands).
+//! `agent-launch`: the launcher alone (`__group-init SPEC`, `__agent SPEC`, and `__spawner`,
+//! the fork server that runs those two without an exec each), a small binary, so each launch
+//! maps and relocates a fraction of `agent-supervisor` (which keeps the same hidden
+//! subcommands).
 //!
 //! It has its own C `main` (`no_main`): Rust's runtime start-up, which reads
 //! `/proc/self/maps` to place a stack guard and installs stack-overflow handlers, is skipped,
@@ -27,8 +28,9 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     ) {
         (Some("__group-init"), Some(spec), 3) => launch::init::main(Path::new(spec)),
         (Some("__agent"), Some(spec), 3) => launch::agent::main(Path::new(spec)),
+        (Some("__spawner"), None, 2) => launch::server::main(),
         _ => {
-            eprintln!("usage: agent-launch __group-init SPEC | __agent SPEC");
+            eprintln!("usage: agent-launch __group-init SPEC | __agent SPEC | __spawner");
             2
         }
     };

@@ -132,7 +132,9 @@ pub async fn run(
             d.http_listen
         ))
     })?;
-    let pod_opts = PodOptions::for_host(&l, &host)?;
+    // One launch server for the daemon's life: every group init and agent shim is forked from
+    // it instead of exec'd (see `crate::launch::server`).
+    let pod_opts = PodOptions::for_host(&l, &host)?.with_spawner();
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let cancel = CancellationToken::new();
 

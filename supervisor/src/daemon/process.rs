@@ -18,9 +18,11 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// A process to wait for: the daemon's own child (reaped after it exits) or an adopted one.
+/// A process to wait for: the daemon's own child (reaped after it exits), one the launch
+/// server forked (its pidfd, from the server; the server reaps it) or an adopted one.
 pub enum Watched {
     Own(Child),
+    Forked(i32, OwnedFd),
     Adopted(i32),
 }
 
@@ -28,7 +30,16 @@ impl Watched {
     pub fn pid(&self) -> i32 {
         match self {
             Watched::Own(c) => c.id() as i32,
-            Watched::Adopted(p) => *p,
+            Watched::Forked(p, _) | Watched::Adopted(p) => *p,
+        }
+    }
+}
+
+impl From<crate::spawner::Launched> for Watched {
+    fn from(l: crate::spawner::Launched) -> Watched {
+        match l.proc {
+            crate::spawner::Proc::Child(c) => Watched::Own(c),
+            crate::spawner::Proc::Forked(fd) => Watched::Forked(l.pid, fd),
         }
     }
 }
@@ -37,7 +48,11 @@ impl Watched {
 pub async fn wait_exit(w: Watched) {
     let pid = w.pid();
     // ESRCH: it is already gone (an own child may be a zombie: reaped below).
-    if let Ok(fd) = pidfd_open(pid) {
+    let fd = match w {
+        Watched::Forked(_, ref fd) => fd.try_clone(),
+        _ => pidfd_open(pid),
+    };
+    if let Ok(fd) = fd {
         // SAFETY: the OwnedFd moves into the AsyncFd, which owns it until dropped, so the fd
         // stays open and refers to the same pidfd for the AsyncFd's whole life.
         match unsafe { AsyncFd::register(fd) } {

@@ -3,7 +3,8 @@
 //! runs inside the tokio daemon. The order of steps is documented in `docs/launcher.md`.
 //!
 //! - [`init`]: `__group-init SPEC` builds a group's namespaces, root and PID 1;
-//! - [`agent`]: `__agent SPEC` starts one agent in a running group and stays as its shim.
+//! - [`agent`]: `__agent SPEC` starts one agent in a running group and stays as its shim;
+//! - [`server`]: `__spawner` forks those two on request, so each launch skips an exec.
 
 pub mod agent;
 pub mod init;
@@ -11,6 +12,7 @@ pub mod logfile;
 pub mod mounts;
 pub mod net;
 pub mod sandbox;
+pub mod server;
 pub mod spec;
 
 use std::path::{Path, PathBuf};

@@ -12,7 +12,6 @@ pub use requests::parse_signal;
 use requests::Pending;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_config::model::{Agent, Condition};
@@ -29,6 +28,7 @@ use super::health::{self, Probe};
 use super::persist::{self, AgentRecord};
 use super::process::{self, Watched};
 use crate::pod::{Pod, PodOptions};
+use crate::spawner::Io;
 
 /// How long an agent may wait for its dependencies before the wait is reported.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -409,16 +409,8 @@ impl Core {
             keep: self.log_keep,
         };
         let spawned = pod
-            .agent_command_with_log(&self.l, &cfg, Some(log))
-            .map_err(|e| e.to_string())
-            .and_then(|(mut cmd, cg)| {
-                cmd.stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                cmd.spawn()
-                    .map(|c| (c, cg))
-                    .map_err(|e| format!("cannot run the launcher: {e}"))
-            });
+            .spawn_agent(&self.l, &cfg, Some(log), [Io::Null; 3])
+            .map_err(|e| e.to_string());
         let a = self.agents.get_mut(name).expect("known agent");
         match spawned {
             Err(reason) => {
@@ -430,8 +422,8 @@ impl Core {
                     generation,
                 });
             }
-            Ok((child, cg)) => {
-                let shim = child.id() as i32;
+            Ok((shim_proc, cg)) => {
+                let shim = shim_proc.pid;
                 a.shim = crate::launch::proc_start_time(shim).map(|t| (shim, t));
                 a.state = AgentState::Starting;
                 a.pid = None;
@@ -443,7 +435,7 @@ impl Core {
                 let tx = self.tx.clone();
                 let agent = name.to_string();
                 tokio::spawn(async move {
-                    process::wait_exit(Watched::Own(child)).await;
+                    process::wait_exit(Watched::from(shim_proc)).await;
                     let _ = tx.send(Event::Exited { agent, generation });
                 });
                 let tx = self.tx.clone();

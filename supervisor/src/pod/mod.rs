@@ -1,13 +1,16 @@
-//! A group as a pod, from the daemon's side: creates its cgroups and state directory, execs
-//! `__group-init`, prepares `__agent` commands for its agents, and tears everything down.
+//! A group as a pod, from the daemon's side: creates its cgroups and state directory, starts
+//! `__group-init`, starts (or prepares commands for) `__agent` shims of its agents, and tears
+//! everything down.
 //!
-//! Architecture Invariant: this module only spawns programs (`Command` without `pre_exec`);
-//! all namespace and mount work happens in the exec'd launcher (`crate::launch`).
+//! Architecture Invariant: this module only starts programs (`Command` without `pre_exec`,
+//! or a request to the launch server, [`crate::spawner`]); all namespace and mount work
+//! happens in the launcher (`crate::launch`).
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 
 use agent_config::model::{Agent, Group};
 use agent_config::scripts::agent_env;
@@ -15,7 +18,11 @@ use agent_config::{defaults, Loaded};
 
 use crate::cgroup::{Cgroup, CgroupError, Layout, Limits};
 use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
-use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, LogSpec, RootEntry, RootfsSpec};
+use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, LogSpec};
+use crate::spawner::{Io, Launched, Spawner, Verb};
+
+mod rootfs;
+use rootfs::{image_env, image_info, rootfs};
 
 /// Where a pod keeps its things.
 #[derive(Debug, Clone)]
@@ -26,6 +33,9 @@ pub struct PodOptions {
     pub run_dir: PathBuf,
     /// Cgroup root, relative to the cgroup mount (`cgroup_root`).
     pub cgroup_root: String,
+    /// The launch server that forks launchers instead of exec'ing them (the daemon and the
+    /// benchmark start one); `None`: exec [`PodOptions::launcher`].
+    pub spawner: Option<Arc<Spawner>>,
 }
 
 impl PodOptions {
@@ -38,7 +48,22 @@ impl PodOptions {
             launcher,
             run_dir: d.run_dir,
             cgroup_root: d.cgroup_root,
+            spawner: None,
         })
+    }
+
+    /// Starts a launch server for these options ([`Spawner`]); on failure says why on stderr
+    /// and keeps exec'ing the launcher.
+    pub fn with_spawner(mut self) -> PodOptions {
+        match Spawner::start(&self.launcher) {
+            Ok(s) => self.spawner = Some(Arc::new(s)),
+            Err(e) => eprintln!(
+                "agent-supervisor: cannot start the launch server ({} __spawner): {e}; \
+                 exec'ing the launcher for every start instead",
+                self.launcher.display()
+            ),
+        }
+        self
     }
 }
 
@@ -100,6 +125,7 @@ pub struct Pod {
     pub dir: PathBuf,
     private_network: bool,
     launcher: PathBuf,
+    spawner: Option<Arc<Spawner>>,
     /// A pidfd of the `__group-init` launcher that started this pod, which exits once the
     /// init is ready: reaped by [`Pod::stop`] or when the pod is dropped.
     launcher_proc: Option<OwnedFd>,
@@ -113,147 +139,6 @@ pub fn group_dir(run_dir: &Path, group: &str) -> PathBuf {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
     let what = what.into();
     move |source| PodError::Io { what, source }
-}
-
-/// The image store of the host a group runs on.
-fn image_store(l: &Loaded, g: &Group) -> Result<agent_images::Store, PodError> {
-    let d = defaults::daemon(&l.system, &g.host);
-    agent_images::Store::open(&d.state_dir).map_err(|e| PodError::Launch {
-        group: String::new(),
-        message: format!("image store: {e}"),
-    })
-}
-
-/// The built image of a group (not the `host` image): its config and layers.
-fn image_info(l: &Loaded, g: &Group) -> Result<agent_images::ImageInfo, PodError> {
-    let image = defaults::image(g);
-    image_store(l, g)?
-        .inspect(image)
-        .map_err(|e| PodError::Launch {
-            group: String::new(),
-            message: format!(
-                "image {image}: {e} (build it with `agent-supervisor build {}`)",
-                l.file.display()
-            ),
-        })
-}
-
-/// The environment an image sets (`Env` of its config), for agents of groups running from it.
-fn image_env(l: &Loaded, g: &Group) -> Vec<(String, String)> {
-    if defaults::image(g) == defaults::HOST_IMAGE {
-        return Vec::new();
-    }
-    image_info(l, g)
-        .map(|info| {
-            info.config
-                .config
-                .env
-                .iter()
-                .filter_map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The group's root file system as the launcher needs it; `dir` is the group's state dir.
-fn rootfs(l: &Loaded, g: &Group, dir: &Path) -> Result<(RootfsSpec, Vec<BindSpec>), PodError> {
-    let mut binds = Vec::new();
-    let image = defaults::image(g);
-    let rootfs = if image == defaults::HOST_IMAGE {
-        let entries = agent_rootfs::host_rootfs(Path::new("/")).map_err(|e| PodError::Launch {
-            group: String::new(),
-            message: e.to_string(),
-        })?;
-        // The host image also shows the system file's directory (agents' code), read-only.
-        let dir =
-            std::fs::canonicalize(&l.dir).map_err(io(format!("resolve {}", l.dir.display())))?;
-        binds.push(BindSpec {
-            source: dir.clone(),
-            target: dir,
-            readonly: true,
-        });
-        RootfsSpec::Host(
-            entries
-                .into_iter()
-                .map(|e| match e {
-                    agent_rootfs::HostEntry::Dir(d) => RootEntry::Dir(d),
-                    agent_rootfs::HostEntry::Symlink { path, target } => {
-                        RootEntry::Symlink { path, target }
-                    }
-                })
-                .collect(),
-        )
-    } else {
-        // Layers unpacked once into a shared cache, stacked with overlayfs (a fresh upper per
-        // start) or, without overlayfs, unpacked into a copy.
-        let info = image_info(l, g)?;
-        let launch = |message: String| PodError::Launch {
-            group: String::new(),
-            message,
-        };
-        let layers = info
-            .layers
-            .iter()
-            .map(|li| {
-                let media = agent_rootfs::Compression::from_media_type(&li.descriptor.media_type)
-                    .ok_or_else(|| {
-                    launch(format!(
-                        "image {image}: layer {} has media type {} we cannot unpack",
-                        li.descriptor.digest, li.descriptor.media_type
-                    ))
-                })?;
-                Ok(agent_rootfs::LayerRef {
-                    digest: li.descriptor.digest.to_string(),
-                    blob: li.path.clone(),
-                    media,
-                })
-            })
-            .collect::<Result<Vec<_>, PodError>>()?;
-        let cache = defaults::daemon(&l.system, &g.host)
-            .state_dir
-            .join("layers");
-        // A fresh upper and work directory per start: the overlay of the previous start may
-        // live on for a moment in its dying mount namespace, and overlayfs refuses a work
-        // directory in use.
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let prepared = agent_rootfs::prepare_rootfs(
-            &layers,
-            &cache,
-            &dir.join(format!("image-{nonce}")),
-            true,
-        )
-        .map_err(|e| launch(format!("image {image}: {e}")))?;
-        match prepared
-            .overlay_mount_data()
-            .map_err(|e| launch(format!("image {image}: {e}")))?
-        {
-            Some(data) => RootfsSpec::Overlay { data },
-            None => match prepared {
-                agent_rootfs::PreparedRootfs::Copy { dir } => RootfsSpec::Dir {
-                    path: dir,
-                    readonly: false,
-                },
-                agent_rootfs::PreparedRootfs::Overlay { .. } => {
-                    return Err(launch(format!("image {image}: overlay without mount data")))
-                }
-            },
-        }
-    };
-    for b in &g.binds {
-        let source = std::fs::canonicalize(l.resolve(&b.source))
-            .map_err(io(format!("bind source {}", b.source.display())))?;
-        binds.push(BindSpec {
-            source,
-            target: b.target.clone(),
-            readonly: b.readonly,
-        });
-    }
-    Ok((rootfs, binds))
 }
 
 /// The environment of an agent, in order of precedence (later wins): PATH, HOME and
@@ -330,14 +215,14 @@ impl Pod {
         }
         // The launcher starts first: while it is exec'd and loaded, the cgroups and the spec
         // are made here. It reads the spec from its stdin, so it waits for them.
-        let launcher = Command::new(&opts.launcher)
-            .arg("__group-init")
-            .arg(spec::ON_STDIN)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
+        let launcher = Launched::start(
+            &opts.launcher,
+            opts.spawner.as_deref(),
+            Verb::GroupInit,
+            Path::new(spec::ON_STDIN),
+            [Io::Piped; 3],
+        )
+        .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
         let cgroup = match root.create_child(group, &Limits::from(&g.resources)) {
             Ok(c) => c,
             Err(e) => {
@@ -355,6 +240,7 @@ impl Pod {
                 dir,
                 private_network: false,
                 launcher: opts.launcher.clone(),
+                spawner: opts.spawner.clone(),
                 launcher_proc: launcher,
             }),
             Err(e) => {
@@ -371,13 +257,12 @@ impl Pod {
         g: &Group,
         opts: &PodOptions,
         cgroup: &Cgroup,
-        mut launcher: Child,
+        mut launcher: Launched,
     ) -> Result<(i32, u64, PathBuf, Option<OwnedFd>), PodError> {
         let dir = group_dir(&opts.run_dir, group);
-        // Names the launcher (not yet reaped, so its pid cannot be reused) for its reaping.
-        let reaper = i32::try_from(launcher.id())
-            .ok()
-            .and_then(crate::launch::pidfd_open);
+        // Names the launcher (not yet reaped, so its pid cannot be reused) for its reaping,
+        // when it is our child (the launch server reaps its own).
+        let reaper = launcher.child_pidfd();
         let spec = match Self::group_spec(l, group, g, &dir, cgroup) {
             Ok(spec) => spec,
             Err(e) => {
@@ -402,12 +287,11 @@ impl Pod {
                 return Ok((pid, start, dir, reaper));
             }
         }
-        let out = launcher
-            .wait_with_output()
-            .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
+        let (stdout, stderr) = launcher.finish();
         bytes?;
-        if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // The launcher says why it failed on stderr (and exits 1).
+        let msg = String::from_utf8_lossy(&stderr).trim().to_string();
+        if !msg.is_empty() {
             let msg = msg
                 .strip_prefix("agent-supervisor __group-init: ")
                 .unwrap_or(&msg)
@@ -417,7 +301,16 @@ impl Pod {
                 message: msg,
             });
         }
-        let (pid, start) = Self::started(group, &dir, &out.stdout)?;
+        if stdout.is_empty() {
+            return Err(PodError::Launch {
+                group: group.to_string(),
+                message: format!(
+                    "{} __group-init exited without starting the init",
+                    opts.launcher.display()
+                ),
+            });
+        }
+        let (pid, start) = Self::started(group, &dir, &stdout)?;
         Ok((pid, start, dir, None))
     }
 
@@ -511,6 +404,54 @@ impl Pod {
         agent: &Agent,
         log: Option<LogSpec>,
     ) -> Result<(Command, Cgroup), PodError> {
+        let (spec_path, cg) = self.prepare_agent(l, agent, log)?;
+        let mut cmd = Command::new(&self.launcher);
+        cmd.arg("__agent").arg(spec_path);
+        Ok((cmd, cg))
+    }
+
+    /// Starts one agent's shim, through the launch server when the pod has one: its cgroup,
+    /// its spec (see [`Pod::agent_command_with_log`]) and the shim with `io` as its stdio.
+    /// The shim's exit record ([`Pod::exit_record`]) says how the agent ended.
+    pub fn spawn_agent(
+        &self,
+        l: &Loaded,
+        agent: &Agent,
+        log: Option<LogSpec>,
+        io: [Io; 3],
+    ) -> Result<(Launched, Cgroup), PodError> {
+        let (spec_path, cg) = self.prepare_agent(l, agent, log)?;
+        let shim = Launched::start(
+            &self.launcher,
+            self.spawner.as_deref(),
+            Verb::Agent,
+            &spec_path,
+            io,
+        )
+        .map_err(|e| PodError::Launch {
+            group: self.group.clone(),
+            message: format!(
+                "agent {}: cannot run {} __agent: {e}",
+                agent.name,
+                self.launcher.display()
+            ),
+        });
+        match shim {
+            Ok(s) => Ok((s, cg)),
+            Err(e) => {
+                let _ = cg.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// The agent's cgroup and spec file, for its shim.
+    fn prepare_agent(
+        &self,
+        l: &Loaded,
+        agent: &Agent,
+        log: Option<LogSpec>,
+    ) -> Result<(PathBuf, Cgroup), PodError> {
         let g = l
             .system
             .groups
@@ -578,9 +519,7 @@ impl Pod {
         let _ = std::fs::remove_file(agents.join(format!("{}.exit", agent.name)));
         let _ = std::fs::remove_file(agents.join(format!("{}.pid", agent.name)));
         spec::write(&spec_path, &spec)?;
-        let mut cmd = Command::new(&self.launcher);
-        cmd.arg("__agent").arg(spec_path);
-        Ok((cmd, cg))
+        Ok((spec_path, cg))
     }
 
     /// The exit record the shim wrote for `agent`, if it ended.
@@ -632,7 +571,7 @@ impl Pod {
 
 /// Reads from the launcher's stdout up to the end of the first line (the init's pid, written
 /// at once); `None` when it closes without one.
-fn read_line(out: &mut std::process::ChildStdout) -> Option<Vec<u8>> {
+fn read_line(out: &mut std::fs::File) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut line = Vec::new();
     let mut buf = [0u8; 64];
@@ -676,9 +615,8 @@ impl Drop for Pod {
 }
 
 /// Ends a launcher that will get no spec: its stdin closes empty, so it fails and exits.
-fn abandon(mut launcher: Child) {
-    drop(launcher.stdin.take());
-    let _ = launcher.wait_with_output();
+fn abandon(launcher: Launched) {
+    let _ = launcher.finish();
 }
 
 /// Reads `init.pid` (`PID START_TIME`) of a group directory.
@@ -713,6 +651,7 @@ impl Pod {
                     dir,
                     private_network: false,
                     launcher: opts.launcher.clone(),
+                    spawner: opts.spawner.clone(),
                     launcher_proc: None,
                 }))
             }

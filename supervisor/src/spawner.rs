@@ -1,0 +1,365 @@
+//! Starting launcher processes from the daemon's side: through the fork server
+//! ([`crate::launch::server`], `agent-launch __spawner`) when one runs, else by exec'ing the
+//! launcher binary. Either way the caller gets a [`Launched`]: its pid, the pipes it asked
+//! for and a handle to wait for its end.
+//!
+//! Architecture Invariant: nothing here forks; the server is spawned like any program
+//! (`Command`, no `pre_exec`) and talked to over a socket.
+
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+
+use crate::launch::server::{AGENT, GROUP_INIT, PING};
+
+/// Which launch path to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// `__group-init SPEC`: a group's namespaces, root and PID 1.
+    GroupInit,
+    /// `__agent SPEC`: one agent's shim.
+    Agent,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::GroupInit => GROUP_INIT,
+            Verb::Agent => AGENT,
+        }
+    }
+}
+
+/// What one of the launched process's standard descriptors is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// `/dev/null`.
+    Null,
+    /// A pipe to the caller ([`Launched::stdin`], `stdout`, `stderr`).
+    Piped,
+    /// The caller's own descriptor of the same number.
+    Inherit,
+}
+
+/// A running fork server. Requests are serialised (one reply per request); dropping it
+/// closes the socket, which ends the server (what it launched keeps running).
+#[derive(Debug)]
+pub struct Spawner {
+    inner: Mutex<Inner>,
+    launcher: PathBuf,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `None` once dropped.
+    sock: Option<OwnedFd>,
+    child: Child,
+    /// Set once a request failed at the socket: the server is gone.
+    dead: bool,
+}
+
+impl Spawner {
+    /// Spawns `launcher __spawner` and checks it answers.
+    pub fn start(launcher: &Path) -> std::io::Result<Spawner> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        let child = Command::new(launcher)
+            .arg("__spawner")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let spawner = Spawner {
+            inner: Mutex::new(Inner {
+                sock: Some(ours),
+                child,
+                dead: false,
+            }),
+            launcher: launcher.to_path_buf(),
+        };
+        let (text, _) = spawner.request(PING.as_bytes(), &[])?;
+        if text != "pong" {
+            return Err(std::io::Error::other(format!(
+                "{} __spawner answered {text:?} to a ping",
+                launcher.display()
+            )));
+        }
+        Ok(spawner)
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> i32 {
+        let inner = self.inner.lock().expect("spawner lock poisoned");
+        inner.child.id() as i32
+    }
+
+    /// Sends one request and reads its reply (text and at most one descriptor).
+    fn request(&self, payload: &[u8], fds: &[RawFd]) -> std::io::Result<(String, Option<OwnedFd>)> {
+        let mut inner = self.inner.lock().expect("spawner lock poisoned");
+        let sock = match (&inner.sock, inner.dead) {
+            (Some(s), false) => s.as_raw_fd(),
+            _ => return Err(std::io::Error::other("the launch server has exited")),
+        };
+        let result = exchange(sock, payload, fds);
+        if result.is_err() {
+            inner.dead = true;
+        }
+        result
+    }
+
+    /// Launches `verb` with `spec`, the three descriptors becoming its stdio.
+    fn launch(
+        &self,
+        verb: Verb,
+        spec: &Path,
+        stdio: [BorrowedFd<'_>; 3],
+    ) -> std::io::Result<(i32, OwnedFd)> {
+        let mut payload = verb.as_str().as_bytes().to_vec();
+        payload.push(0);
+        payload.extend_from_slice(spec.as_os_str().as_bytes());
+        let raw = stdio.map(|fd| fd.as_raw_fd());
+        let (text, fd) = self.request(&payload, &raw)?;
+        let refused = |why: &str| {
+            std::io::Error::other(format!(
+                "{} __spawner refused {}: {why}",
+                self.launcher.display(),
+                verb.as_str()
+            ))
+        };
+        if let Some(why) = text.strip_prefix("error: ") {
+            return Err(refused(why));
+        }
+        let pid = text
+            .strip_prefix("ok ")
+            .and_then(|p| p.parse::<i32>().ok())
+            .ok_or_else(|| refused(&format!("unexpected reply {text:?}")))?;
+        let fd = fd.ok_or_else(|| refused("no pidfd in the reply"))?;
+        Ok((pid, fd))
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        if let Ok(inner) = self.inner.get_mut() {
+            // End of file on its socket ends the server; then it is reaped here.
+            drop(inner.sock.take());
+            let _ = inner.child.wait();
+        }
+    }
+}
+
+/// One request/reply exchange on the server's socket.
+fn exchange(
+    sock: RawFd,
+    payload: &[u8],
+    fds: &[RawFd],
+) -> std::io::Result<(String, Option<OwnedFd>)> {
+    let iov = [IoSlice::new(payload)];
+    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(fds)]
+    };
+    sendmsg::<()>(sock, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(std::io::Error::from)?;
+    let mut buf = [0u8; 512];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = loop {
+        match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::Error::EINTR) => continue,
+            other => break other.map_err(std::io::Error::from)?,
+        }
+    };
+    let mut fd = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    // SAFETY: the kernel just installed this descriptor for us; nothing else
+                    // owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    fd.get_or_insert(owned);
+                }
+            }
+        }
+    }
+    let n = msg.bytes;
+    if n == 0 && fd.is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the launch server closed its socket",
+        ));
+    }
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    Ok((text, fd))
+}
+
+/// How to wait for a launched process's end.
+#[derive(Debug)]
+pub enum Proc {
+    /// Exec'd by us: our child.
+    Child(Child),
+    /// Forked by the server (its child, which reaps it): a pidfd, readable once it exited.
+    Forked(OwnedFd),
+}
+
+/// A launcher process that was started, with the pipes asked for.
+#[derive(Debug)]
+pub struct Launched {
+    pub pid: i32,
+    pub stdin: Option<File>,
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
+    pub proc: Proc,
+}
+
+/// The caller's end and the launched process's end of one standard descriptor.
+struct End {
+    ours: Option<File>,
+    theirs: OwnedFd,
+}
+
+fn end(io: Io, number: RawFd, write_end_is_theirs: bool) -> std::io::Result<End> {
+    match io {
+        Io::Null => Ok(End {
+            ours: None,
+            theirs: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?
+                .into(),
+        }),
+        Io::Inherit => Ok(End {
+            ours: None,
+            // SAFETY: the caller's own standard descriptor, open for the whole call.
+            theirs: unsafe { BorrowedFd::borrow_raw(number) }.try_clone_to_owned()?,
+        }),
+        Io::Piped => {
+            let (r, w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+            let (ours, theirs) = if write_end_is_theirs { (r, w) } else { (w, r) };
+            Ok(End {
+                ours: Some(File::from(ours)),
+                theirs,
+            })
+        }
+    }
+}
+
+fn stdio(io: Io) -> Stdio {
+    match io {
+        Io::Null => Stdio::null(),
+        Io::Piped => Stdio::piped(),
+        Io::Inherit => Stdio::inherit(),
+    }
+}
+
+impl Launched {
+    /// Starts `verb SPEC`: through `spawner` when there is one and it answers, else by exec'ing
+    /// `launcher`.
+    pub fn start(
+        launcher: &Path,
+        spawner: Option<&Spawner>,
+        verb: Verb,
+        spec: &Path,
+        io: [Io; 3],
+    ) -> std::io::Result<Launched> {
+        if let Some(s) = spawner {
+            match Self::forked(s, verb, spec, io) {
+                Ok(l) => return Ok(l),
+                // The server is gone (it says so once): exec from now on.
+                Err(e) => {
+                    eprintln!("agent-supervisor: launch server: {e}; exec'ing the launcher instead")
+                }
+            }
+        }
+        let mut child = Command::new(launcher)
+            .arg(verb.as_str())
+            .arg(spec)
+            .stdin(stdio(io[0]))
+            .stdout(stdio(io[1]))
+            .stderr(stdio(io[2]))
+            .spawn()?;
+        Ok(Launched {
+            pid: child.id() as i32,
+            stdin: child.stdin.take().map(|p| File::from(OwnedFd::from(p))),
+            stdout: child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
+            stderr: child.stderr.take().map(|p| File::from(OwnedFd::from(p))),
+            proc: Proc::Child(child),
+        })
+    }
+
+    fn forked(s: &Spawner, verb: Verb, spec: &Path, io: [Io; 3]) -> std::io::Result<Launched> {
+        let stdin = end(io[0], 0, false)?;
+        let stdout = end(io[1], 1, true)?;
+        let stderr = end(io[2], 2, true)?;
+        let (pid, fd) = s.launch(
+            verb,
+            spec,
+            [
+                stdin.theirs.as_fd(),
+                stdout.theirs.as_fd(),
+                stderr.theirs.as_fd(),
+            ],
+        )?;
+        Ok(Launched {
+            pid,
+            stdin: stdin.ours,
+            stdout: stdout.ours,
+            stderr: stderr.ours,
+            proc: Proc::Forked(fd),
+        })
+    }
+
+    /// A pidfd of the launched process when it is our child (to reap it later without
+    /// holding the `Child`); `None` when the server reaps it.
+    pub fn child_pidfd(&self) -> Option<OwnedFd> {
+        match &self.proc {
+            Proc::Child(_) => crate::launch::pidfd_open(self.pid),
+            Proc::Forked(_) => None,
+        }
+    }
+
+    /// Closes stdin, reads stdout and stderr to their end and waits for the exit. Returns
+    /// (stdout, stderr).
+    pub fn finish(mut self) -> (Vec<u8>, Vec<u8>) {
+        drop(self.stdin.take());
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        if let Some(mut o) = self.stdout.take() {
+            let _ = o.read_to_end(&mut out);
+        }
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_end(&mut err);
+        }
+        self.wait();
+        (out, err)
+    }
+
+    /// Waits for the exit (and reaps it when it is our child).
+    pub fn wait(self) {
+        match self.proc {
+            Proc::Child(mut c) => {
+                let _ = c.wait();
+            }
+            Proc::Forked(fd) => {
+                while !crate::launch::wait_readable(&fd, std::time::Duration::from_secs(3600)) {}
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The launch server (`__spawner`), for real, as root: a group init and an agent shim forked
+//! by it look and behave like exec'd ones, bad requests are refused while it keeps serving,
+//! and agents outlive it.
+
+use std::io::{IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_supervisor::pod::{Pod, PodOptions};
+use agent_supervisor::spawner::{Io, Proc};
+use agent_supervisor_tests::fixture::{root_or_skip, Fixture};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still has /proc/PID: only a running or sleeping process counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim().to_string()))
+        .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
+}
+
+fn wait_gone(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn fixture(name: &str, command: &str) -> (Fixture, agent_config::Loaded, PodOptions) {
+    let f = Fixture::new(
+        BIN,
+        &format!("spawner-{name}"),
+        "spawner",
+        &format!("  {name}:\n    host: h1\n    agents:\n      - name: {name}-a\n        command: {command}\n"),
+    );
+    let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
+    let opts = PodOptions {
+        launcher: PathBuf::from(BIN),
+        run_dir: f.dir.join("run"),
+        cgroup_root: f.slice.clone(),
+        spawner: None,
+    }
+    .with_spawner();
+    (f, l, opts)
+}
+
+#[test]
+fn group_init_and_agent_shim_are_forked_by_the_server() {
+    if !root_or_skip("group_init_and_agent_shim_are_forked_by_the_server") {
+        return;
+    }
+    let (_f, l, opts) = fixture(
+        "sp-fork",
+        "[/bin/sh, -c, 'echo hello-from-agent; sleep 0.5; exit 3']",
+    );
+    let server = opts
+        .spawner
+        .as_ref()
+        .expect("the launch server started")
+        .pid();
+    assert!(cmdline(server).contains("__spawner"), "{}", cmdline(server));
+    let pod = Pod::start(&l, "sp-fork", &opts).expect("start the group through the server");
+    // The init's command line reads as an exec'd launcher's.
+    let init = cmdline(pod.init_pid);
+    assert!(init.contains("__group-init"), "init cmdline: {init}");
+    let agent = &l.system.groups["sp-fork"].agents[0];
+    let (shim, cg) = pod
+        .spawn_agent(&l, agent, None, [Io::Null, Io::Piped, Io::Null])
+        .expect("start the agent through the server");
+    assert!(matches!(shim.proc, Proc::Forked(_)), "{:?}", shim.proc);
+    let pid = shim.pid;
+    // Forked by the server, not exec'd by us; its command line names the verb and the spec.
+    assert_eq!(ppid(pid), Some(server), "the shim's parent is the server");
+    // (The child renames itself right after the fork.)
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut line = cmdline(pid);
+    while !line.contains("__agent") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        line = cmdline(pid);
+    }
+    assert!(
+        line.contains("__agent") && line.contains("sp-fork-a.json"),
+        "shim cmdline: {line}"
+    );
+    let (out, _) = shim.finish();
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "hello-from-agent");
+    let record = pod
+        .exit_record("sp-fork-a")
+        .expect("the shim wrote its exit record");
+    assert_eq!(record.code, Some(3), "{record:?}");
+    // The server reaped its child: no zombie left behind.
+    assert!(
+        wait_gone(pid, Duration::from_secs(5)),
+        "shim {pid} not reaped"
+    );
+    let _ = cg.remove();
+    pod.stop().expect("stop the group");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
+    // The last holder of the server's socket goes: the server ends.
+    drop(pod);
+    drop(opts);
+    assert!(
+        wait_gone(server, Duration::from_secs(5)),
+        "the server did not exit"
+    );
+}
+
+#[test]
+fn agents_outlive_the_server() {
+    if !root_or_skip("agents_outlive_the_server") {
+        return;
+    }
+    let (_f, l, opts) = fixture("sp-live", "[sleep, '30']");
+    let server = opts
+        .spawner
+        .as_ref()
+        .expect("the launch server started")
+        .pid();
+    let pod = Pod::start(&l, "sp-live", &opts).expect("start the group");
+    let agent = &l.system.groups["sp-live"].agents[0];
+    let (shim, _cg) = pod
+        .spawn_agent(&l, agent, None, [Io::Null; 3])
+        .expect("start the agent");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pod.agent_pid("sp-live-a").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let agent_pid = pod.agent_pid("sp-live-a").expect("the agent started");
+    // The daemon goes away (the server's socket closes): the server ends, the agent runs on,
+    // and a new daemon adopts the group.
+    drop(pod);
+    let exec_opts = PodOptions {
+        spawner: None,
+        ..opts.clone()
+    };
+    drop(opts);
+    assert!(
+        wait_gone(server, Duration::from_secs(5)),
+        "the server did not exit"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(alive(shim.pid), "the shim died with the server");
+    assert!(alive(agent_pid), "the agent died with the server");
+    let pod = Pod::adopt(&l, "sp-live", &exec_opts)
+        .expect("adopt the group")
+        .expect("the group still runs");
+    pod.stop().expect("stop the group");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
+    shim.wait();
+    assert!(!alive(agent_pid), "the agent outlived its group");
+}
+
+/// One raw exchange with a server: the reply text and descriptor.
+fn ask(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> (String, Option<OwnedFd>) {
+    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(fds)]
+    };
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(payload)],
+        &cmsgs,
+        MsgFlags::empty(),
+        None,
+    )
+    .expect("send a request");
+    let mut buf = [0u8; 512];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg =
+        recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::empty()).expect("read the reply");
+    let mut fd = None;
+    for c in msg.cmsgs().expect("control messages") {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            // SAFETY: descriptors the kernel just installed for this test.
+            fd = v.first().map(|&raw| unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+    }
+    let n = msg.bytes;
+    (String::from_utf8_lossy(&buf[..n]).to_string(), fd)
+}
+
+#[test]
+fn bad_requests_are_refused_and_the_server_goes_on() {
+    if !root_or_skip("bad_requests_are_refused_and_the_server_goes_on") {
+        return;
+    }
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .expect("socketpair");
+    let mut server = Command::new(BIN)
+        .arg("__spawner")
+        .stdin(Stdio::from(theirs))
+        .spawn()
+        .expect("run __spawner");
+    let s = ours.as_raw_fd();
+    let (text, fd) = ask(s, b"nonsense\0x", &[]);
+    assert!(text.starts_with("error: unknown request"), "{text}");
+    assert!(fd.is_none());
+    let (text, _) = ask(s, b"__agent\0/x.json", &[]);
+    assert!(
+        text.contains("needs a spec path and 3 descriptors"),
+        "{text}"
+    );
+    assert_eq!(ask(s, b"ping", &[]).0, "pong");
+    // A launch whose spec does not exist: started, and it says why on the stderr we gave it.
+    let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    let raw = [null.as_raw_fd(), null.as_raw_fd(), w.as_raw_fd()];
+    let (text, pidfd) = ask(s, b"__agent\0/nonexistent/spec.json", &raw);
+    drop(w);
+    assert!(text.starts_with("ok "), "{text}");
+    assert!(pidfd.is_some(), "no pidfd with the reply");
+    let mut err = String::new();
+    std::fs::File::from(r)
+        .read_to_string(&mut err)
+        .expect("read the shim's stderr");
+    assert!(err.contains("/nonexistent/spec.json"), "stderr: {err}");
+    // Still serving; end of file ends it with status 0.
+    assert_eq!(ask(s, b"ping", &[]).0, "pong");
+    drop(ours);
+    let status = server.wait().expect("wait for the server");
+    assert!(status.success(), "{status}");
+}
