@@ -7,6 +7,7 @@
 //! - [`server`]: `__spawner` forks those two on request, so each launch skips an exec.
 
 pub mod agent;
+pub mod bpf;
 pub mod init;
 pub mod logfile;
 pub mod mounts;

@@ -2,13 +2,10 @@
 //!
 //! Runs in the launcher's forked child, a single-threaded process, right before `execve`.
 
-use std::collections::BTreeMap;
-
 use caps::{CapSet, Capability, CapsHashSet};
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule,
-};
+use seccompiler::BpfProgram;
+
+use super::bpf::Verdict;
 
 use super::spec::Rlimit;
 
@@ -190,50 +187,24 @@ fn blocked_syscalls() -> Vec<i64> {
 
 /// The default filters: EPERM for the blocked syscalls and for `clone` with
 /// `CLONE_NEWUSER`; ENOSYS for `clone3` (its flags live in memory a filter cannot read, so
-/// libc falls back to `clone`).
+/// libc falls back to `clone`). One program ([`super::bpf`]).
 pub fn default_filters() -> Result<Vec<BpfProgram>, SandboxError> {
-    let arch = std::env::consts::ARCH
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| SandboxError::SeccompBuild(e.to_string()))?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = blocked_syscalls()
+    let eperm = libc::EPERM as u32;
+    let mut rules: Vec<(i64, Verdict)> = blocked_syscalls()
         .into_iter()
-        .map(|s| (s, vec![]))
+        .map(|nr| (nr, Verdict::Errno(eperm)))
         .collect();
-    let newuser = libc::CLONE_NEWUSER as u64;
-    let cond = SeccompCondition::new(
-        0,
-        SeccompCmpArgLen::Qword,
-        SeccompCmpOp::MaskedEq(newuser),
-        newuser,
-    )
-    .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
-    rules.insert(
+    rules.push((
         libc::SYS_clone,
-        vec![SeccompRule::new(vec![cond]).map_err(|e| SandboxError::SeccompBuild(e.to_string()))?],
-    );
-    let eperm = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
-    let mut clone3 = BTreeMap::new();
-    clone3.insert(libc::SYS_clone3, vec![]);
-    let enosys = SeccompFilter::new(
-        clone3,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(|e| SandboxError::SeccompBuild(e.to_string()))?;
-    let a: BpfProgram = eperm
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| SandboxError::SeccompBuild(e.to_string()))?;
-    let b: BpfProgram = enosys
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| SandboxError::SeccompBuild(e.to_string()))?;
-    Ok(vec![a, b])
+        Verdict::ErrnoIfArg0Has {
+            mask: libc::CLONE_NEWUSER as u32,
+            errno: eperm,
+        },
+    ));
+    rules.push((libc::SYS_clone3, Verdict::Errno(libc::ENOSYS as u32)));
+    Ok(vec![
+        super::bpf::program(&rules).map_err(SandboxError::SeccompBuild)?
+    ])
 }
 
 /// Installs filters built by [`default_filters`]; needs `no_new_privs` or `CAP_SYS_ADMIN`.
