@@ -109,30 +109,65 @@ impl Spawner {
 
     /// Sends one request and reads its reply (text and at most one descriptor).
     fn request(&self, payload: &[u8], fds: &[RawFd]) -> std::io::Result<(String, Option<OwnedFd>)> {
+        let (_, reply) = self.request_during(payload, fds, || ())?;
+        reply
+    }
+
+    /// Sends one request, runs `during` while the server serves it, then reads the reply.
+    /// `Err`: the request could not be sent (`during` did not run); else `during`'s result
+    /// and the reply.
+    #[allow(clippy::type_complexity)]
+    fn request_during<R>(
+        &self,
+        payload: &[u8],
+        fds: &[RawFd],
+        during: impl FnOnce() -> R,
+    ) -> std::io::Result<(R, std::io::Result<(String, Option<OwnedFd>)>)> {
         let mut inner = self.inner.lock().expect("spawner lock poisoned");
         let sock = match (&inner.sock, inner.dead) {
             (Some(s), false) => s.as_raw_fd(),
             _ => return Err(std::io::Error::other("the launch server has exited")),
         };
-        let result = exchange(sock, payload, fds);
-        if result.is_err() {
+        if let Err(e) = send(sock, payload, fds) {
+            inner.dead = true;
+            return Err(e);
+        }
+        let r = during();
+        let reply = receive(sock);
+        if reply.is_err() {
             inner.dead = true;
         }
-        result
+        Ok((r, reply))
     }
 
-    /// Launches `verb` with `spec`, the three descriptors becoming its stdio.
-    fn launch(
+    /// Launches `verb` with `spec`, the three descriptors becoming its stdio, running
+    /// `during` meanwhile. `Err`: nothing was sent (`during` did not run).
+    #[allow(clippy::type_complexity)]
+    fn launch_during<R>(
         &self,
         verb: Verb,
         spec: &Path,
         stdio: [BorrowedFd<'_>; 3],
-    ) -> std::io::Result<(i32, OwnedFd)> {
+        during: impl FnOnce() -> R,
+    ) -> std::io::Result<(R, std::io::Result<(i32, OwnedFd)>)> {
         let mut payload = verb.as_str().as_bytes().to_vec();
         payload.push(0);
         payload.extend_from_slice(spec.as_os_str().as_bytes());
         let raw = stdio.map(|fd| fd.as_raw_fd());
-        let (text, fd) = self.request(&payload, &raw)?;
+        let (r, reply) = self.request_during(&payload, &raw, during)?;
+        Ok((
+            r,
+            reply.and_then(|(text, fd)| self.launched(verb, &text, fd)),
+        ))
+    }
+
+    /// Reads a launch reply: the pid and pidfd, or why the server refused.
+    fn launched(
+        &self,
+        verb: Verb,
+        text: &str,
+        fd: Option<OwnedFd>,
+    ) -> std::io::Result<(i32, OwnedFd)> {
         let refused = |why: &str| {
             std::io::Error::other(format!(
                 "{} __spawner refused {}: {why}",
@@ -162,12 +197,8 @@ impl Drop for Spawner {
     }
 }
 
-/// One request/reply exchange on the server's socket.
-fn exchange(
-    sock: RawFd,
-    payload: &[u8],
-    fds: &[RawFd],
-) -> std::io::Result<(String, Option<OwnedFd>)> {
+/// Sends one request on the server's socket.
+fn send(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     let iov = [IoSlice::new(payload)];
     let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
         Vec::new()
@@ -175,7 +206,12 @@ fn exchange(
         vec![ControlMessage::ScmRights(fds)]
     };
     sendmsg::<()>(sock, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(std::io::Error::from)?;
+        .map(|_| ())
+        .map_err(std::io::Error::from)
+}
+
+/// Reads one reply from the server's socket.
+fn receive(sock: RawFd) -> std::io::Result<(String, Option<OwnedFd>)> {
     let mut buf = [0u8; 512];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
@@ -279,13 +315,29 @@ impl Launched {
         spec: &Path,
         io: [Io; 3],
     ) -> std::io::Result<Launched> {
+        Self::start_with(launcher, spawner, verb, spec, io, |_| ()).map(|(l, ())| l)
+    }
+
+    /// [`Launched::start`], and `during` runs while the process starts (given its stdin, when
+    /// piped), so the caller's preparations overlap the fork or the exec. A launch through
+    /// the server that fails once `during` ran is an error (no second try by exec).
+    pub fn start_with<R>(
+        launcher: &Path,
+        spawner: Option<&Spawner>,
+        verb: Verb,
+        spec: &Path,
+        io: [Io; 3],
+        during: impl FnOnce(&mut Option<File>) -> R,
+    ) -> std::io::Result<(Launched, R)> {
+        let mut during = Some(during);
         if let Some(s) = spawner {
-            match Self::forked(s, verb, spec, io) {
-                Ok(l) => return Ok(l),
-                // The server is gone (it says so once): exec from now on.
-                Err(e) => {
+            match Self::forked(s, verb, spec, io, &mut during) {
+                Ok(launched) => return Ok(launched),
+                // Nothing was sent: the server is gone (said once); exec from now on.
+                Err(e) if during.is_some() => {
                     eprintln!("agent-supervisor: launch server: {e}; exec'ing the launcher instead")
                 }
+                Err(e) => return Err(e),
             }
         }
         let mut child = Command::new(launcher)
@@ -295,35 +347,50 @@ impl Launched {
             .stdout(stdio(io[1]))
             .stderr(stdio(io[2]))
             .spawn()?;
-        Ok(Launched {
+        let mut l = Launched {
             pid: child.id() as i32,
             stdin: child.stdin.take().map(|p| File::from(OwnedFd::from(p))),
             stdout: child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
             stderr: child.stderr.take().map(|p| File::from(OwnedFd::from(p))),
             proc: Proc::Child(child),
-        })
+        };
+        let during = during.take().expect("`during` runs once");
+        let r = during(&mut l.stdin);
+        Ok((l, r))
     }
 
-    fn forked(s: &Spawner, verb: Verb, spec: &Path, io: [Io; 3]) -> std::io::Result<Launched> {
+    /// Through the server. On `Err`, `during` is still there when nothing was sent.
+    fn forked<R, F: FnOnce(&mut Option<File>) -> R>(
+        s: &Spawner,
+        verb: Verb,
+        spec: &Path,
+        io: [Io; 3],
+        during: &mut Option<F>,
+    ) -> std::io::Result<(Launched, R)> {
         let stdin = end(io[0], 0, false)?;
         let stdout = end(io[1], 1, true)?;
         let stderr = end(io[2], 2, true)?;
-        let (pid, fd) = s.launch(
-            verb,
-            spec,
-            [
-                stdin.theirs.as_fd(),
-                stdout.theirs.as_fd(),
-                stderr.theirs.as_fd(),
-            ],
-        )?;
-        Ok(Launched {
-            pid,
-            stdin: stdin.ours,
-            stdout: stdout.ours,
-            stderr: stderr.ours,
-            proc: Proc::Forked(fd),
-        })
+        let mut ours = stdin.ours;
+        let stdio = [
+            stdin.theirs.as_fd(),
+            stdout.theirs.as_fd(),
+            stderr.theirs.as_fd(),
+        ];
+        let (r, reply) = s.launch_during(verb, spec, stdio, || {
+            let f = during.take().expect("`during` runs once");
+            f(&mut ours)
+        })?;
+        let (pid, fd) = reply?;
+        Ok((
+            Launched {
+                pid,
+                stdin: ours,
+                stdout: stdout.ours,
+                stderr: stderr.ours,
+                proc: Proc::Forked(fd),
+            },
+            r,
+        ))
     }
 
     /// A pidfd of the launched process when it is our child (to reap it later without

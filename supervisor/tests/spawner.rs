@@ -252,3 +252,48 @@ fn bad_requests_are_refused_and_the_server_goes_on() {
     let status = server.wait().expect("wait for the server");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_failing_group_start_through_the_server_names_the_reason_and_leaves_nothing() {
+    if !root_or_skip("a_failing_group_start_through_the_server_names_the_reason_and_leaves_nothing")
+    {
+        return;
+    }
+    // The bind target would have to be made inside the host's read-only /usr.
+    let f = Fixture::new(
+        BIN,
+        "spawner-badroot",
+        "spawner",
+        "  sp-bad:\n    host: h1\n    binds: ['@DIR@/agents:/usr/as-no-such-dir/x:rw']\n    agents:\n      - name: never\n        command: ['true']\n",
+    );
+    let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
+    let opts = PodOptions {
+        launcher: PathBuf::from(BIN),
+        run_dir: f.dir.join("run"),
+        cgroup_root: f.slice.clone(),
+        spawner: None,
+    }
+    .with_spawner();
+    assert!(opts.spawner.is_some(), "the launch server started");
+    let e = Pod::start(&l, "sp-bad", &opts)
+        .expect_err("the group cannot start")
+        .to_string();
+    assert!(
+        e.contains("/usr/as-no-such-dir") && e.contains("Read-only file system"),
+        "the path and the reason are named: {e}"
+    );
+    for base in [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+    ] {
+        let cg = std::path::Path::new(base).join(&f.slice).join("sp-bad");
+        assert!(!cg.exists(), "{} is left", cg.display());
+    }
+    let state = f.dir.join("run/groups/sp-bad");
+    assert!(!state.exists(), "{} is left", state.display());
+    // The server still serves the next start.
+    let server = opts.spawner.as_ref().expect("server").pid();
+    assert!(alive(server), "the server died with the failed launch");
+}

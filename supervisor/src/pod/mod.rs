@@ -213,26 +213,28 @@ impl Pod {
         if let Some(stale) = root.open_child(group) {
             stale.remove().map_err(cg_err)?;
         }
-        // The launcher starts first: while it is exec'd and loaded, the cgroups and the spec
-        // are made here. It reads the spec from its stdin, so it waits for them.
-        let launcher = Launched::start(
+        // The launcher starts first: while the launch server forks it (or it is exec'd and
+        // loaded), the cgroups and the spec are made here and written to its stdin; it reads
+        // them before anything else.
+        let (launcher, prepared) = Launched::start_with(
             &opts.launcher,
             opts.spawner.as_deref(),
             Verb::GroupInit,
             Path::new(spec::ON_STDIN),
             [Io::Piped; 3],
+            |stdin| Self::prepare(l, group, g, opts, &root, stdin),
         )
         .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
-        let cgroup = match root.create_child(group, &Limits::from(&g.resources)) {
-            Ok(c) => c,
+        let (cgroup, dir) = match prepared {
+            Ok(x) => x,
             Err(e) => {
                 abandon(launcher);
-                return Err(cg_err(e));
+                let _ = std::fs::remove_dir_all(group_dir(&opts.run_dir, group));
+                return Err(e);
             }
         };
-        let result = Self::start_in(l, group, g, opts, &cgroup, launcher);
-        match result {
-            Ok((init_pid, init_start_time, dir, launcher)) => Ok(Pod {
+        match Self::await_init(group, opts, &dir, launcher) {
+            Ok((init_pid, init_start_time, launcher)) => Ok(Pod {
                 group: group.to_string(),
                 init_pid,
                 init_start_time,
@@ -245,50 +247,69 @@ impl Pod {
             }),
             Err(e) => {
                 let _ = cgroup.remove();
-                let _ = std::fs::remove_dir_all(group_dir(&opts.run_dir, group));
+                let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
         }
     }
 
-    fn start_in(
+    /// The group's cgroups, state directory and spec, the spec written to the launcher's
+    /// `stdin` (then closed). Whatever this made is removed again when it fails.
+    fn prepare(
         l: &Loaded,
         group: &str,
         g: &Group,
         opts: &PodOptions,
-        cgroup: &Cgroup,
-        mut launcher: Launched,
-    ) -> Result<(i32, u64, PathBuf, Option<OwnedFd>), PodError> {
+        root: &Cgroup,
+        stdin: &mut Option<std::fs::File>,
+    ) -> Result<(Cgroup, PathBuf), PodError> {
+        let cgroup = root
+            .create_child(group, &Limits::from(&g.resources))
+            .map_err(|source| PodError::Cgroup {
+                group: group.to_string(),
+                source,
+            })?;
         let dir = group_dir(&opts.run_dir, group);
+        let bytes = Self::group_spec(l, group, g, &dir, &cgroup).and_then(|spec| {
+            serde_json::to_vec(&spec).map_err(|e| PodError::Launch {
+                group: group.to_string(),
+                message: format!("encode the launch spec: {e}"),
+            })
+        });
+        match bytes {
+            Ok(bytes) => {
+                // A launcher that died early closed the pipe: its stderr says why, later.
+                if let Some(mut stdin) = stdin.take() {
+                    let _ = stdin.write_all(&bytes);
+                }
+                Ok((cgroup, dir))
+            }
+            Err(e) => {
+                let _ = cgroup.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the init's pid line; returns its pid, start time and a pidfd of the
+    /// launcher when it is our child.
+    fn await_init(
+        group: &str,
+        opts: &PodOptions,
+        dir: &Path,
+        mut launcher: Launched,
+    ) -> Result<(i32, u64, Option<OwnedFd>), PodError> {
         // Names the launcher (not yet reaped, so its pid cannot be reused) for its reaping,
         // when it is our child (the launch server reaps its own).
         let reaper = launcher.child_pidfd();
-        let spec = match Self::group_spec(l, group, g, &dir, cgroup) {
-            Ok(spec) => spec,
-            Err(e) => {
-                abandon(launcher);
-                return Err(e);
-            }
-        };
-        let bytes = serde_json::to_vec(&spec).map_err(|e| PodError::Launch {
-            group: group.to_string(),
-            message: format!("encode the launch spec: {e}"),
-        });
-        // A launcher that died early closed the pipe: its stderr says why, below.
-        if let (Ok(bytes), Some(mut stdin)) = (&bytes, launcher.stdin.take()) {
-            let _ = stdin.write_all(bytes);
-        }
         // The init prints its pid once it is ready; the launcher exits meanwhile (reaped in
-        // `Pod::stop` or when the pod is dropped). Without that line, the launcher's exit
-        // status and stderr say what failed.
-        if bytes.is_ok() {
-            if let Some(line) = launcher.stdout.as_mut().and_then(read_line) {
-                let (pid, start) = Self::started(group, &dir, &line)?;
-                return Ok((pid, start, dir, reaper));
-            }
+        // `Pod::stop` or when the pod is dropped). Without that line, the launcher's stderr
+        // says what failed.
+        if let Some(line) = launcher.stdout.as_mut().and_then(read_line) {
+            let (pid, start) = Self::started(group, dir, &line)?;
+            return Ok((pid, start, reaper));
         }
         let (stdout, stderr) = launcher.finish();
-        bytes?;
         // The launcher says why it failed on stderr (and exits 1).
         let msg = String::from_utf8_lossy(&stderr).trim().to_string();
         if !msg.is_empty() {
@@ -310,8 +331,8 @@ impl Pod {
                 ),
             });
         }
-        let (pid, start) = Self::started(group, &dir, &stdout)?;
-        Ok((pid, start, dir, None))
+        let (pid, start) = Self::started(group, dir, &stdout)?;
+        Ok((pid, start, None))
     }
 
     /// The launch spec of the group's init: its cgroup (created), the state directory, the
