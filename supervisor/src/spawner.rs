@@ -140,19 +140,21 @@ impl Spawner {
         Ok((r, reply))
     }
 
-    /// Launches `verb` with `spec`, the three descriptors becoming its stdio, running
-    /// `during` meanwhile. `Err`: nothing was sent (`during` did not run).
+    /// Launches `req`, the three descriptors becoming its stdio, running `during`
+    /// meanwhile. `Err`: nothing was sent (`during` did not run).
     #[allow(clippy::type_complexity)]
     fn launch_during<R>(
         &self,
-        verb: Verb,
-        spec: &Path,
+        req: &Request<'_>,
         stdio: [BorrowedFd<'_>; 3],
         during: impl FnOnce() -> R,
     ) -> std::io::Result<(R, std::io::Result<(i32, OwnedFd)>)> {
+        let verb = req.verb;
         let mut payload = verb.as_str().as_bytes().to_vec();
         payload.push(0);
-        payload.extend_from_slice(spec.as_os_str().as_bytes());
+        payload.extend_from_slice(req.spec.as_os_str().as_bytes());
+        payload.push(0);
+        payload.extend_from_slice(req.label.as_bytes());
         let raw = stdio.map(|fd| fd.as_raw_fd());
         let (r, reply) = self.request_during(&payload, &raw, during)?;
         Ok((
@@ -305,33 +307,34 @@ fn stdio(io: Io) -> Stdio {
     }
 }
 
-impl Launched {
-    /// Starts `verb SPEC`: through `spawner` when there is one and it answers, else by exec'ing
-    /// `launcher`.
-    pub fn start(
-        launcher: &Path,
-        spawner: Option<&Spawner>,
-        verb: Verb,
-        spec: &Path,
-        io: [Io; 3],
-    ) -> std::io::Result<Launched> {
-        Self::start_with(launcher, spawner, verb, spec, io, |_| ()).map(|(l, ())| l)
-    }
+/// What to launch.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub verb: Verb,
+    /// The spec path the launched program reads.
+    pub spec: &'a Path,
+    /// Who it is for (`group` or `group:agent`), shown after the spec on its command line when
+    /// the server forks it.
+    pub label: &'a str,
+    /// Its stdin, stdout and stderr.
+    pub io: [Io; 3],
+}
 
-    /// [`Launched::start`], and `during` runs while the process starts (given its stdin, when
-    /// piped), so the caller's preparations overlap the fork or the exec. A launch through
-    /// the server that fails once `during` ran is an error (no second try by exec).
+impl Launched {
+    /// Starts `req`: through `spawner` when there is one and it answers, else by exec'ing
+    /// `launcher`; `during` runs while the process starts (given its stdin, when piped), so
+    /// the caller's preparations overlap the fork or the exec. A launch through the server
+    /// that fails once `during` ran is an error (no second try by exec).
     pub fn start_with<R>(
         launcher: &Path,
         spawner: Option<&Spawner>,
-        verb: Verb,
-        spec: &Path,
-        io: [Io; 3],
+        req: Request<'_>,
         during: impl FnOnce(&mut Option<File>) -> R,
     ) -> std::io::Result<(Launched, R)> {
+        let (verb, spec, io) = (req.verb, req.spec, req.io);
         let mut during = Some(during);
         if let Some(s) = spawner {
-            match Self::forked(s, verb, spec, io, &mut during) {
+            match Self::forked(s, &req, &mut during) {
                 Ok(launched) => return Ok(launched),
                 // Nothing was sent: the server is gone (said once); exec from now on.
                 Err(e) if during.is_some() => {
@@ -362,11 +365,10 @@ impl Launched {
     /// Through the server. On `Err`, `during` is still there when nothing was sent.
     fn forked<R, F: FnOnce(&mut Option<File>) -> R>(
         s: &Spawner,
-        verb: Verb,
-        spec: &Path,
-        io: [Io; 3],
+        req: &Request<'_>,
         during: &mut Option<F>,
     ) -> std::io::Result<(Launched, R)> {
+        let io = req.io;
         let stdin = end(io[0], 0, false)?;
         let stdout = end(io[1], 1, true)?;
         let stderr = end(io[2], 2, true)?;
@@ -376,7 +378,7 @@ impl Launched {
             stdout.theirs.as_fd(),
             stderr.theirs.as_fd(),
         ];
-        let (r, reply) = s.launch_during(verb, spec, stdio, || {
+        let (r, reply) = s.launch_during(req, stdio, || {
             let f = during.take().expect("`during` runs once");
             f(&mut ours)
         })?;

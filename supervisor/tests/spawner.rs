@@ -87,14 +87,17 @@ fn group_init_and_agent_shim_are_forked_by_the_server() {
     let pod = Pod::start(&l, "sp-fork", &opts).expect("start the group through the server");
     // The init's command line reads as an exec'd launcher's.
     let init = cmdline(pod.init_pid);
-    assert!(init.contains("__group-init"), "init cmdline: {init}");
+    assert!(
+        init.contains("__group-init") && init.contains("sp-fork"),
+        "init cmdline: {init}"
+    );
     let agent = &l.system.groups["sp-fork"].agents[0];
     let (shim, cg) = pod
         .spawn_agent(&l, agent, None, [Io::Null, Io::Piped, Io::Null])
         .expect("start the agent through the server");
     assert!(matches!(shim.proc, Proc::Forked(_)), "{:?}", shim.proc);
     let pid = shim.pid;
-    // Forked by the server, not exec'd by us; its command line names the verb and the spec.
+    // Forked by the server, not exec'd by us; its command line names the verb and the agent.
     assert_eq!(ppid(pid), Some(server), "the shim's parent is the server");
     // (The child renames itself right after the fork.)
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -104,7 +107,7 @@ fn group_init_and_agent_shim_are_forked_by_the_server() {
         line = cmdline(pid);
     }
     assert!(
-        line.contains("__agent") && line.contains("sp-fork-a.json"),
+        line.contains("__agent") && line.contains("sp-fork:sp-fork-a"),
         "shim cmdline: {line}"
     );
     let (out, _) = shim.finish();

@@ -53,6 +53,12 @@ pub fn main(spec_path: &Path) -> i32 {
             return 127;
         }
     };
+    if spec_path == Path::new(super::spec::ON_STDIN) {
+        // The spec came on stdin (a pipe, now at its end): the agent gets /dev/null there.
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            let _ = nix::unistd::dup2_stdin(&null);
+        }
+    }
     let mut logs = Vec::new();
     let status = match run(&spec, &mut logs) {
         Ok(record) => {

@@ -6,8 +6,9 @@
 //! 0.25 ms per exec on the machine we measured).
 //!
 //! The protocol, on the `SOCK_SEQPACKET` socket that is this program's stdin:
-//! - request: `VERB\0ARG` (`__group-init` or `__agent`, and the spec path) with exactly three
-//!   descriptors (`SCM_RIGHTS`) that become the launched process's stdin, stdout and stderr;
+//! - request: `VERB\0ARG[\0LABEL]` (`__group-init` or `__agent`, the spec path, and who it is
+//!   for, shown on its command line) with exactly three descriptors (`SCM_RIGHTS`) that
+//!   become the launched process's stdin, stdout and stderr;
 //! - reply: `ok PID` with a pidfd of the launched process, or `error: WHY` (the request is
 //!   refused, nothing was started, the server goes on);
 //! - `ping\0` is answered `pong` (the client checks the server is there);
@@ -142,10 +143,10 @@ fn serve_one(sock: RawFd) -> Served {
         return Served::End;
     }
     let request = &buf[..len];
-    let (verb, arg) = match request.iter().position(|&b| b == 0) {
-        Some(i) => (&request[..i], &request[i + 1..]),
-        None => (request, &[][..]),
-    };
+    let mut fields = request.splitn(3, |&b| b == 0);
+    let verb = fields.next().unwrap_or_default();
+    let arg = fields.next().unwrap_or_default();
+    let label = fields.next().unwrap_or_default();
     let verb = String::from_utf8_lossy(verb).to_string();
     if truncated {
         reply(
@@ -160,9 +161,13 @@ fn serve_one(sock: RawFd) -> Served {
             reply(sock, "pong", None);
             Served::More
         }
-        GROUP_INIT | AGENT if passed.len() == 3 && !arg.is_empty() => {
-            launch(sock, &verb, OsStr::from_bytes(arg), passed)
-        }
+        GROUP_INIT | AGENT if passed.len() == 3 && !arg.is_empty() => launch(
+            sock,
+            &verb,
+            OsStr::from_bytes(arg),
+            OsStr::from_bytes(label),
+            passed,
+        ),
         GROUP_INIT | AGENT => {
             reply(
                 sock,
@@ -183,14 +188,14 @@ fn serve_one(sock: RawFd) -> Served {
 }
 
 /// Forks the launched process; the parent answers with its pid and a pidfd.
-fn launch(sock: RawFd, verb: &str, arg: &OsStr, stdio: Vec<OwnedFd>) -> Served {
+fn launch(sock: RawFd, verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<OwnedFd>) -> Served {
     // SAFETY: this server is single-threaded, so the child may run arbitrary code after fork.
     match unsafe { fork() } {
         Err(e) => {
             reply(sock, &format!("error: fork: {e}"), None);
             Served::More
         }
-        Ok(ForkResult::Child) => become_launched(verb, arg, stdio),
+        Ok(ForkResult::Child) => become_launched(verb, arg, label, stdio),
         Ok(ForkResult::Parent { child }) => {
             drop(stdio);
             match super::pidfd_open(child.as_raw()) {
@@ -209,7 +214,7 @@ fn launch(sock: RawFd, verb: &str, arg: &OsStr, stdio: Vec<OwnedFd>) -> Served {
 /// In the forked child: the request's descriptors become stdio, signals go back to their
 /// defaults, the command line says what runs; then the launch path itself, and exit with its
 /// status (never back into the server's loop, whose descriptors the launch path closed).
-fn become_launched(verb: &str, arg: &OsStr, stdio: Vec<OwnedFd>) -> ! {
+fn become_launched(verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<OwnedFd>) -> ! {
     for (target, fd) in stdio.iter().enumerate() {
         // SAFETY: dup2 onto the standard descriptors of this single-threaded process; the
         // sources stay open until dropped below.
@@ -217,7 +222,11 @@ fn become_launched(verb: &str, arg: &OsStr, stdio: Vec<OwnedFd>) -> ! {
     }
     drop(stdio);
     let _ = SigSet::all().thread_unblock();
-    rename_cmdline(&[verb.as_ref(), arg]);
+    if label.is_empty() {
+        rename_cmdline(&[verb.as_ref(), arg]);
+    } else {
+        rename_cmdline(&[verb.as_ref(), arg, label]);
+    }
     let spec = Path::new(arg);
     let status = if verb == GROUP_INIT {
         super::init::main(spec)

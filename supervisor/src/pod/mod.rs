@@ -19,7 +19,7 @@ use agent_config::{defaults, Loaded};
 use crate::cgroup::{Cgroup, CgroupError, Layout, Limits};
 use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
 use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, LogSpec};
-use crate::spawner::{Io, Launched, Spawner, Verb};
+use crate::spawner::{Io, Launched, Request, Spawner, Verb};
 
 mod rootfs;
 use rootfs::{image_env, image_info, rootfs};
@@ -219,9 +219,12 @@ impl Pod {
         let (launcher, prepared) = Launched::start_with(
             &opts.launcher,
             opts.spawner.as_deref(),
-            Verb::GroupInit,
-            Path::new(spec::ON_STDIN),
-            [Io::Piped; 3],
+            Request {
+                verb: Verb::GroupInit,
+                spec: Path::new(spec::ON_STDIN),
+                label: group,
+                io: [Io::Piped; 3],
+            },
             |stdin| Self::prepare(l, group, g, opts, &root, stdin),
         )
         .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
@@ -431,9 +434,11 @@ impl Pod {
         Ok((cmd, cg))
     }
 
-    /// Starts one agent's shim, through the launch server when the pod has one: its cgroup,
-    /// its spec (see [`Pod::agent_command_with_log`]) and the shim with `io` as its stdio.
-    /// The shim's exit record ([`Pod::exit_record`]) says how the agent ended.
+    /// Starts one agent's shim, through the launch server when the pod has one, with stdin
+    /// `/dev/null` and `io[1]`, `io[2]` as stdout and stderr (`io[0]` is not used). While the
+    /// shim starts, its cgroup and spec are made here (the spec goes to the shim's stdin, and
+    /// to `agents/<agent>.json` for people to read). The shim's exit record
+    /// ([`Pod::exit_record`]) says how the agent ended.
     pub fn spawn_agent(
         &self,
         l: &Loaded,
@@ -441,13 +446,35 @@ impl Pod {
         log: Option<LogSpec>,
         io: [Io; 3],
     ) -> Result<(Launched, Cgroup), PodError> {
-        let (spec_path, cg) = self.prepare_agent(l, agent, log)?;
-        let shim = Launched::start(
+        let label = format!("{}:{}", self.group, agent.name);
+        let started = Launched::start_with(
             &self.launcher,
             self.spawner.as_deref(),
-            Verb::Agent,
-            &spec_path,
-            io,
+            Request {
+                verb: Verb::Agent,
+                spec: Path::new(spec::ON_STDIN),
+                label: &label,
+                io: [Io::Piped, io[1], io[2]],
+            },
+            |stdin| {
+                let (spec, spec_path, cg) = self.agent_spec(l, agent, log)?;
+                let bytes = match serde_json::to_vec(&spec) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = cg.remove();
+                        return Err(PodError::Launch {
+                            group: self.group.clone(),
+                            message: format!("agent {}: encode the launch spec: {e}", agent.name),
+                        });
+                    }
+                };
+                if let Some(mut stdin) = stdin.take() {
+                    // A shim that died early closed the pipe: it said why on its stderr.
+                    let _ = stdin.write_all(&bytes);
+                }
+                let _ = std::fs::write(&spec_path, &bytes);
+                Ok(cg)
+            },
         )
         .map_err(|e| PodError::Launch {
             group: self.group.clone(),
@@ -456,11 +483,12 @@ impl Pod {
                 agent.name,
                 self.launcher.display()
             ),
-        });
-        match shim {
-            Ok(s) => Ok((s, cg)),
-            Err(e) => {
-                let _ = cg.remove();
+        })?;
+        match started {
+            (shim, Ok(cg)) => Ok((shim, cg)),
+            (shim, Err(e)) => {
+                // Its stdin closes empty: it fails at once.
+                let _ = shim.finish();
                 Err(e)
             }
         }
@@ -473,6 +501,22 @@ impl Pod {
         agent: &Agent,
         log: Option<LogSpec>,
     ) -> Result<(PathBuf, Cgroup), PodError> {
+        let (spec, spec_path, cg) = self.agent_spec(l, agent, log)?;
+        if let Err(e) = spec::write(&spec_path, &spec) {
+            let _ = cg.remove();
+            return Err(e.into());
+        }
+        Ok((spec_path, cg))
+    }
+
+    /// The agent's cgroup (made afresh) and launch spec, and where the spec file goes; the
+    /// shim's old pid and exit files are removed. The cgroup is removed again on failure.
+    fn agent_spec(
+        &self,
+        l: &Loaded,
+        agent: &Agent,
+        log: Option<LogSpec>,
+    ) -> Result<(AgentSpec, PathBuf, Cgroup), PodError> {
         let g = l
             .system
             .groups
@@ -489,6 +533,23 @@ impl Pod {
             .cgroup
             .create_child(&agent.name, &Limits::default())
             .map_err(cg_err)?;
+        match self.agent_spec_in(l, g, agent, log, &cg) {
+            Ok((spec, path)) => Ok((spec, path, cg)),
+            Err(e) => {
+                let _ = cg.remove();
+                Err(e)
+            }
+        }
+    }
+
+    fn agent_spec_in(
+        &self,
+        l: &Loaded,
+        g: &Group,
+        agent: &Agent,
+        log: Option<LogSpec>,
+        cg: &Cgroup,
+    ) -> Result<(AgentSpec, PathBuf), PodError> {
         let env = agent_environment(l, &self.group, g, agent)?;
         let workdir = if defaults::image(g) == defaults::HOST_IMAGE {
             let w = agent_config::scripts::workdir(l, g, agent);
@@ -539,8 +600,7 @@ impl Pod {
         let spec_path = agents.join(format!("{}.json", agent.name));
         let _ = std::fs::remove_file(agents.join(format!("{}.exit", agent.name)));
         let _ = std::fs::remove_file(agents.join(format!("{}.pid", agent.name)));
-        spec::write(&spec_path, &spec)?;
-        Ok((spec_path, cg))
+        Ok((spec, spec_path))
     }
 
     /// The exit record the shim wrote for `agent`, if it ended.
