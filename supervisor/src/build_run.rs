@@ -145,13 +145,11 @@ impl SandboxRunner {
                 readonly: true,
             });
         }
-        let init_cg = cgroup
-            .create_child("init", &Limits::default())
-            .map_err(|e| e.to_string())?;
+        let init_procs = cgroup.join_leaf("init").map_err(|e| e.to_string())?;
         let group = GroupSpec {
             group: name.to_string(),
             hostname: "build".to_string(),
-            cgroup_procs: init_cg.procs_files(),
+            cgroup_procs: init_procs,
             root_dir: dir.join("root"),
             rootfs: RootfsSpec::Overlay { data },
             binds,

@@ -91,6 +91,17 @@ fn group_init_and_agent_shim_are_forked_by_the_server() {
         init.contains("__group-init") && init.contains("sp-fork"),
         "init cmdline: {init}"
     );
+    // cgroup2 keeps the init in a leaf of the group; v1 hierarchies (hybrid hosts) in the
+    // group itself.
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", pod.init_pid))
+        .expect("read the init's cgroups");
+    for line in cgroups.lines() {
+        if line.starts_with("0::") {
+            assert!(line.ends_with("/sp-fork/init"), "{cgroups}");
+        } else if line.contains(":memory:") || line.contains(":pids:") {
+            assert!(line.ends_with("/sp-fork"), "{cgroups}");
+        }
+    }
     let agent = &l.system.groups["sp-fork"].agents[0];
     let (shim, cg) = pod
         .spawn_agent(&l, agent, None, [Io::Null, Io::Piped, Io::Null])

@@ -27,9 +27,11 @@
 //!
 //! # Tree
 //!
-//! `<root>/<group>` carries the group's limits and never holds processes itself (the v2
-//! no-internal-process rule): the group's init runs in `<root>/<group>/init`, each agent in
-//! `<root>/<group>/<agent>`, which may have limits of its own. On a unified host the root is the
+//! `<root>/<group>` carries the group's limits. On cgroup2 it never holds processes itself
+//! (the no-internal-process rule): the group's init runs in `<root>/<group>/init`; v1
+//! hierarchies have no such rule, and there the init runs in `<root>/<group>` itself (see
+//! [`Cgroup::join_leaf`]). Each agent runs in `<root>/<group>/<agent>`, which may have limits
+//! of its own. On a unified host the root is the
 //! daemon's own cgroup when systemd delegated it (`Delegate=yes`, see [`default_root`]), else
 //! [`DEFAULT_ROOT`] at the top of the hierarchy; on a hybrid host it is [`DEFAULT_ROOT`] at the
 //! top of every hierarchy.
@@ -228,6 +230,31 @@ impl Cgroup {
             return Err(e);
         }
         Ok(child)
+    }
+
+    /// Where a process joins to be accounted to this cgroup without living in it where that
+    /// is not allowed: on cgroup2 (no processes beside controlled children) the leaf `name`,
+    /// made below this cgroup; in v1 hierarchies, which have no such rule, this cgroup itself
+    /// (a directory less to make and remove). Returns the `cgroup.procs` files to write to,
+    /// cgroup2 first.
+    pub fn join_leaf(&self, name: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        check_name(&self.rel, name)?;
+        let leaf = self.child(name);
+        let (mut v2_files, mut v1_files) = (Vec::new(), Vec::new());
+        for h in &self.hiers {
+            if h.v2 {
+                v2::enable_subtree(&self.dir(h))?;
+                let dir = leaf.dir(h);
+                if !dir.is_dir() {
+                    mkdir(&dir)?;
+                }
+                v2_files.push(dir.join("cgroup.procs"));
+            } else {
+                v1_files.push(self.dir(h).join("cgroup.procs"));
+            }
+        }
+        v2_files.extend(v1_files);
+        Ok(v2_files)
     }
 
     /// The existing child `name`, if its directory exists.

@@ -347,8 +347,8 @@ impl Pod {
         dir: &Path,
         cgroup: &Cgroup,
     ) -> Result<GroupSpec, PodError> {
-        let init_cg = cgroup
-            .create_child("init", &Limits::default())
+        let init_procs = cgroup
+            .join_leaf("init")
             .map_err(|source| PodError::Cgroup {
                 group: group.to_string(),
                 source,
@@ -383,7 +383,7 @@ impl Pod {
         Ok(GroupSpec {
             group: group.to_string(),
             hostname: group.to_string(),
-            cgroup_procs: init_cg.procs_files(),
+            cgroup_procs: init_procs,
             root_dir: dir.join("root"),
             rootfs,
             binds,
