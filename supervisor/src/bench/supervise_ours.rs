@@ -244,7 +244,8 @@ impl Peer for Ours {
     }
 
     fn helpers(&self) -> Vec<i32> {
-        // The launcher is `agent-launch` next to the daemon's binary, or the binary itself.
+        // The launcher is `agent-launch` next to the daemon's binary, or the binary itself:
+        // its launch server and the shims and launchers it forked.
         let exe = self.exe.to_string_lossy().into_owned();
         let small = self
             .exe
@@ -257,9 +258,9 @@ impl Peer for Ours {
             .into_iter()
             .filter(|&p| {
                 procs::cmdline(p).is_some_and(|a| {
-                    a.len() >= 3
+                    a.len() >= 2
                         && (a[0] == exe || a[0] == small)
-                        && (a[1] == "__agent" || a[1] == "__group-init")
+                        && matches!(a[1].as_str(), "__agent" | "__group-init" | "__spawner")
                 })
             })
             .filter(|&p| {
