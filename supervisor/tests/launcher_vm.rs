@@ -73,6 +73,12 @@ $B run-group $S --host h1 probe --until-exit
 echo "@@ leftovers"
 find /sys/fs/cgroup/{slice} -mindepth 1 -type d
 echo "@@ end"
+echo "@@ bench"
+# Pods started through the launch server, as the daemon does, on cgroup v2.
+$B bench launch --runs 3 2>&1
+echo "@@ bench leftovers"
+ls /sys/fs/cgroup | grep as-bench
+echo "@@ bench end"
 "#,
         bin = shell_quote(BIN),
         sys = shell_quote(&sys.to_string_lossy()),
@@ -130,4 +136,23 @@ echo "@@ end"
         .next()
         .unwrap();
     assert_eq!(leftovers.trim(), "", "cgroups left behind: {leftovers}");
+    // The benchmark's pods (launch server, cgroup2 init leaf) start, run and go.
+    let bench = out
+        .split("@@ bench\n")
+        .nth(1)
+        .and_then(|b| b.split("@@ bench leftovers").next())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(bench.contains("forked by its launch server"), "{bench}");
+    let median = bench
+        .lines()
+        .find(|l| l.starts_with("| agent-supervisor: new group + agent"))
+        .and_then(|l| l.split('|').nth(2))
+        .and_then(|m| m.trim().parse::<f64>().ok());
+    assert!(median.is_some_and(|m| m > 0.0), "{bench}");
+    let left = out
+        .split("@@ bench leftovers\n")
+        .nth(1)
+        .and_then(|b| b.split("@@ bench end").next())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(left.trim(), "", "bench cgroups left behind: {left}");
 }

@@ -231,12 +231,15 @@ impl Bundle {
             self.delete(runtime, global, id);
         }
         let mut left = Vec::new();
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in rd.flatten() {
-                let p = h.path().join(&self.cgroup_parent);
-                if p.is_dir() && remove_cgroup_tree(&p).is_err() {
-                    left.push(p.display().to_string());
-                }
+        // A unified host has the parent at the top; a v1 or hybrid one in each hierarchy.
+        let top = Path::new("/sys/fs/cgroup");
+        let mut dirs = vec![top.join(&self.cgroup_parent)];
+        if let Ok(rd) = std::fs::read_dir(top) {
+            dirs.extend(rd.flatten().map(|h| h.path().join(&self.cgroup_parent)));
+        }
+        for p in dirs {
+            if p.is_dir() && remove_cgroup_tree(&p).is_err() {
+                left.push(p.display().to_string());
             }
         }
         (!left.is_empty()).then(|| format!("cgroups left: {}", left.join(", ")))
