@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use nix::sys::socket::{
@@ -50,21 +51,17 @@ pub enum Io {
     Inherit,
 }
 
-/// A running fork server. Requests are serialised (one reply per request); dropping it
-/// closes the socket, which ends the server (what it launched keeps running).
+/// A running fork server. Each request carries its own reply socket, so requests from
+/// several threads need no lock; dropping it closes the socket, which ends the server (what
+/// it launched keeps running).
 #[derive(Debug)]
 pub struct Spawner {
-    inner: Mutex<Inner>,
-    launcher: PathBuf,
-}
-
-#[derive(Debug)]
-struct Inner {
     /// `None` once dropped.
     sock: Option<OwnedFd>,
-    child: Child,
+    child: Mutex<Child>,
     /// Set once a request failed at the socket: the server is gone.
-    dead: bool,
+    dead: AtomicBool,
+    launcher: PathBuf,
 }
 
 impl Spawner {
@@ -84,11 +81,9 @@ impl Spawner {
             .stderr(Stdio::inherit())
             .spawn()?;
         let spawner = Spawner {
-            inner: Mutex::new(Inner {
-                sock: Some(ours),
-                child,
-                dead: false,
-            }),
+            sock: Some(ours),
+            child: Mutex::new(child),
+            dead: AtomicBool::new(false),
             launcher: launcher.to_path_buf(),
         };
         let (text, _) = spawner.request(PING.as_bytes(), &[])?;
@@ -103,8 +98,7 @@ impl Spawner {
 
     /// The server's pid.
     pub fn pid(&self) -> i32 {
-        let inner = self.inner.lock().expect("spawner lock poisoned");
-        inner.child.id() as i32
+        self.child.lock().expect("spawner lock poisoned").id() as i32
     }
 
     /// Sends one request and reads its reply (text and at most one descriptor).
@@ -123,19 +117,30 @@ impl Spawner {
         fds: &[RawFd],
         during: impl FnOnce() -> R,
     ) -> std::io::Result<(R, std::io::Result<(String, Option<OwnedFd>)>)> {
-        let mut inner = self.inner.lock().expect("spawner lock poisoned");
-        let sock = match (&inner.sock, inner.dead) {
+        let sock = match (&self.sock, self.dead.load(Ordering::Relaxed)) {
             (Some(s), false) => s.as_raw_fd(),
             _ => return Err(std::io::Error::other("the launch server has exited")),
         };
-        if let Err(e) = send(sock, payload, fds) {
-            inner.dead = true;
+        // This request's own reply socket, passed last.
+        let (mine, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        let mut all = fds.to_vec();
+        all.push(theirs.as_raw_fd());
+        if let Err(e) = send(sock, payload, &all) {
+            self.dead.store(true, Ordering::Relaxed);
             return Err(e);
         }
+        drop(theirs);
         let r = during();
-        let reply = receive(sock);
+        let reply = receive(mine.as_raw_fd());
         if reply.is_err() {
-            inner.dead = true;
+            // The server dropped the request unanswered: it died meanwhile.
+            self.dead.store(true, Ordering::Relaxed);
         }
         Ok((r, reply))
     }
@@ -191,10 +196,10 @@ impl Spawner {
 
 impl Drop for Spawner {
     fn drop(&mut self) {
-        if let Ok(inner) = self.inner.get_mut() {
-            // End of file on its socket ends the server; then it is reaped here.
-            drop(inner.sock.take());
-            let _ = inner.child.wait();
+        // End of file on its socket ends the server; then it is reaped here.
+        drop(self.sock.take());
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.wait();
         }
     }
 }

@@ -189,13 +189,19 @@ fn agents_outlive_the_server() {
     assert!(!alive(agent_pid), "the agent outlived its group");
 }
 
-/// One raw exchange with a server: the reply text and descriptor.
+/// One raw exchange with a server: the request with `fds` and, last, a fresh reply socket;
+/// the reply text and descriptor read from that socket.
 fn ask(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> (String, Option<OwnedFd>) {
-    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
-        Vec::new()
-    } else {
-        vec![ControlMessage::ScmRights(fds)]
-    };
+    let (mine, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .expect("socketpair");
+    let mut all = fds.to_vec();
+    all.push(theirs.as_raw_fd());
+    let cmsgs = [ControlMessage::ScmRights(&all)];
     sendmsg::<()>(
         sock,
         &[IoSlice::new(payload)],
@@ -204,11 +210,17 @@ fn ask(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> (String, Option<OwnedFd>) 
         None,
     )
     .expect("send a request");
+    drop(theirs);
     let mut buf = [0u8; 512];
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg =
-        recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::empty()).expect("read the reply");
+    let msg = recvmsg::<()>(
+        mine.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("read the reply");
     let mut fd = None;
     for c in msg.cmsgs().expect("control messages") {
         if let ControlMessageOwned::ScmRights(v) = c {
@@ -238,6 +250,9 @@ fn bad_requests_are_refused_and_the_server_goes_on() {
         .spawn()
         .expect("run __spawner");
     let s = ours.as_raw_fd();
+    // Without a reply socket a request is dropped unanswered; the server goes on.
+    sendmsg::<()>(s, &[IoSlice::new(b"ping")], &[], MsgFlags::empty(), None)
+        .expect("send a request without descriptors");
     let (text, fd) = ask(s, b"nonsense\0x", &[]);
     assert!(text.starts_with("error: unknown request"), "{text}");
     assert!(fd.is_none());
@@ -310,4 +325,64 @@ fn a_failing_group_start_through_the_server_names_the_reason_and_leaves_nothing(
     // The server still serves the next start.
     let server = opts.spawner.as_ref().expect("server").pid();
     assert!(alive(server), "the server died with the failed launch");
+}
+
+#[test]
+fn concurrent_launches_each_get_their_own_reply() {
+    if !root_or_skip("concurrent_launches_each_get_their_own_reply") {
+        return;
+    }
+    let agents: String = (0..6)
+        .map(|i| format!("      - name: many-{i}\n        command: [sleep, '2']\n"))
+        .collect();
+    let f = Fixture::new(
+        BIN,
+        "spawner-many",
+        "spawner",
+        &format!("  sp-many:\n    host: h1\n    agents:\n{agents}"),
+    );
+    let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
+    let opts = PodOptions {
+        launcher: PathBuf::from(BIN),
+        run_dir: f.dir.join("run"),
+        cgroup_root: f.slice.clone(),
+        spawner: None,
+    }
+    .with_spawner();
+    let pod = Pod::start(&l, "sp-many", &opts).expect("start the group");
+    let group = &l.system.groups["sp-many"];
+    // Six threads ask at once; each reply names the shim of that thread's agent.
+    let shims: Vec<(String, i32)> = std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .agents
+            .iter()
+            .map(|a| {
+                let (pod, l) = (&pod, &l);
+                s.spawn(move || {
+                    let (shim, _cg) = pod
+                        .spawn_agent(l, a, None, [Io::Null; 3])
+                        .expect("start an agent");
+                    (a.name.clone(), shim.pid)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a launching thread"))
+            .collect()
+    });
+    for (name, pid) in &shims {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut line = cmdline(*pid);
+        while !line.contains("__agent") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            line = cmdline(*pid);
+        }
+        assert!(
+            line.ends_with(&format!("sp-many:{name} ")),
+            "pid {pid} for {name}: {line}"
+        );
+    }
+    pod.stop().expect("stop the group");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
 }

@@ -252,21 +252,40 @@ impl Peer for Ours {
             .with_file_name(crate::pod::LAUNCHER_BIN)
             .to_string_lossy()
             .into_owned();
-        // Ours, not another run's: they live in this bench's cgroup slice.
+        // Ours, not another run's: group inits live in this bench's cgroup slice; the launch
+        // server is the daemon's child, and the shims are the server's children.
         let slice = format!("/{}/", self.slice);
-        procs::pids()
+        let daemon = self.child.as_ref().map(|c| c.id() as i32);
+        let ppid = |p: i32| -> Option<i32> {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let ours: Vec<(i32, String)> = procs::pids()
             .into_iter()
-            .filter(|&p| {
-                procs::cmdline(p).is_some_and(|a| {
-                    a.len() >= 2
-                        && (a[0] == exe || a[0] == small)
-                        && matches!(a[1].as_str(), "__agent" | "__group-init" | "__spawner")
-                })
+            .filter_map(|p| {
+                let a = procs::cmdline(p)?;
+                let verb = a.get(1)?.clone();
+                let mine = (a[0] == exe || a[0] == small)
+                    && matches!(verb.as_str(), "__agent" | "__group-init" | "__spawner");
+                mine.then_some((p, verb))
             })
-            .filter(|&p| {
-                std::fs::read_to_string(format!("/proc/{p}/cgroup"))
-                    .is_ok_and(|c| c.contains(&slice))
+            .collect();
+        let servers: Vec<i32> = ours
+            .iter()
+            .filter(|(p, verb)| verb == "__spawner" && daemon.is_some() && ppid(*p) == daemon)
+            .map(|(p, _)| *p)
+            .collect();
+        ours.into_iter()
+            .filter(|(p, _)| {
+                servers.contains(p)
+                    || ppid(*p).is_some_and(|pp| servers.contains(&pp))
+                    || std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                        .is_ok_and(|c| c.contains(&slice))
             })
+            .map(|(p, _)| p)
             .collect()
     }
 

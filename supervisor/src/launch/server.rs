@@ -7,11 +7,13 @@
 //!
 //! The protocol, on the `SOCK_SEQPACKET` socket that is this program's stdin:
 //! - request: `VERB\0ARG[\0LABEL]` (`__group-init` or `__agent`, the spec path, and who it is
-//!   for, shown on its command line) with exactly three descriptors (`SCM_RIGHTS`) that
-//!   become the launched process's stdin, stdout and stderr;
-//! - reply: `ok PID` with a pidfd of the launched process, or `error: WHY` (the request is
-//!   refused, nothing was started, the server goes on);
-//! - `ping\0` is answered `pong` (the client checks the server is there);
+//!   for, shown on its command line) with four descriptors (`SCM_RIGHTS`): the launched
+//!   process's stdin, stdout and stderr, and last the request's own socket for the reply
+//!   (so concurrent requesters never read each other's replies);
+//! - reply, on that socket: `ok PID` with a pidfd of the launched process, or `error: WHY`
+//!   (the request is refused, nothing was started, the server goes on);
+//! - `ping` with a reply socket is answered `pong` (the client checks the server is there);
+//!   a request without any descriptor is dropped unanswered;
 //! - end of file (the daemon is gone): the server exits; what it launched keeps running.
 //!
 //! The server reaps its children (launchers exit once their init is ready; shims when their
@@ -112,8 +114,8 @@ fn reap_children() {
 /// Receives one request and answers it (the forked child of a launch never returns).
 fn serve_one(sock: RawFd) -> Served {
     let mut buf = vec![0u8; MAX_REQUEST];
-    let mut cmsg = nix::cmsg_space!([RawFd; 3]);
-    let (len, passed, truncated) = {
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let (len, mut passed, truncated) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
             Ok(msg) => {
@@ -142,6 +144,12 @@ fn serve_one(sock: RawFd) -> Served {
     if len == 0 && passed.is_empty() {
         return Served::End;
     }
+    // The last descriptor is the request's own socket for the reply; without one there is
+    // nobody to answer (and nothing is started).
+    let Some(answer) = passed.pop() else {
+        return Served::More;
+    };
+    let to = answer.as_raw_fd();
     let request = &buf[..len];
     let mut fields = request.splitn(3, |&b| b == 0);
     let verb = fields.next().unwrap_or_default();
@@ -149,20 +157,16 @@ fn serve_one(sock: RawFd) -> Served {
     let label = fields.next().unwrap_or_default();
     let verb = String::from_utf8_lossy(verb).to_string();
     if truncated {
-        reply(
-            sock,
-            "error: request too long or too many descriptors",
-            None,
-        );
+        reply(to, "error: request too long or too many descriptors", None);
         return Served::More;
     }
     match verb.as_str() {
         PING => {
-            reply(sock, "pong", None);
+            reply(to, "pong", None);
             Served::More
         }
         GROUP_INIT | AGENT if passed.len() == 3 && !arg.is_empty() => launch(
-            sock,
+            answer,
             &verb,
             OsStr::from_bytes(arg),
             OsStr::from_bytes(label),
@@ -170,7 +174,7 @@ fn serve_one(sock: RawFd) -> Served {
         ),
         GROUP_INIT | AGENT => {
             reply(
-                sock,
+                to,
                 &format!(
                     "error: {verb} needs a spec path and 3 descriptors (got {} bytes, {} descriptors)",
                     arg.len(),
@@ -181,30 +185,30 @@ fn serve_one(sock: RawFd) -> Served {
             Served::More
         }
         other => {
-            reply(sock, &format!("error: unknown request {other:?}"), None);
+            reply(to, &format!("error: unknown request {other:?}"), None);
             Served::More
         }
     }
 }
 
-/// Forks the launched process; the parent answers with its pid and a pidfd.
-fn launch(sock: RawFd, verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<OwnedFd>) -> Served {
+/// Forks the launched process; the parent answers on `answer` with its pid and a pidfd.
+fn launch(answer: OwnedFd, verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<OwnedFd>) -> Served {
+    let to = answer.as_raw_fd();
     // SAFETY: this server is single-threaded, so the child may run arbitrary code after fork.
     match unsafe { fork() } {
         Err(e) => {
-            reply(sock, &format!("error: fork: {e}"), None);
+            reply(to, &format!("error: fork: {e}"), None);
             Served::More
         }
-        Ok(ForkResult::Child) => become_launched(verb, arg, label, stdio),
+        Ok(ForkResult::Child) => {
+            drop(answer);
+            become_launched(verb, arg, label, stdio)
+        }
         Ok(ForkResult::Parent { child }) => {
             drop(stdio);
             match super::pidfd_open(child.as_raw()) {
-                Some(pidfd) => reply(sock, &format!("ok {}", child.as_raw()), Some(&pidfd)),
-                None => reply(
-                    sock,
-                    "error: pidfd_open of the launched process failed",
-                    None,
-                ),
+                Some(pidfd) => reply(to, &format!("ok {}", child.as_raw()), Some(&pidfd)),
+                None => reply(to, "error: pidfd_open of the launched process failed", None),
             }
             Served::More
         }
