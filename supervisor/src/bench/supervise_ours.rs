@@ -253,7 +253,8 @@ impl Peer for Ours {
             .to_string_lossy()
             .into_owned();
         // Ours, not another run's: group inits live in this bench's cgroup slice; the launch
-        // server is the daemon's child, and the shims are the server's children.
+        // server is the daemon's child, and the shims are the server's children (or the
+        // daemon's, exec'd, when no server runs).
         let slice = format!("/{}/", self.slice);
         let daemon = self.child.as_ref().map(|c| c.id() as i32);
         let ppid = |p: i32| -> Option<i32> {
@@ -281,7 +282,7 @@ impl Peer for Ours {
         ours.into_iter()
             .filter(|(p, _)| {
                 servers.contains(p)
-                    || ppid(*p).is_some_and(|pp| servers.contains(&pp))
+                    || ppid(*p).is_some_and(|pp| servers.contains(&pp) || Some(pp) == daemon)
                     || std::fs::read_to_string(format!("/proc/{p}/cgroup"))
                         .is_ok_and(|c| c.contains(&slice))
             })
