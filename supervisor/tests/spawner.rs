@@ -386,3 +386,77 @@ fn concurrent_launches_each_get_their_own_reply() {
     pod.stop().expect("stop the group");
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
 }
+
+/// Processes whose parent is `pid`.
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&p| ppid(p) == Some(pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn hundred_cycles_through_the_server_leave_nothing_behind() {
+    if !root_or_skip("hundred_cycles_through_the_server_leave_nothing_behind") {
+        return;
+    }
+    let (f, l, opts) = fixture("sp-cycle", "[/bin/true]");
+    let server = opts
+        .spawner
+        .as_ref()
+        .expect("the launch server started")
+        .pid();
+    let mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| m.lines().count())
+            .unwrap_or(0)
+    };
+    let before = mounts();
+    let agent = &l.system.groups["sp-cycle"].agents[0];
+    for i in 0..100 {
+        let pod = Pod::start(&l, "sp-cycle", &opts).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        let (shim, cg) = pod
+            .spawn_agent(&l, agent, None, [Io::Null; 3])
+            .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        shim.wait();
+        let record = pod.exit_record("sp-cycle-a").expect("an exit record");
+        assert_eq!(record.code, Some(0), "cycle {i}: {record:?}");
+        let _ = cg.remove();
+        pod.stop().unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
+    }
+    // The server reaped every launcher and shim it forked.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !children_of(server).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        children_of(server),
+        Vec::<i32>::new(),
+        "left under the server"
+    );
+    assert_eq!(mounts(), before, "mounts left in the host's namespace");
+    for base in [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+    ] {
+        let slice = std::path::Path::new(base).join(&f.slice);
+        let left: Vec<_> = std::fs::read_dir(&slice)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "cgroups left: {left:?}");
+    }
+    let state = f.dir.join("run/groups/sp-cycle");
+    assert!(!state.exists(), "{} is left", state.display());
+}
