@@ -67,13 +67,7 @@ pub struct Spawner {
 impl Spawner {
     /// Spawns `launcher __spawner` and checks it answers.
     pub fn start(launcher: &Path) -> std::io::Result<Spawner> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(std::io::Error::from)?;
+        let (ours, theirs) = seqpacket_pair()?;
         let child = Command::new(launcher)
             .arg("__spawner")
             .stdin(Stdio::from(theirs))
@@ -122,13 +116,7 @@ impl Spawner {
             _ => return Err(std::io::Error::other("the launch server has exited")),
         };
         // This request's own reply socket, passed last.
-        let (mine, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(std::io::Error::from)?;
+        let (mine, theirs) = seqpacket_pair()?;
         let mut all = fds.to_vec();
         all.push(theirs.as_raw_fd());
         if let Err(e) = send(sock, payload, &all) {
@@ -202,6 +190,17 @@ impl Drop for Spawner {
             let _ = child.wait();
         }
     }
+}
+
+/// A connected pair of close-on-exec `SOCK_SEQPACKET` Unix sockets.
+fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// Sends one request on the server's socket.

@@ -51,6 +51,17 @@ fn wait_gone(pid: i32, within: Duration) -> bool {
     false
 }
 
+/// Pod options for a fixture, with a launch server.
+fn served(f: &Fixture) -> PodOptions {
+    PodOptions {
+        launcher: PathBuf::from(BIN),
+        run_dir: f.dir.join("run"),
+        cgroup_root: f.slice.clone(),
+        spawner: None,
+    }
+    .with_spawner()
+}
+
 fn fixture(name: &str, command: &str) -> (Fixture, agent_config::Loaded, PodOptions) {
     let f = Fixture::new(
         BIN,
@@ -59,13 +70,7 @@ fn fixture(name: &str, command: &str) -> (Fixture, agent_config::Loaded, PodOpti
         &format!("  {name}:\n    host: h1\n    agents:\n      - name: {name}-a\n        command: {command}\n"),
     );
     let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
-    let opts = PodOptions {
-        launcher: PathBuf::from(BIN),
-        run_dir: f.dir.join("run"),
-        cgroup_root: f.slice.clone(),
-        spawner: None,
-    }
-    .with_spawner();
+    let opts = served(&f);
     (f, l, opts)
 }
 
@@ -296,13 +301,7 @@ fn a_failing_group_start_through_the_server_names_the_reason_and_leaves_nothing(
         "  sp-bad:\n    host: h1\n    binds: ['@DIR@/agents:/usr/as-no-such-dir/x:rw']\n    agents:\n      - name: never\n        command: ['true']\n",
     );
     let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
-    let opts = PodOptions {
-        launcher: PathBuf::from(BIN),
-        run_dir: f.dir.join("run"),
-        cgroup_root: f.slice.clone(),
-        spawner: None,
-    }
-    .with_spawner();
+    let opts = served(&f);
     assert!(opts.spawner.is_some(), "the launch server started");
     let e = Pod::start(&l, "sp-bad", &opts)
         .expect_err("the group cannot start")
@@ -342,13 +341,7 @@ fn concurrent_launches_each_get_their_own_reply() {
         &format!("  sp-many:\n    host: h1\n    agents:\n{agents}"),
     );
     let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
-    let opts = PodOptions {
-        launcher: PathBuf::from(BIN),
-        run_dir: f.dir.join("run"),
-        cgroup_root: f.slice.clone(),
-        spawner: None,
-    }
-    .with_spawner();
+    let opts = served(&f);
     let pod = Pod::start(&l, "sp-many", &opts).expect("start the group");
     let group = &l.system.groups["sp-many"];
     // Six threads ask at once; each reply names the shim of that thread's agent.
