@@ -27,6 +27,10 @@ pub fn valid_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
+/// The agent name the launcher keeps for itself: each group's init runs in the group's
+/// `init` cgroup, beside one cgroup per agent.
+pub const RESERVED_AGENT_NAME: &str = "init";
+
 /// Where an agent is defined: group name and index.
 #[derive(Debug, Clone)]
 pub struct AgentRef {
@@ -300,6 +304,16 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
                     "name",
                     format!(
                         "agent name {:?} may use only letters, digits, - and _",
+                        a.name
+                    ),
+                ));
+            }
+            if a.name == RESERVED_AGENT_NAME {
+                out.push(e(
+                    &format!("{ap}.name"),
+                    "name",
+                    format!(
+                        "agent name {:?} is reserved (the group's init has a cgroup of that name)",
                         a.name
                     ),
                 ));

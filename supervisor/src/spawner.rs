@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -80,7 +80,7 @@ impl Spawner {
             dead: AtomicBool::new(false),
             launcher: launcher.to_path_buf(),
         };
-        let (text, _) = spawner.request(PING.as_bytes(), &[])?;
+        let (text, _) = spawner.request(PING.as_bytes())?;
         if text != "pong" {
             return Err(std::io::Error::other(format!(
                 "{} __spawner answered {text:?} to a ping",
@@ -96,8 +96,8 @@ impl Spawner {
     }
 
     /// Sends one request and reads its reply (text and at most one descriptor).
-    fn request(&self, payload: &[u8], fds: &[RawFd]) -> std::io::Result<(String, Option<OwnedFd>)> {
-        let (_, reply) = self.request_during(payload, fds, || ())?;
+    fn request(&self, payload: &[u8]) -> std::io::Result<(String, Option<OwnedFd>)> {
+        let (_, reply) = self.request_during(payload, Vec::new(), || ())?;
         reply
     }
 
@@ -108,7 +108,7 @@ impl Spawner {
     fn request_during<R>(
         &self,
         payload: &[u8],
-        fds: &[RawFd],
+        fds: Vec<OwnedFd>,
         during: impl FnOnce() -> R,
     ) -> std::io::Result<(R, std::io::Result<(String, Option<OwnedFd>)>)> {
         let sock = match (&self.sock, self.dead.load(Ordering::Relaxed)) {
@@ -117,12 +117,15 @@ impl Spawner {
         };
         // This request's own reply socket, passed last.
         let (mine, theirs) = seqpacket_pair()?;
-        let mut all = fds.to_vec();
+        let mut all: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         all.push(theirs.as_raw_fd());
         if let Err(e) = send(sock, payload, &all) {
             self.dead.store(true, Ordering::Relaxed);
             return Err(e);
         }
+        // Only the server holds them now: a launched process that dies, or a request that is
+        // refused, closes the pipes, so writing a spec to one never blocks.
+        drop(fds);
         drop(theirs);
         let r = during();
         let reply = receive(mine.as_raw_fd());
@@ -139,7 +142,7 @@ impl Spawner {
     fn launch_during<R>(
         &self,
         req: &Request<'_>,
-        stdio: [BorrowedFd<'_>; 3],
+        stdio: [OwnedFd; 3],
         during: impl FnOnce() -> R,
     ) -> std::io::Result<(R, std::io::Result<(i32, OwnedFd)>)> {
         let verb = req.verb;
@@ -148,8 +151,7 @@ impl Spawner {
         payload.extend_from_slice(req.spec.as_os_str().as_bytes());
         payload.push(0);
         payload.extend_from_slice(req.label.as_bytes());
-        let raw = stdio.map(|fd| fd.as_raw_fd());
-        let (r, reply) = self.request_during(&payload, &raw, during)?;
+        let (r, reply) = self.request_during(&payload, stdio.into(), during)?;
         Ok((
             r,
             reply.and_then(|(text, fd)| self.launched(verb, &text, fd)),
@@ -211,9 +213,12 @@ fn send(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     } else {
         vec![ControlMessage::ScmRights(fds)]
     };
-    sendmsg::<()>(sock, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-        .map(|_| ())
-        .map_err(std::io::Error::from)
+    loop {
+        match sendmsg::<()>(sock, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Err(nix::Error::EINTR) => continue,
+            other => return other.map(|_| ()).map_err(std::io::Error::from),
+        }
+    }
 }
 
 /// Reads one reply from the server's socket.
@@ -324,27 +329,51 @@ pub struct Request<'a> {
     pub io: [Io; 3],
 }
 
+/// A launch that failed: why, and what `during` returned if it ran (so the caller can undo
+/// what it made).
+#[derive(Debug)]
+pub struct Failed<R> {
+    pub error: std::io::Error,
+    pub during: Option<R>,
+}
+
+impl<R> From<std::io::Error> for Failed<R> {
+    fn from(error: std::io::Error) -> Failed<R> {
+        Failed {
+            error,
+            during: None,
+        }
+    }
+}
+
 impl Launched {
     /// Starts `req`: through `spawner` when there is one and it answers, else by exec'ing
     /// `launcher`; `during` runs while the process starts (given its stdin, when piped), so
     /// the caller's preparations overlap the fork or the exec. A launch through the server
-    /// that fails once `during` ran is an error (no second try by exec).
+    /// that fails once `during` ran is an error (no second try by exec), with `during`'s
+    /// result.
     pub fn start_with<R>(
         launcher: &Path,
         spawner: Option<&Spawner>,
         req: Request<'_>,
         during: impl FnOnce(&mut Option<File>) -> R,
-    ) -> std::io::Result<(Launched, R)> {
+    ) -> Result<(Launched, R), Failed<R>> {
         let (verb, spec, io) = (req.verb, req.spec, req.io);
         let mut during = Some(during);
         if let Some(s) = spawner {
             match Self::forked(s, &req, &mut during) {
-                Ok(launched) => return Ok(launched),
+                Ok(Ok(launched)) => return Ok(launched),
+                Ok(Err((error, r))) => {
+                    return Err(Failed {
+                        error,
+                        during: Some(r),
+                    })
+                }
                 // Nothing was sent: the server is gone (said once); exec from now on.
                 Err(e) if during.is_some() => {
                     eprintln!("agent-supervisor: launch server: {e}; exec'ing the launcher instead")
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let mut child = Command::new(launcher)
@@ -366,37 +395,39 @@ impl Launched {
         Ok((l, r))
     }
 
-    /// Through the server. On `Err`, `during` is still there when nothing was sent.
+    /// Through the server. `Err`: nothing was sent (`during` is still there); `Ok(Err)`: the
+    /// launch failed after `during` ran, with its result.
+    #[allow(clippy::type_complexity)]
     fn forked<R, F: FnOnce(&mut Option<File>) -> R>(
         s: &Spawner,
         req: &Request<'_>,
         during: &mut Option<F>,
-    ) -> std::io::Result<(Launched, R)> {
+    ) -> std::io::Result<Result<(Launched, R), (std::io::Error, R)>> {
         let io = req.io;
         let stdin = end(io[0], 0, false)?;
         let stdout = end(io[1], 1, true)?;
         let stderr = end(io[2], 2, true)?;
         let mut ours = stdin.ours;
-        let stdio = [
-            stdin.theirs.as_fd(),
-            stdout.theirs.as_fd(),
-            stderr.theirs.as_fd(),
-        ];
+        let (out, err) = (stdout.ours, stderr.ours);
+        let stdio = [stdin.theirs, stdout.theirs, stderr.theirs];
         let (r, reply) = s.launch_during(req, stdio, || {
             let f = during.take().expect("`during` runs once");
             f(&mut ours)
         })?;
-        let (pid, fd) = reply?;
-        Ok((
+        let (pid, fd) = match reply {
+            Ok(x) => x,
+            Err(e) => return Ok(Err((e, r))),
+        };
+        Ok(Ok((
             Launched {
                 pid,
                 stdin: ours,
-                stdout: stdout.ours,
-                stderr: stderr.ours,
+                stdout: out,
+                stderr: err,
                 proc: Proc::Forked(fd),
             },
             r,
-        ))
+        )))
     }
 
     /// A pidfd of the launched process when it is our child (to reap it later without
@@ -405,6 +436,15 @@ impl Launched {
         match &self.proc {
             Proc::Child(_) => crate::launch::pidfd_open(self.pid),
             Proc::Forked(_) => None,
+        }
+    }
+
+    /// Whether it has exited already (forked by the server, which may have reaped it, so its
+    /// pid may name another process by now). Our own child cannot be reaped behind our back.
+    pub fn exited(&self) -> bool {
+        match &self.proc {
+            Proc::Child(_) => false,
+            Proc::Forked(fd) => crate::launch::wait_readable(fd, std::time::Duration::ZERO),
         }
     }
 

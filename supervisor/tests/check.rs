@@ -218,6 +218,15 @@ fn duplicate_agent_name() {
 }
 
 #[test]
+fn reserved_agent_name_is_refused() {
+    fails_with(
+        "reserved-agent",
+        &BASE.replace("name: store", "name: init"),
+        &["system.yaml:17:15: groups.db.agents[0].name: agent name \"init\" is reserved"],
+    );
+}
+
+#[test]
 fn group_dependency_cycle_is_named() {
     fails_with(
         "cycle",

@@ -267,8 +267,13 @@ fn bad_requests_are_refused_and_the_server_goes_on() {
         "{text}"
     );
     assert_eq!(ask(s, b"ping", &[]).0, "pong");
-    // A launch whose spec does not exist: started, and it says why on the stderr we gave it.
     let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+    // Too many descriptors: refused (and closed by the server), nothing started.
+    let many = [null.as_raw_fd(); 5];
+    let (text, fd) = ask(s, b"__agent\0/x.json", &many);
+    assert!(text.contains("at most 4"), "{text}");
+    assert!(fd.is_none());
+    // A launch whose spec does not exist: started, and it says why on the stderr we gave it.
     let (r, w) = nix::unistd::pipe().expect("pipe");
     let raw = [null.as_raw_fd(), null.as_raw_fd(), w.as_raw_fd()];
     let (text, pidfd) = ask(s, b"__agent\0/nonexistent/spec.json", &raw);

@@ -20,8 +20,9 @@
 //! agent ended), so the daemon watches them by pidfd and reads the shim's exit record.
 //!
 //! Architecture Invariant: the server never threads, so a forked child may run any code; the
-//! child's first steps (stdio from the request, signal mask and dispositions back to the
-//! defaults, the process's command line renamed to the verb's) make it indistinguishable
+//! child's first steps (stdio from the request, every signal unblocked — the server installs
+//! no handler, so dispositions are the defaults but `SIGPIPE`'s, ignored as in the exec'd
+//! program —, the command line renamed to the verb's) make it indistinguishable
 //! from the exec'd program, which then closes every inherited descriptor as its step 1.
 
 use std::ffi::{OsStr, OsString};
@@ -114,7 +115,9 @@ fn reap_children() {
 /// Receives one request and answers it (the forked child of a launch never returns).
 fn serve_one(sock: RawFd) -> Served {
     let mut buf = vec![0u8; MAX_REQUEST];
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    // Room for more descriptors than a request may carry, so a request with too many is
+    // refused (and its descriptors closed) instead of truncated.
+    let mut cmsg = nix::cmsg_space!([RawFd; 16]);
     let (len, mut passed, truncated) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
@@ -165,6 +168,15 @@ fn serve_one(sock: RawFd) -> Served {
             reply(to, "pong", None);
             Served::More
         }
+        _ if passed.len() > 3 => {
+            let n = passed.len() + 1;
+            reply(
+                to,
+                &format!("error: {n} descriptors: at most 4 (stdio and the reply socket)"),
+                None,
+            );
+            Served::More
+        }
         GROUP_INIT | AGENT if passed.len() == 3 && !arg.is_empty() => launch(
             answer,
             &verb,
@@ -208,15 +220,20 @@ fn launch(answer: OwnedFd, verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<Ow
             drop(stdio);
             match super::pidfd_open(child.as_raw()) {
                 Some(pidfd) => reply(to, &format!("ok {}", child.as_raw()), Some(&pidfd)),
-                None => reply(to, "error: pidfd_open of the launched process failed", None),
+                None => {
+                    // Not ours to watch: it must not run ("error" means nothing started).
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    reply(to, "error: pidfd_open of the launched process failed", None)
+                }
             }
             Served::More
         }
     }
 }
 
-/// In the forked child: the request's descriptors become stdio, signals go back to their
-/// defaults, the command line says what runs; then the launch path itself, and exit with its
+/// In the forked child: the request's descriptors become stdio, every signal is unblocked
+/// (the server installs no handler, so dispositions are the defaults), the command line says
+/// what runs; then the launch path itself, and exit with its
 /// status (never back into the server's loop, whose descriptors the launch path closed).
 fn become_launched(verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<OwnedFd>) -> ! {
     for (target, fd) in stdio.iter().enumerate() {
@@ -294,7 +311,7 @@ fn rename_cmdline(args: &[&OsStr]) {
             PR_SET_MM_MAP,
             &map as *const PrctlMmMap as libc::c_ulong,
             std::mem::size_of::<PrctlMmMap>() as libc::c_ulong,
-            0,
+            0 as libc::c_ulong,
         );
     }
 }

@@ -173,7 +173,18 @@ impl Pod {
             },
             |stdin| Self::prepare(l, group, g, opts, &root, stdin),
         )
-        .map_err(io(format!("run {} __group-init", opts.launcher.display())))?;
+        .map_err(|failed| {
+            // The server refused or died after the cgroups and the spec were made: they go
+            // (killing whatever joined the cgroups meanwhile).
+            if let Some(Ok((cgroup, dir))) = failed.during {
+                let _ = cgroup.remove();
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            PodError::Io {
+                what: format!("run {} __group-init", opts.launcher.display()),
+                source: failed.error,
+            }
+        })?;
         let (cgroup, dir) = match prepared {
             Ok(x) => x,
             Err(e) => {
@@ -255,8 +266,14 @@ impl Pod {
         // `Pod::stop` or when the pod is dropped). Without that line, the launcher's stderr
         // says what failed.
         if let Some(line) = launcher.stdout.as_mut().and_then(read_line) {
-            let (pid, start) = Self::started(group, dir, &line)?;
-            return Ok((pid, start, reaper));
+            return match Self::started(group, dir, &line) {
+                Ok((pid, start)) => Ok((pid, start, reaper)),
+                Err(e) => {
+                    // Reaped here when it is our child, not left a zombie.
+                    let _ = launcher.finish();
+                    Err(e)
+                }
+            };
         }
         let (stdout, stderr) = launcher.finish();
         // The launcher says why it failed on stderr (and exits 1).
@@ -418,17 +435,26 @@ impl Pod {
                     // A shim that died early closed the pipe: it said why on its stderr.
                     let _ = stdin.write_all(&bytes);
                 }
-                let _ = std::fs::write(&spec_path, &bytes);
+                // Root only (the environment may hold secrets), like every spec file.
+                let _ = spec::write(&spec_path, &spec);
                 Ok(cg)
             },
         )
-        .map_err(|e| PodError::Launch {
-            group: self.group.clone(),
-            message: format!(
-                "agent {}: cannot run {} __agent: {e}",
-                agent.name,
-                self.launcher.display()
-            ),
+        .map_err(|failed| {
+            // The server refused or died after the agent's cgroup was made: it goes (killing
+            // whatever joined it meanwhile).
+            if let Some(Ok(cg)) = failed.during {
+                let _ = cg.remove();
+            }
+            PodError::Launch {
+                group: self.group.clone(),
+                message: format!(
+                    "agent {}: cannot run {} __agent: {}",
+                    agent.name,
+                    self.launcher.display(),
+                    failed.error
+                ),
+            }
         })?;
         match started {
             (shim, Ok(cg)) => Ok((shim, cg)),

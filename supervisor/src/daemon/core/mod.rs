@@ -424,7 +424,11 @@ impl Core {
             }
             Ok((shim_proc, cg)) => {
                 let shim = shim_proc.pid;
-                a.shim = crate::launch::proc_start_time(shim).map(|t| (shim, t));
+                // Read, then checked still running: a shim the launch server already reaped
+                // may have had its pid reused by another process.
+                a.shim = crate::launch::proc_start_time(shim)
+                    .map(|t| (shim, t))
+                    .filter(|_| !shim_proc.exited());
                 a.state = AgentState::Starting;
                 a.pid = None;
                 a.started_at = Some(SystemTime::now());
