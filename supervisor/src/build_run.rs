@@ -172,12 +172,8 @@ impl SandboxRunner {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        let init_pid: i32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| format!("the sandbox's init printed {:?}", out.stdout))?;
-        let init_start_time = crate::launch::proc_start_time(init_pid)
-            .ok_or("the sandbox's init died right after starting")?;
+        let (init_pid, init_start_time) = crate::launch::init::started(&out.stdout)
+            .map_err(|e| format!("the sandbox did not start: {e}"))?;
         let agent_cg = cgroup
             .create_child("run", &Limits::default())
             .map_err(|e| e.to_string())?;

@@ -319,15 +319,6 @@ fn a_group_whose_root_cannot_be_built_fails_with_the_reason_and_leaves_nothing()
         "the reason is given: {t}"
     );
     // Neither the group's cgroup nor its state directory is left behind.
-    for base in [
-        "/sys/fs/cgroup",
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup/memory",
-        "/sys/fs/cgroup/pids",
-    ] {
-        let cg = Path::new(base).join(&f.slice).join("badroot");
-        assert!(!cg.exists(), "{} is left", cg.display());
-    }
-    let state = f.dir.join("run/groups/badroot");
-    assert!(!state.exists(), "{} is left", state.display());
+    let left = f.group_leftovers("badroot");
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -126,6 +126,14 @@ fn group_init_and_agent_shim_are_forked_by_the_server() {
         line.contains("__agent") && line.contains("sp-fork:sp-fork-a"),
         "shim cmdline: {line}"
     );
+    // The spec file for people holds the environment: root only.
+    let spec_file = pod.dir.join("agents/sp-fork-a.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&spec_file)
+            .expect("the agent's spec file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{}", spec_file.display());
     let (out, _) = shim.finish();
     assert_eq!(String::from_utf8_lossy(&out).trim(), "hello-from-agent");
     let record = pod
@@ -315,17 +323,8 @@ fn a_failing_group_start_through_the_server_names_the_reason_and_leaves_nothing(
         e.contains("/usr/as-no-such-dir") && e.contains("Read-only file system"),
         "the path and the reason are named: {e}"
     );
-    for base in [
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup/memory",
-        "/sys/fs/cgroup/pids",
-        "/sys/fs/cgroup",
-    ] {
-        let cg = std::path::Path::new(base).join(&f.slice).join("sp-bad");
-        assert!(!cg.exists(), "{} is left", cg.display());
-    }
-    let state = f.dir.join("run/groups/sp-bad");
-    assert!(!state.exists(), "{} is left", state.display());
+    let left = f.group_leftovers("sp-bad");
+    assert!(left.is_empty(), "left behind: {left:?}");
     // The server still serves the next start.
     let server = opts.spawner.as_ref().expect("server").pid();
     assert!(alive(server), "the server died with the failed launch");

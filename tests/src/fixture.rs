@@ -62,6 +62,23 @@ impl Fixture {
         }
     }
 
+    /// What group `group` of this fixture left behind: its cgroup in any hierarchy (unified,
+    /// v1 memory and pids, or the top of a unified host) and its state directory.
+    pub fn group_leftovers(&self, group: &str) -> Vec<PathBuf> {
+        let mut left: Vec<PathBuf> = [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+        ]
+        .iter()
+        .map(|base| Path::new(base).join(&self.slice).join(group))
+        .collect();
+        left.push(self.dir.join("run/groups").join(group));
+        left.retain(|p| p.exists());
+        left
+    }
+
     /// Writes a file under the fixture directory.
     pub fn file(&self, rel: &str, text: &str) -> PathBuf {
         let p = self.dir.join(rel);

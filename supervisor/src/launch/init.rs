@@ -20,6 +20,21 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::spec::{read, GroupSpec};
 use super::{close_inherited_fds, join_cgroup, LaunchError};
 
+/// The init's pid and start time from what `__group-init` printed on stdout (its pid, once
+/// the init is ready); the error says what went wrong, for the caller to prefix.
+pub fn started(stdout: &[u8]) -> Result<(i32, u64), String> {
+    let text = String::from_utf8_lossy(stdout);
+    let pid: i32 = text.trim().parse().map_err(|_| {
+        format!(
+            "the launcher printed {:?} instead of the init's pid",
+            text.trim()
+        )
+    })?;
+    let start = super::proc_start_time(pid)
+        .ok_or_else(|| format!("the group init (pid {pid}) died right after starting"))?;
+    Ok((pid, start))
+}
+
 /// Entry point; returns the process exit status.
 pub fn main(spec_path: &Path) -> i32 {
     match launch(spec_path) {

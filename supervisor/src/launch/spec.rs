@@ -172,12 +172,17 @@ pub fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SpecError> {
 
 /// Writes a JSON spec file, readable by root only.
 pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), SpecError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let bytes = serde_json::to_vec(value).map_err(|e| SpecError::Write {
         path: path.into(),
         source: std::io::Error::other(e),
     })?;
+    write_bytes(path, &bytes)
+}
+
+/// Writes an already encoded spec, readable by root only (mode 0600).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), SpecError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -188,7 +193,7 @@ pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), SpecError> {
             path: path.into(),
             source,
         })?;
-    f.write_all(&bytes).map_err(|source| SpecError::Write {
+    f.write_all(bytes).map_err(|source| SpecError::Write {
         path: path.into(),
         source,
     })

@@ -359,17 +359,11 @@ impl Pod {
 
     /// The init's pid (the launcher's output) and start time, recorded in `init.pid`.
     fn started(group: &str, dir: &Path, stdout: &[u8]) -> Result<(i32, u64), PodError> {
-        let pid: i32 = String::from_utf8_lossy(stdout)
-            .trim()
-            .parse()
-            .map_err(|_| PodError::Launch {
+        let (pid, start) =
+            crate::launch::init::started(stdout).map_err(|message| PodError::Launch {
                 group: group.to_string(),
-                message: format!("unexpected output {:?}", String::from_utf8_lossy(stdout)),
+                message,
             })?;
-        let start = crate::launch::proc_start_time(pid).ok_or_else(|| PodError::Launch {
-            group: group.to_string(),
-            message: format!("the group init (pid {pid}) died right after starting"),
-        })?;
         std::fs::write(dir.join("init.pid"), format!("{pid} {start}\n"))
             .map_err(io(format!("write {}", dir.join("init.pid").display())))?;
         Ok((pid, start))
@@ -436,7 +430,7 @@ impl Pod {
                     let _ = stdin.write_all(&bytes);
                 }
                 // Root only (the environment may hold secrets), like every spec file.
-                let _ = spec::write(&spec_path, &spec);
+                let _ = spec::write_bytes(&spec_path, &bytes);
                 Ok(cg)
             },
         )
