@@ -182,7 +182,7 @@ pub struct Security {
 }
 
 /// Resource limits of a group.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Hard memory limit (`memory.max`).

@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_config::graph::Graph;
-use agent_config::{defaults, Loaded};
+use agent_plan::{GroupPlan, Plan};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::cgroup::Cgroup;
@@ -53,13 +53,12 @@ struct Running {
 }
 
 /// Agents of `group` in dependency order (their dependencies inside the group first).
-fn agent_order(l: &Loaded, group: &str) -> Vec<String> {
-    let g = &l.system.groups[group];
+fn agent_order(g: &GroupPlan) -> Vec<String> {
     let mut graph = Graph::default();
-    for a in &g.agents {
+    for a in g.agents.values() {
         graph.add_node(&a.name);
-        for d in a.depends_on.0.keys() {
-            if g.agents.iter().any(|x| &x.name == d) {
+        for (d, _) in &a.depends_on {
+            if g.agents.contains_key(d) {
                 graph.add_edge(&a.name, d);
             }
         }
@@ -74,28 +73,27 @@ pub fn run(
     group: &str,
     until_exit: bool,
 ) -> Result<Outcome, RunGroupError> {
-    let l = agent_config::load(config).map_err(|e| RunGroupError::Config(e.to_string()))?;
-    if let Some(errors) = agent_config::validate::errors(&l) {
-        return Err(RunGroupError::Config(errors.join("\n")));
-    }
-    if !l.system.hosts.contains_key(host) {
-        return Err(RunGroupError::Config(format!(
-            "--host {host:?} is not a host of {}",
-            config.display()
-        )));
-    }
-    let Some(g) = l.system.groups.get(group) else {
-        return Err(RunGroupError::Config(format!(
-            "group {group:?} is not in {}",
-            config.display()
-        )));
+    let (l, plan) = Plan::load(config, host, Some(group)).map_err(|findings| {
+        if findings.iter().any(|f| f.code == "plan-host") {
+            return RunGroupError::Config(format!(
+                "--host {host:?} is not a host of {}",
+                config.display()
+            ));
+        }
+        RunGroupError::Config(
+            findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let Some(g) = plan.groups.get(group) else {
+        return Err(RunGroupError::Config(match l.system.groups.get(group) {
+            Some(other) => format!("group {group} runs on host {}, not {host}", other.host),
+            None => format!("group {group:?} is not in {}", config.display()),
+        }));
     };
-    if g.host != host {
-        return Err(RunGroupError::Config(format!(
-            "group {group} runs on host {}, not {host}",
-            g.host
-        )));
-    }
     // Orphans of our children (the group init, once its launcher exits) come back to us.
     nix::sys::prctl::set_child_subreaper(true).map_err(|source| RunGroupError::Sys {
         what: "become a subreaper",
@@ -110,8 +108,8 @@ pub fn run(
         source,
     })?;
 
-    let opts = PodOptions::for_host(&l, host)?;
-    let pod = Pod::start(&l, group, &opts)?;
+    let opts = PodOptions::for_host(&plan)?;
+    let pod = Pod::start(g, &opts)?;
     println!(
         "group {group}: init pid {} (cgroup {})",
         pod.init_pid,
@@ -123,13 +121,11 @@ pub fn run(
         all_ok: true,
         ..Outcome::default()
     };
-    for name in agent_order(&l, group) {
-        let agent = g
-            .agents
-            .iter()
-            .find(|a| a.name == name)
-            .expect("ordered agents come from the group");
-        let (mut cmd, cgroup) = match pod.agent_command(&l, agent) {
+    for name in agent_order(g) {
+        let Some(agent) = g.agents.get(&name) else {
+            continue;
+        };
+        let (mut cmd, cgroup) = match pod.agent_command(agent) {
             Ok(x) => x,
             Err(e) => {
                 stop_all(&pod, &mut running, &mut outcome);
@@ -158,7 +154,7 @@ pub fn run(
                 name,
                 _child: child,
                 cgroup,
-                stop_timeout: defaults::stop_timeout(g, agent),
+                stop_timeout: agent.stop_timeout,
             },
         );
     }

@@ -330,8 +330,9 @@ fn refuses_non_empty_dirs_unknown_groups_and_unbuilt_images() {
     );
 
     let t = text(&bundle_cmd(&f, "pyg", &f.dir.join("out-pyg")));
+    // The plan names the field and how to build the image.
     assert!(
-        t.contains("group pyg: image \"py\" is not built yet"),
+        t.contains("groups.pyg.image: image py:") && t.contains("agent-supervisor build"),
         "{t}"
     );
     assert!(!f.dir.join("out-pyg").exists());

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use agent_config::Loaded;
 use agent_supervisor::launch::spec::LogSpec;
 use agent_supervisor::pod::{Pod, PodOptions};
 use agent_supervisor_tests::fixture::{root_or_skip, Fixture};
@@ -17,7 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
 /// A running one-agent group; stopped when dropped.
 struct Group {
     pod: Pod,
-    l: Loaded,
+    l: agent_plan::HostPlan,
     agent: String,
     f: Fixture,
 }
@@ -40,14 +39,16 @@ impl Group {
             ),
         );
         f.file("agents/a.py", script);
-        let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
+        let l = agent_plan::Plan::load(&f.dir.join("system.yaml"), "h1", None)
+            .expect("plan the fixture")
+            .1;
         let opts = PodOptions {
             launcher: PathBuf::from(BIN),
             run_dir: f.dir.join("run"),
             cgroup_root: f.slice.clone(),
             spawner: None,
         };
-        let pod = Pod::start(&l, name, &opts).expect("start the pod");
+        let pod = Pod::start(&l.groups[name], &opts).expect("start the pod");
         Group {
             pod,
             l,
@@ -69,14 +70,10 @@ impl Group {
 
     /// The `__agent` command writing to `log`.
     fn command(&self, log: LogSpec) -> Command {
-        let agent = self.l.system.groups[&self.pod.group]
-            .agents
-            .iter()
-            .find(|a| a.name == self.agent)
-            .expect("the fixture's agent");
+        let agent = &self.l.groups[&self.pod.group].agents[&self.agent];
         let (mut cmd, _cgroup) = self
             .pod
-            .agent_command_with_log(&self.l, agent, Some(log))
+            .agent_command_with_log(agent, Some(log))
             .expect("prepare the agent");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -62,14 +62,16 @@ fn served(f: &Fixture) -> PodOptions {
     .with_spawner()
 }
 
-fn fixture(name: &str, command: &str) -> (Fixture, agent_config::Loaded, PodOptions) {
+fn fixture(name: &str, command: &str) -> (Fixture, agent_plan::HostPlan, PodOptions) {
     let f = Fixture::new(
         BIN,
         &format!("spawner-{name}"),
         "spawner",
         &format!("  {name}:\n    host: h1\n    agents:\n      - name: {name}-a\n        command: {command}\n"),
     );
-    let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
+    let l = agent_plan::Plan::load(&f.dir.join("system.yaml"), "h1", None)
+        .expect("plan the fixture")
+        .1;
     let opts = served(&f);
     (f, l, opts)
 }
@@ -89,7 +91,7 @@ fn group_init_and_agent_shim_are_forked_by_the_server() {
         .expect("the launch server started")
         .pid();
     assert!(cmdline(server).contains("__spawner"), "{}", cmdline(server));
-    let pod = Pod::start(&l, "sp-fork", &opts).expect("start the group through the server");
+    let pod = Pod::start(&l.groups["sp-fork"], &opts).expect("start the group through the server");
     // The init's command line reads as an exec'd launcher's.
     let init = cmdline(pod.init_pid);
     assert!(
@@ -107,9 +109,9 @@ fn group_init_and_agent_shim_are_forked_by_the_server() {
             assert!(line.ends_with("/sp-fork"), "{cgroups}");
         }
     }
-    let agent = &l.system.groups["sp-fork"].agents[0];
+    let agent = &l.groups["sp-fork"].agents[0];
     let (shim, cg) = pod
-        .spawn_agent(&l, agent, None, [Io::Null, Io::Piped, Io::Null])
+        .spawn_agent(agent, None, [Io::Null, Io::Piped, Io::Null])
         .expect("start the agent through the server");
     assert!(matches!(shim.proc, Proc::Forked(_)), "{:?}", shim.proc);
     let pid = shim.pid;
@@ -168,10 +170,10 @@ fn agents_outlive_the_server() {
         .as_ref()
         .expect("the launch server started")
         .pid();
-    let pod = Pod::start(&l, "sp-live", &opts).expect("start the group");
-    let agent = &l.system.groups["sp-live"].agents[0];
+    let pod = Pod::start(&l.groups["sp-live"], &opts).expect("start the group");
+    let agent = &l.groups["sp-live"].agents[0];
     let (shim, _cg) = pod
-        .spawn_agent(&l, agent, None, [Io::Null; 3])
+        .spawn_agent(agent, None, [Io::Null; 3])
         .expect("start the agent");
     let deadline = Instant::now() + Duration::from_secs(5);
     while pod.agent_pid("sp-live-a").is_none() && Instant::now() < deadline {
@@ -193,7 +195,7 @@ fn agents_outlive_the_server() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(alive(shim.pid), "the shim died with the server");
     assert!(alive(agent_pid), "the agent died with the server");
-    let pod = Pod::adopt(&l, "sp-live", &exec_opts)
+    let pod = Pod::adopt(&l.groups["sp-live"], &exec_opts)
         .expect("adopt the group")
         .expect("the group still runs");
     pod.stop().expect("stop the group");
@@ -313,10 +315,12 @@ fn a_failing_group_start_through_the_server_names_the_reason_and_leaves_nothing(
         "spawner",
         "  sp-bad:\n    host: h1\n    binds: ['@DIR@/agents:/usr/as-no-such-dir/x:rw']\n    agents:\n      - name: never\n        command: ['true']\n",
     );
-    let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
+    let l = agent_plan::Plan::load(&f.dir.join("system.yaml"), "h1", None)
+        .expect("plan the fixture")
+        .1;
     let opts = served(&f);
     assert!(opts.spawner.is_some(), "the launch server started");
-    let e = Pod::start(&l, "sp-bad", &opts)
+    let e = Pod::start(&l.groups["sp-bad"], &opts)
         .expect_err("the group cannot start")
         .to_string();
     assert!(
@@ -344,20 +348,22 @@ fn concurrent_launches_each_get_their_own_reply() {
         "spawner",
         &format!("  sp-many:\n    host: h1\n    agents:\n{agents}"),
     );
-    let l = agent_config::load(&f.dir.join("system.yaml")).expect("load the fixture");
+    let l = agent_plan::Plan::load(&f.dir.join("system.yaml"), "h1", None)
+        .expect("plan the fixture")
+        .1;
     let opts = served(&f);
-    let pod = Pod::start(&l, "sp-many", &opts).expect("start the group");
-    let group = &l.system.groups["sp-many"];
+    let pod = Pod::start(&l.groups["sp-many"], &opts).expect("start the group");
+    let group = &l.groups["sp-many"];
     // Six threads ask at once; each reply names the shim of that thread's agent.
     let shims: Vec<(String, i32)> = std::thread::scope(|s| {
         let handles: Vec<_> = group
             .agents
-            .iter()
+            .values()
             .map(|a| {
-                let (pod, l) = (&pod, &l);
+                let pod = &pod;
                 s.spawn(move || {
                     let (shim, _cg) = pod
-                        .spawn_agent(l, a, None, [Io::Null; 3])
+                        .spawn_agent(a, None, [Io::Null; 3])
                         .expect("start an agent");
                     (a.name.clone(), shim.pid)
                 })
@@ -413,11 +419,12 @@ fn hundred_cycles_through_the_server_leave_nothing_behind() {
             .unwrap_or(0)
     };
     let before = mounts();
-    let agent = &l.system.groups["sp-cycle"].agents[0];
+    let agent = &l.groups["sp-cycle"].agents[0];
     for i in 0..100 {
-        let pod = Pod::start(&l, "sp-cycle", &opts).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        let pod =
+            Pod::start(&l.groups["sp-cycle"], &opts).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
         let (shim, cg) = pod
-            .spawn_agent(&l, agent, None, [Io::Null; 3])
+            .spawn_agent(agent, None, [Io::Null; 3])
             .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
         shim.wait();
         let record = pod.exit_record("sp-cycle-a").expect("an exit record");

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent_config::Loaded;
+use agent_plan::{AgentPlan, HostPlan};
 
 use crate::cgroup::{Cgroup, Layout};
 use crate::pod::{Pod, PodOptions};
@@ -35,7 +35,7 @@ pub struct Phases {
 
 /// The benchmark's system: a temporary directory with `system.yaml`, loaded.
 pub struct BenchSystem {
-    loaded: Loaded,
+    plan: HostPlan,
     opts: PodOptions,
     _cleanup: Cleanup,
 }
@@ -94,16 +94,16 @@ impl BenchSystem {
             slice,
         };
         std::fs::write(&file, text).map_err(|e| format!("write {}: {e}", file.display()))?;
-        let loaded = agent_config::load(&file).map_err(|e| format!("bench system file: {e}"))?;
-        if let Some(errors) = agent_config::validate::errors(&loaded) {
-            return Err(format!("bench system file: {}", errors.join("; ")));
-        }
+        let (_, plan) = agent_plan::Plan::load(&file, HOST, None).map_err(|f| {
+            let f: Vec<String> = f.iter().map(|f| f.to_string()).collect();
+            format!("bench system file: {}", f.join("; "))
+        })?;
         // As the daemon: launchers forked by a launch server.
-        let opts = PodOptions::for_host(&loaded, HOST)
+        let opts = PodOptions::for_host(&plan)
             .map_err(|e| e.to_string())?
             .with_spawner();
         Ok(BenchSystem {
-            loaded,
+            plan,
             opts,
             _cleanup: cleanup,
         })
@@ -119,19 +119,25 @@ impl BenchSystem {
         self.opts.spawner.is_some()
     }
 
-    fn agent(&self, group: &str) -> Result<&agent_config::model::Agent, String> {
-        self.loaded
-            .system
+    fn agent(&self, group: &str) -> Result<&AgentPlan, String> {
+        self.plan
             .groups
             .get(group)
-            .and_then(|g| g.agents.iter().find(|a| a.name == agent_name(group)))
+            .and_then(|g| g.agents.get(&agent_name(group)))
             .ok_or_else(|| format!("group {group} has no agent in the bench system"))
+    }
+
+    fn group(&self, group: &str) -> Result<&agent_plan::GroupPlan, String> {
+        self.plan
+            .groups
+            .get(group)
+            .ok_or_else(|| format!("group {group} is not in the bench system"))
     }
 
     /// One whole lifecycle: start the group, run the agent to its exit, stop the group.
     pub fn new_group_and_agent(&self) -> Result<Phases, String> {
         let t0 = Instant::now();
-        let pod = Pod::start(&self.loaded, GROUP, &self.opts).map_err(|e| e.to_string())?;
+        let pod = Pod::start(self.group(GROUP)?, &self.opts).map_err(|e| e.to_string())?;
         let t1 = Instant::now();
         let ran = self.run_agent(&pod, false);
         let t2 = Instant::now();
@@ -148,7 +154,7 @@ impl BenchSystem {
 
     /// Starts the long-lived group once, for [`RunningGroup::agent_in`].
     pub fn start_group(&self) -> Result<RunningGroup<'_>, String> {
-        let pod = Pod::start(&self.loaded, RUNNING_GROUP, &self.opts).map_err(|e| e.to_string())?;
+        let pod = Pod::start(self.group(RUNNING_GROUP)?, &self.opts).map_err(|e| e.to_string())?;
         Ok(RunningGroup { sys: self, pod })
     }
 
@@ -158,7 +164,7 @@ impl BenchSystem {
     fn run_agent(&self, pod: &Pod, remove_cgroup: bool) -> Result<(), String> {
         let agent = self.agent(&pod.group)?;
         let (shim, cg) = pod
-            .spawn_agent(&self.loaded, agent, None, [Io::Null, Io::Null, Io::Piped])
+            .spawn_agent(agent, None, [Io::Null, Io::Null, Io::Piped])
             .map_err(|e| e.to_string())?;
         let (_, stderr) = shim.finish();
         let record = pod.exit_record(&agent.name);

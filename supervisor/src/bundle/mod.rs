@@ -12,8 +12,7 @@ mod oci;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-use agent_config::model::{Agent, Group};
-use agent_config::{defaults, Loaded};
+use agent_plan::{AgentPlan, GroupPlan, Plan, RootfsPlan};
 
 use crate::cgroup::Limits;
 
@@ -22,12 +21,6 @@ use crate::cgroup::Limits;
 pub enum BundleError {
     #[error("group {group}: security: {message}")]
     Security { group: String, message: String },
-    #[error("cannot load system file {path}:\n{source}")]
-    Load {
-        path: PathBuf,
-        #[source]
-        source: agent_config::LoadError,
-    },
     #[error("system file {path} has errors:\n{}", .errors.join("\n"))]
     Invalid { path: PathBuf, errors: Vec<String> },
     #[error("--host {host:?} is not a host of {path}")]
@@ -48,8 +41,10 @@ pub enum BundleError {
         agent: String,
         known: Vec<String>,
     },
-    #[error("group {group}: image {image:?} is not built yet: only groups on the `host` image can be exported")]
-    ImageNotBuilt { group: String, image: String },
+    #[error(
+        "group {group} runs from image {image:?}: only groups on the `host` image can be exported"
+    )]
+    FromImage { group: String, image: String },
     #[error("group {group}: {source}")]
     Rootfs {
         group: String,
@@ -60,12 +55,6 @@ pub enum BundleError {
     DirNotEmpty { dir: PathBuf },
     #[error("bundle directory {dir} exists and is not a directory")]
     NotADir { dir: PathBuf },
-    #[error("group {group}: env_file {path}: {message}")]
-    EnvFile {
-        group: String,
-        path: PathBuf,
-        message: String,
-    },
     #[error("group {group}: bind target {target}: {why}")]
     BadBind {
         group: String,
@@ -132,73 +121,65 @@ pub fn export_agent(
     agent: Option<&str>,
     dir: &Path,
 ) -> Result<Exported, BundleError> {
-    let l = agent_config::load(config).map_err(|source| BundleError::Load {
-        path: config.to_path_buf(),
-        source,
+    let (l, plan) = Plan::load(config, host, Some(group)).map_err(|findings| {
+        if findings.iter().any(|f| f.code == "plan-host") {
+            return BundleError::NoHost {
+                host: host.to_string(),
+                path: config.to_path_buf(),
+            };
+        }
+        BundleError::Invalid {
+            path: config.to_path_buf(),
+            errors: findings.iter().map(|f| f.to_string()).collect(),
+        }
     })?;
-    if let Some(errors) = agent_config::validate::errors(&l) {
-        return Err(BundleError::Invalid {
-            path: config.to_path_buf(),
-            errors,
+    let Some(g) = plan.groups.get(group) else {
+        return Err(match l.system.groups.get(group) {
+            Some(other) => BundleError::WrongHost {
+                group: group.to_string(),
+                runs_on: other.host.clone(),
+                host: host.to_string(),
+            },
+            None => BundleError::NoGroup {
+                group: group.to_string(),
+                path: config.to_path_buf(),
+            },
         });
-    }
-    if !l.system.hosts.contains_key(host) {
-        return Err(BundleError::NoHost {
-            host: host.to_string(),
-            path: config.to_path_buf(),
-        });
-    }
-    let g = l
-        .system
-        .groups
-        .get(group)
-        .ok_or_else(|| BundleError::NoGroup {
-            group: group.to_string(),
-            path: config.to_path_buf(),
-        })?;
-    if g.host != host {
-        return Err(BundleError::WrongHost {
-            group: group.to_string(),
-            runs_on: g.host.clone(),
-            host: host.to_string(),
-        });
-    }
+    };
     let a = pick_agent(group, g, agent)?;
-    let image = defaults::image(g);
-    if image != defaults::HOST_IMAGE {
-        return Err(BundleError::ImageNotBuilt {
-            group: group.to_string(),
-            image: image.to_string(),
-        });
-    }
-    let host_entries =
-        agent_rootfs::host_rootfs(Path::new("/")).map_err(|source| BundleError::Rootfs {
-            group: group.to_string(),
-            source,
-        })?;
-    let binds = binds(&l, group, g)?;
+    let host_entries = match &g.rootfs {
+        RootfsPlan::Host { entries } => entries,
+        RootfsPlan::Image(image) => {
+            return Err(BundleError::FromImage {
+                group: group.to_string(),
+                image: image.name.clone(),
+            })
+        }
+    };
+    let binds = binds(g)?;
     let inputs = oci::Inputs {
         group,
         agent: &a.name,
-        argv: a.command.0.clone(),
-        env: agent_environment(&l, group, g, a)?,
-        cwd: workdir(&l, a),
-        host_entries: &host_entries,
+        argv: a.argv.clone(),
+        env: a.env.clone(),
+        cwd: a.workdir.clone(),
+        host_entries,
         binds: &binds,
-        limits: Limits::from(&g.resources),
-        caps: crate::launch::sandbox::effective_caps(&g.security.cap_add, &g.security.cap_drop)
-            .map_err(|e| BundleError::Security {
+        limits: Limits::from(&g.limits),
+        caps: crate::pod::spec_of::capabilities(&g.security).map_err(|message| {
+            BundleError::Security {
                 group: group.to_string(),
-                message: e.to_string(),
-            })?,
-        seccomp: g.security.seccomp == agent_config::model::SeccompMode::Default,
+                message,
+            }
+        })?,
+        seccomp: g.security.seccomp,
     };
     let spec = oci::spec(&inputs)?;
     let json = oci::to_json(group, &spec)?;
 
     let created = prepare_dir(dir)?;
     let config_json = dir.join("config.json");
-    let written = write_rootfs(&dir.join("rootfs"), &host_entries, &binds)
+    let written = write_rootfs(&dir.join("rootfs"), host_entries, &binds)
         .and_then(|()| write_private(&config_json, &json));
     if let Err(e) = written {
         // Leave the directory as it was: gone, or empty.
@@ -213,34 +194,28 @@ pub fn export_agent(
     Ok(Exported {
         config_json,
         agent: a.name.clone(),
-        left_out: g
-            .agents
-            .iter()
-            .filter(|x| x.name != a.name)
-            .map(|x| x.name.clone())
-            .collect(),
+        left_out: g.agents.keys().filter(|x| **x != a.name).cloned().collect(),
     })
 }
 
 fn pick_agent<'a>(
     group: &str,
-    g: &'a Group,
+    g: &'a GroupPlan,
     agent: Option<&str>,
-) -> Result<&'a Agent, BundleError> {
+) -> Result<&'a AgentPlan, BundleError> {
     match agent {
-        None => g.agents.first().ok_or_else(|| BundleError::NoAgents {
+        None => g
+            .agents
+            .values()
+            .next()
+            .ok_or_else(|| BundleError::NoAgents {
+                group: group.to_string(),
+            }),
+        Some(name) => g.agents.get(name).ok_or_else(|| BundleError::NoAgent {
             group: group.to_string(),
+            agent: name.to_string(),
+            known: g.agents.keys().cloned().collect(),
         }),
-        Some(name) => {
-            g.agents
-                .iter()
-                .find(|a| a.name == name)
-                .ok_or_else(|| BundleError::NoAgent {
-                    group: group.to_string(),
-                    agent: name.to_string(),
-                    known: g.agents.iter().map(|a| a.name.clone()).collect(),
-                })
-        }
     }
 }
 
@@ -252,71 +227,30 @@ pub(crate) struct Bind {
     pub readonly: bool,
 }
 
-/// The system file's directory (read-only at its own path, as `crate::pod` shows it to
-/// groups on the `host` image), then the group's binds with sources resolved on this machine.
-fn binds(l: &Loaded, group: &str, g: &Group) -> Result<Vec<Bind>, BundleError> {
-    let dir =
-        std::fs::canonicalize(&l.dir).map_err(io("resolve the system file directory", &l.dir))?;
-    let mut out = vec![Bind {
-        source: dir.clone(),
-        target: dir,
-        readonly: true,
-    }];
-    for b in &g.binds {
-        let ok = b.target.is_absolute()
-            && b.target
-                .components()
-                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        if !ok {
-            return Err(BundleError::BadBind {
-                group: group.to_string(),
+/// The group's binds as the plan resolved them (the system file's directory first, for
+/// groups on the `host` image); targets must be plain absolute paths.
+fn binds(g: &GroupPlan) -> Result<Vec<Bind>, BundleError> {
+    g.binds
+        .iter()
+        .map(|b| {
+            let ok = b.target.is_absolute()
+                && b.target
+                    .components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            if !ok {
+                return Err(BundleError::BadBind {
+                    group: g.name.clone(),
+                    target: b.target.clone(),
+                    why: "must be an absolute path without `.` or `..`",
+                });
+            }
+            Ok(Bind {
+                source: b.source.clone(),
                 target: b.target.clone(),
-                why: "must be an absolute path without `.` or `..`",
-            });
-        }
-        let source = l.resolve(&b.source);
-        let source = std::fs::canonicalize(&source).map_err(io("resolve bind source", &source))?;
-        out.push(Bind {
-            source,
-            target: b.target.clone(),
-            readonly: b.readonly,
-        });
-    }
-    Ok(out)
-}
-
-/// The agent's environment, exactly as the launcher gives it.
-fn agent_environment(
-    l: &Loaded,
-    group: &str,
-    g: &Group,
-    agent: &Agent,
-) -> Result<Vec<(String, String)>, BundleError> {
-    crate::pod::agent_environment(l, group, g, agent).map_err(|e| BundleError::EnvFile {
-        group: group.to_string(),
-        path: g
-            .env_file
-            .clone()
-            .map(|f| l.resolve(&f))
-            .unwrap_or_default(),
-        message: e.to_string(),
-    })
-}
-
-/// The agent's working directory inside the group: an absolute `workdir` as written, a
-/// relative one under the system file's directory, else that directory (bound at its own
-/// path, so its resolved host path is also its path in the group).
-fn workdir(l: &Loaded, agent: &Agent) -> PathBuf {
-    match &agent.workdir {
-        Some(w) if w.is_absolute() => w.clone(),
-        other => {
-            let p = match other {
-                Some(w) => l.dir.join(w),
-                None => l.dir.clone(),
-            };
-            std::fs::canonicalize(&p).unwrap_or(p)
-        }
-    }
+                readonly: b.readonly,
+            })
+        })
+        .collect()
 }
 
 /// Creates `dir` or accepts it empty; `true` when it was created.

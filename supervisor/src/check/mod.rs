@@ -79,6 +79,7 @@ pub fn run(path: &Path, opts: &Options) -> Report {
     let local_host = find_local_host(&loaded, opts, &mut findings);
     if let Some(h) = &local_host {
         check_local(&loaded, h, &mut findings);
+        check_plan(&loaded, h, &mut findings);
     }
     findings.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.at.cmp(&b.at)));
     let hosts = summarize(&loaded, local_host.as_deref());
@@ -89,6 +90,31 @@ pub fn run(path: &Path, opts: &Options) -> Report {
         findings,
         scripts,
         hosts,
+    }
+}
+
+/// Resolves the local host's plan as the daemon will (env_file contents, bind sources,
+/// images in the store): what would stop the daemon is reported here, once per field. An
+/// image that is not built yet is a warning (`agent-supervisor build` comes after `check`).
+fn check_plan(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
+    let store = match agent_plan::Plan::store(l, host) {
+        Ok(s) => s,
+        Err(f) => {
+            out.push(f);
+            None
+        }
+    };
+    let Ok((_, findings)) = agent_plan::Plan::resolve_partial(l, host, store.as_ref()) else {
+        return; // an unknown host is reported by the host lookup
+    };
+    for mut f in findings {
+        if out.iter().any(|o| o.field.is_some() && o.field == f.field) {
+            continue;
+        }
+        if f.code == agent_plan::IMAGE_MISSING {
+            f.severity = Severity::Warning;
+        }
+        out.push(f);
     }
 }
 

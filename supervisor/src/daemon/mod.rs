@@ -15,7 +15,6 @@ pub mod reload;
 
 use std::path::{Path, PathBuf};
 
-use agent_config::defaults;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +104,23 @@ fn lock(run_dir: &Path) -> Result<std::fs::File, DaemonError> {
     Ok(f)
 }
 
+/// The host's plan, with its image store; every finding that stops it in the error.
+pub fn resolve_plan(
+    l: &agent_config::Loaded,
+    host: &str,
+) -> Result<agent_plan::HostPlan, DaemonError> {
+    let joined = |f: agent_plan::Findings| {
+        DaemonError::Config(
+            f.iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    };
+    let store = agent_plan::Plan::store(l, host).map_err(|f| joined(vec![f]))?;
+    agent_plan::Plan::resolve(l, host, store.as_ref()).map_err(joined)
+}
+
 /// Runs the daemon until SIGTERM/SIGINT or `supervisorctl shutdown` (agents are stopped in
 /// reverse dependency order), or SIGQUIT (the daemon exits and leaves agents running for the
 /// next daemon to adopt). `on_ready` gets the core's request channel (the `up` view uses it).
@@ -117,7 +133,8 @@ pub async fn run(
         return Err(DaemonError::Config(errors.join("\n")));
     }
     let host = crate::check::local_host(&l, opts.host.as_deref()).map_err(DaemonError::Config)?;
-    let d = defaults::daemon(&l.system, &host);
+    let plan = resolve_plan(&l, &host)?;
+    let d = plan.daemon.clone();
     let _lock = lock(&d.run_dir)?;
     for dir in [&d.log_dir, &d.state_dir] {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
@@ -134,7 +151,7 @@ pub async fn run(
     })?;
     // One launch server for the daemon's life: every group init and agent shim is forked from
     // it instead of exec'd (see `crate::launch::server`).
-    let pod_opts = PodOptions::for_host(&l, &host)?.with_spawner();
+    let pod_opts = PodOptions::for_host(&plan)?.with_spawner();
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let cancel = CancellationToken::new();
 
@@ -148,7 +165,7 @@ pub async fn run(
             }
         }
     });
-    let core = Core::new(l, host.clone(), pod_opts, tx.clone());
+    let core = Core::new(l, plan, host.clone(), pod_opts, tx.clone());
     let done = CancellationToken::new();
     let core_done = done.clone();
     let core_task = tokio::spawn(async move {

@@ -12,18 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use agent_config::model::{Agent, Group};
-use agent_config::{defaults, Loaded};
+use agent_plan::{AgentPlan, GroupPlan, HostPlan, SecurityPlan};
 
 use crate::cgroup::{Cgroup, CgroupError, Layout, Limits};
-use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
-use crate::launch::spec::{self, AgentSpec, BindSpec, GroupSpec, LogSpec};
+use crate::launch::spec::{self, AgentSpec, GroupSpec, LogSpec};
 use crate::spawner::{Io, Launched, Request, Spawner, Verb};
 
-mod env;
 mod rootfs;
-pub use env::agent_environment;
-use rootfs::{image_info, rootfs};
+pub mod spec_of;
+pub use rootfs::host_entries;
+use rootfs::rootfs;
+use spec_of::InitRef;
 
 /// Where a pod keeps its things.
 #[derive(Debug, Clone)]
@@ -40,15 +39,13 @@ pub struct PodOptions {
 }
 
 impl PodOptions {
-    /// Options from the system file's daemon settings for `host`, with [`launcher`] as the
-    /// launcher.
-    pub fn for_host(l: &Loaded, host: &str) -> Result<PodOptions, PodError> {
-        let d = defaults::daemon(&l.system, host);
+    /// Options from the host plan's daemon settings, with [`launcher`] as the launcher.
+    pub fn for_host(plan: &HostPlan) -> Result<PodOptions, PodError> {
         let launcher = launcher()?;
         Ok(PodOptions {
             launcher,
-            run_dir: d.run_dir,
-            cgroup_root: d.cgroup_root,
+            run_dir: plan.daemon.run_dir.clone(),
+            cgroup_root: plan.daemon.cgroup_root.clone(),
             spawner: None,
         })
     }
@@ -104,14 +101,6 @@ pub enum PodError {
     Spec(#[from] spec::SpecError),
     #[error("group {group}: the launcher failed: {message}")]
     Launch { group: String, message: String },
-    #[error("group {0} is not in the system file")]
-    NoGroup(String),
-    #[error("group {group}: env_file {path}: {message}")]
-    EnvFile {
-        group: String,
-        path: PathBuf,
-        message: String,
-    },
 }
 
 /// A running group.
@@ -125,6 +114,9 @@ pub struct Pod {
     /// `run_dir/groups/<group>`.
     pub dir: PathBuf,
     private_network: bool,
+    /// The group's sandbox, and the capabilities its agents keep.
+    security: SecurityPlan,
+    capabilities: Vec<String>,
     launcher: PathBuf,
     spawner: Option<Arc<Spawner>>,
     /// A pidfd of the `__group-init` launcher that started this pod, which exits once the
@@ -144,12 +136,13 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
 
 impl Pod {
     /// Creates the group's cgroups and runs its init.
-    pub fn start(l: &Loaded, group: &str, opts: &PodOptions) -> Result<Pod, PodError> {
-        let g = l
-            .system
-            .groups
-            .get(group)
-            .ok_or_else(|| PodError::NoGroup(group.to_string()))?;
+    pub fn start(g: &GroupPlan, opts: &PodOptions) -> Result<Pod, PodError> {
+        let group = g.name.as_str();
+        let capabilities =
+            spec_of::capabilities(&g.security).map_err(|message| PodError::Launch {
+                group: group.to_string(),
+                message,
+            })?;
         let cg_err = |source| PodError::Cgroup {
             group: group.to_string(),
             source,
@@ -171,7 +164,7 @@ impl Pod {
                 label: group,
                 io: [Io::Piped; 3],
             },
-            |stdin| Self::prepare(l, group, g, opts, &root, stdin),
+            |stdin| Self::prepare(g, opts, &root, stdin),
         )
         .map_err(|failed| {
             // The server refused or died after the cgroups and the spec were made: they go
@@ -200,7 +193,9 @@ impl Pod {
                 init_start_time,
                 cgroup,
                 dir,
-                private_network: false,
+                private_network: spec_of::private_network(g),
+                security: g.security.clone(),
+                capabilities,
                 launcher: opts.launcher.clone(),
                 spawner: opts.spawner.clone(),
                 launcher_proc: launcher,
@@ -216,21 +211,20 @@ impl Pod {
     /// The group's cgroups, state directory and spec, the spec written to the launcher's
     /// `stdin` (then closed). Whatever this made is removed again when it fails.
     fn prepare(
-        l: &Loaded,
-        group: &str,
-        g: &Group,
+        g: &GroupPlan,
         opts: &PodOptions,
         root: &Cgroup,
         stdin: &mut Option<std::fs::File>,
     ) -> Result<(Cgroup, PathBuf), PodError> {
+        let group = g.name.as_str();
         let cgroup = root
-            .create_child(group, &Limits::from(&g.resources))
+            .create_child(group, &Limits::from(&g.limits))
             .map_err(|source| PodError::Cgroup {
                 group: group.to_string(),
                 source,
             })?;
         let dir = group_dir(&opts.run_dir, group);
-        let bytes = Self::group_spec(l, group, g, &dir, &cgroup).and_then(|spec| {
+        let bytes = Self::group_spec(g, &dir, &cgroup).and_then(|spec| {
             serde_json::to_vec(&spec).map_err(|e| PodError::Launch {
                 group: group.to_string(),
                 message: format!("encode the launch spec: {e}"),
@@ -303,13 +297,8 @@ impl Pod {
 
     /// The launch spec of the group's init: its cgroup (created), the state directory, the
     /// root file system and binds.
-    fn group_spec(
-        l: &Loaded,
-        group: &str,
-        g: &Group,
-        dir: &Path,
-        cgroup: &Cgroup,
-    ) -> Result<GroupSpec, PodError> {
+    fn group_spec(g: &GroupPlan, dir: &Path, cgroup: &Cgroup) -> Result<GroupSpec, PodError> {
+        let group = g.name.as_str();
         let init_procs = cgroup
             .join_leaf("init")
             .map_err(|source| PodError::Cgroup {
@@ -321,40 +310,11 @@ impl Pod {
             std::fs::create_dir_all(dir.join(d))
                 .map_err(io(format!("create {}", dir.join(d).display())))?;
         }
-        let (rootfs, mut binds) = rootfs(l, g, dir).map_err(|e| match e {
-            PodError::Launch { message, .. } => PodError::Launch {
-                group: group.to_string(),
-                message,
-            },
-            other => other,
-        })?;
-        // The group's hostname resolves inside it (Python's http.server, for one, looks its
-        // own name up): the host's /etc/hosts plus the group's name, bound over /etc/hosts.
+        let rootfs = rootfs(g, dir)?;
         let hosts = dir.join("hosts");
-        let mut text = std::fs::read_to_string("/etc/hosts")
-            .unwrap_or_else(|_| "127.0.0.1\tlocalhost\n::1\tlocalhost\n".into());
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(&format!("127.0.1.1\t{group}\n"));
+        let text = spec_of::hosts_file(std::fs::read_to_string("/etc/hosts").ok(), group);
         std::fs::write(&hosts, text).map_err(io(format!("write {}", hosts.display())))?;
-        binds.push(BindSpec {
-            source: hosts,
-            target: PathBuf::from("/etc/hosts"),
-            readonly: true,
-        });
-        Ok(GroupSpec {
-            group: group.to_string(),
-            hostname: group.to_string(),
-            cgroup_procs: init_procs,
-            root_dir: dir.join("root"),
-            rootfs,
-            binds,
-            private_network: false,
-            masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
-            readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
-            devices: Vec::new(),
-        })
+        Ok(spec_of::group_spec(g, dir, init_procs, rootfs, hosts))
     }
 
     /// The init's pid (the launcher's output) and start time, recorded in `init.pid`.
@@ -372,8 +332,8 @@ impl Pod {
     /// Prepares one agent: its cgroup, its spec and the `__agent` command to spawn (stdin,
     /// stdout and stderr are the caller's to set; the agent inherits the shim's stdout and
     /// stderr). Returns the command and the agent's cgroup.
-    pub fn agent_command(&self, l: &Loaded, agent: &Agent) -> Result<(Command, Cgroup), PodError> {
-        self.agent_command_with_log(l, agent, None)
+    pub fn agent_command(&self, agent: &AgentPlan) -> Result<(Command, Cgroup), PodError> {
+        self.agent_command_with_log(agent, None)
     }
 
     /// [`Pod::agent_command`], and with `log` the shim writes the agent's stdout and stderr
@@ -381,11 +341,10 @@ impl Pod {
     /// the caller and keeps running when the caller dies.
     pub fn agent_command_with_log(
         &self,
-        l: &Loaded,
-        agent: &Agent,
+        agent: &AgentPlan,
         log: Option<LogSpec>,
     ) -> Result<(Command, Cgroup), PodError> {
-        let (spec_path, cg) = self.prepare_agent(l, agent, log)?;
+        let (spec_path, cg) = self.prepare_agent(agent, log)?;
         let mut cmd = Command::new(&self.launcher);
         cmd.arg("__agent").arg(spec_path);
         Ok((cmd, cg))
@@ -398,8 +357,7 @@ impl Pod {
     /// ([`Pod::exit_record`]) says how the agent ended.
     pub fn spawn_agent(
         &self,
-        l: &Loaded,
-        agent: &Agent,
+        agent: &AgentPlan,
         log: Option<LogSpec>,
         io: [Io; 3],
     ) -> Result<(Launched, Cgroup), PodError> {
@@ -414,7 +372,7 @@ impl Pod {
                 io: [Io::Piped, io[1], io[2]],
             },
             |stdin| {
-                let (spec, spec_path, cg) = self.agent_spec(l, agent, log)?;
+                let (spec, spec_path, cg) = self.agent_spec(agent, log)?;
                 let bytes = match serde_json::to_vec(&spec) {
                     Ok(b) => b,
                     Err(e) => {
@@ -463,11 +421,10 @@ impl Pod {
     /// The agent's cgroup and spec file, for its shim.
     fn prepare_agent(
         &self,
-        l: &Loaded,
-        agent: &Agent,
+        agent: &AgentPlan,
         log: Option<LogSpec>,
     ) -> Result<(PathBuf, Cgroup), PodError> {
-        let (spec, spec_path, cg) = self.agent_spec(l, agent, log)?;
+        let (spec, spec_path, cg) = self.agent_spec(agent, log)?;
         if let Err(e) = spec::write(&spec_path, &spec) {
             let _ = cg.remove();
             return Err(e.into());
@@ -479,15 +436,9 @@ impl Pod {
     /// shim's old pid and exit files are removed. The cgroup is removed again on failure.
     fn agent_spec(
         &self,
-        l: &Loaded,
-        agent: &Agent,
+        agent: &AgentPlan,
         log: Option<LogSpec>,
     ) -> Result<(AgentSpec, PathBuf, Cgroup), PodError> {
-        let g = l
-            .system
-            .groups
-            .get(&self.group)
-            .ok_or_else(|| PodError::NoGroup(self.group.clone()))?;
         let cg_err = |source| PodError::Cgroup {
             group: self.group.clone(),
             source,
@@ -499,74 +450,23 @@ impl Pod {
             .cgroup
             .create_child(&agent.name, &Limits::default())
             .map_err(cg_err)?;
-        match self.agent_spec_in(l, g, agent, log, &cg) {
-            Ok((spec, path)) => Ok((spec, path, cg)),
-            Err(e) => {
-                let _ = cg.remove();
-                Err(e)
-            }
-        }
-    }
-
-    fn agent_spec_in(
-        &self,
-        l: &Loaded,
-        g: &Group,
-        agent: &Agent,
-        log: Option<LogSpec>,
-        cg: &Cgroup,
-    ) -> Result<(AgentSpec, PathBuf), PodError> {
-        let env = agent_environment(l, &self.group, g, agent)?;
-        let workdir = if defaults::image(g) == defaults::HOST_IMAGE {
-            let w = agent_config::scripts::workdir(l, g, agent);
-            std::fs::canonicalize(&w).unwrap_or(w)
-        } else {
-            agent.workdir.clone().unwrap_or_else(|| {
-                image_info(l, g)
-                    .ok()
-                    .and_then(|i| i.config.config.working_dir.clone())
-                    .filter(|w| !w.is_empty())
-                    .map_or_else(|| PathBuf::from("/"), PathBuf::from)
-            })
-        };
         let agents = self.dir.join("agents");
-        let spec = AgentSpec {
-            group: self.group.clone(),
-            agent: agent.name.clone(),
-            init_pid: self.init_pid,
-            init_start_time: self.init_start_time,
-            private_network: self.private_network,
-            cgroup_procs: cg.procs_files(),
-            argv: agent.command.0.clone(),
-            env,
-            workdir,
-            capabilities: crate::launch::sandbox::effective_caps(
-                &g.security.cap_add,
-                &g.security.cap_drop,
-            )
-            .map_err(|e| PodError::Launch {
-                group: self.group.clone(),
-                message: format!("security: {e}"),
-            })?,
-            seccomp: g.security.seccomp == agent_config::model::SeccompMode::Default,
-            rlimits: g
-                .security
-                .rlimits
-                .iter()
-                .map(|(name, v)| crate::launch::spec::Rlimit {
-                    name: name.clone(),
-                    soft: *v,
-                    hard: *v,
-                })
-                .collect(),
-            pid_file: Some(agents.join(format!("{}.pid", agent.name))),
-            exit_file: Some(agents.join(format!("{}.exit", agent.name))),
+        let spec = spec_of::agent_spec(
+            agent,
+            InitRef {
+                pid: self.init_pid,
+                start_time: self.init_start_time,
+            },
+            self.private_network,
+            &self.security,
+            self.capabilities.clone(),
+            cg.procs_files(),
+            &agents,
             log,
-        };
-        let spec_path = agents.join(format!("{}.json", agent.name));
+        );
         let _ = std::fs::remove_file(agents.join(format!("{}.exit", agent.name)));
         let _ = std::fs::remove_file(agents.join(format!("{}.pid", agent.name)));
-        Ok((spec, spec_path))
+        Ok((spec, agents.join(format!("{}.json", agent.name)), cg))
     }
 
     /// The exit record the shim wrote for `agent`, if it ended.
@@ -676,8 +576,13 @@ fn read_init(dir: &Path) -> Option<(i32, u64)> {
 impl Pod {
     /// Re-attaches to a group an earlier daemon left running. `Ok(None)` when its init is
     /// gone; whatever it left (processes in its cgroups, the state directory) is removed then.
-    pub fn adopt(l: &Loaded, group: &str, opts: &PodOptions) -> Result<Option<Pod>, PodError> {
-        let _ = l;
+    pub fn adopt(g: &GroupPlan, opts: &PodOptions) -> Result<Option<Pod>, PodError> {
+        let group = g.name.as_str();
+        let capabilities =
+            spec_of::capabilities(&g.security).map_err(|message| PodError::Launch {
+                group: group.to_string(),
+                message,
+            })?;
         let cg_err = |source| PodError::Cgroup {
             group: group.to_string(),
             source,
@@ -696,7 +601,9 @@ impl Pod {
                     init_start_time: start,
                     cgroup,
                     dir,
-                    private_network: false,
+                    private_network: spec_of::private_network(g),
+                    security: g.security.clone(),
+                    capabilities,
                     launcher: opts.launcher.clone(),
                     spawner: opts.spawner.clone(),
                     launcher_proc: None,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_config::model::{Agent, Condition};
 use agent_config::{defaults, Loaded};
+use agent_plan::HostPlan;
 use indexmap::IndexMap;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -45,7 +46,7 @@ pub enum Event {
     Control(ControlMsg),
     GroupStarted {
         group: String,
-        result: Result<Pod, String>,
+        result: Result<Box<Pod>, String>,
     },
     Running {
         agent: String,
@@ -85,15 +86,14 @@ struct GroupRt {
 /// The core's state.
 pub struct Core {
     pub l: Loaded,
+    /// This host's plan: what every start uses.
+    pub plan: HostPlan,
     pub host: String,
     opts: PodOptions,
     tx: UnboundedSender<Event>,
     groups: BTreeMap<String, GroupRt>,
     agents: IndexMap<String, AgentRt>,
     state_path: PathBuf,
-    log_dir: PathBuf,
-    log_max: u64,
-    log_keep: u32,
     started: SystemTime,
     pending: Vec<Pending>,
     shutting_down: Option<CancellationToken>,
@@ -111,14 +111,18 @@ fn unix(t: SystemTime) -> f64 {
 
 impl Core {
     /// A core for `host` of `l`; agents start once [`Core::run`] runs.
-    pub fn new(l: Loaded, host: String, opts: PodOptions, tx: UnboundedSender<Event>) -> Core {
+    pub fn new(
+        l: Loaded,
+        plan: HostPlan,
+        host: String,
+        opts: PodOptions,
+        tx: UnboundedSender<Event>,
+    ) -> Core {
         let d = defaults::daemon(&l.system, &host);
         let mut core = Core {
             state_path: persist::state_path(&d.run_dir),
-            log_dir: d.log_dir.clone(),
-            log_max: d.log_max_size.0,
-            log_keep: d.log_keep,
             l,
+            plan,
             host,
             opts,
             tx,
@@ -234,7 +238,10 @@ impl Core {
         };
         let groups: Vec<String> = self.groups.keys().cloned().collect();
         for gname in groups {
-            let pod = match Pod::adopt(&self.l, &gname, &self.opts) {
+            let Some(gplan) = self.plan.groups.get(&gname) else {
+                continue;
+            };
+            let pod = match Pod::adopt(gplan, &self.opts) {
                 Ok(Some(p)) => p,
                 Ok(None) => continue,
                 Err(e) => {
@@ -366,10 +373,15 @@ impl Core {
             }
             if g.pod.is_none() {
                 if !g.starting {
+                    let Some(gplan) = self.plan.groups.get(&gname).cloned() else {
+                        continue;
+                    };
                     g.starting = true;
-                    let (l, opts, tx) = (self.l.clone(), self.opts.clone(), self.tx.clone());
+                    let (opts, tx) = (self.opts.clone(), self.tx.clone());
                     tokio::task::spawn_blocking(move || {
-                        let result = Pod::start(&l, &gname, &opts).map_err(|e| e.to_string());
+                        let result = Pod::start(&gplan, &opts)
+                            .map(Box::new)
+                            .map_err(|e| e.to_string());
                         let _ = tx.send(Event::GroupStarted {
                             group: gname,
                             result,
@@ -383,10 +395,9 @@ impl Core {
     }
 
     fn start_agent(&mut self, name: &str) {
-        let Some((_, cfg)) = self.agent_cfg(name) else {
+        let Some(cfg) = self.plan.agent(name).cloned() else {
             return;
         };
-        let cfg = cfg.clone();
         let a = self.agents.get_mut(name).expect("known agent");
         a.generation += 1;
         a.waiting_since = None;
@@ -402,14 +413,9 @@ impl Core {
             .get(&a.group)
             .and_then(|g| g.pod.as_ref())
             .expect("reconcile starts agents of running pods");
-        let log = crate::launch::spec::LogSpec {
-            stdout: super::api::log_file(&self.log_dir, name, false),
-            stderr: super::api::log_file(&self.log_dir, name, true),
-            max_size: self.log_max,
-            keep: self.log_keep,
-        };
+        let log = crate::pod::spec_of::log_spec(&cfg.log);
         let spawned = pod
-            .spawn_agent(&self.l, &cfg, Some(log), [Io::Null; 3])
+            .spawn_agent(&cfg, Some(log), [Io::Null; 3])
             .map_err(|e| e.to_string());
         let a = self.agents.get_mut(name).expect("known agent");
         match spawned {
@@ -581,7 +587,7 @@ impl Core {
                 match result {
                     Ok(pod) => {
                         g.failed = None;
-                        g.pod = Some(pod);
+                        g.pod = Some(*pod);
                     }
                     Err(e) => {
                         eprintln!("agent-supervisor: group {group}: {e}");

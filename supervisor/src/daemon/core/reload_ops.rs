@@ -9,14 +9,6 @@ use crate::daemon::api::LastExit;
 impl Core {
     // --- used by reload ---
 
-    pub(in crate::daemon) fn agent_names(&self) -> Vec<String> {
-        self.agents.keys().cloned().collect()
-    }
-
-    pub(in crate::daemon) fn group_names(&self) -> Vec<String> {
-        self.groups.keys().cloned().collect()
-    }
-
     /// Stops and forgets an agent (reload removed it).
     pub(in crate::daemon) fn remove_agent(&mut self, name: &str) {
         self.begin_stop(name, LastExit::StoppedByUser, false, false);
@@ -41,8 +33,9 @@ impl Core {
         }
     }
 
-    pub(in crate::daemon) fn set_config(&mut self, l: Loaded) {
+    pub(in crate::daemon) fn set_config(&mut self, l: Loaded, plan: agent_plan::HostPlan) {
         self.l = l;
+        self.plan = plan;
         self.sync_config();
     }
 

@@ -1,0 +1,260 @@
+//! The launch specs as pure functions of the plan and of what the pod made at start (its
+//! cgroups, state directory, init): no file, cgroup or process is touched here.
+
+use std::path::{Path, PathBuf};
+
+use agent_plan::{AgentPlan, GroupPlan, LogPlan, NetworkPlan, SecurityPlan};
+
+use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
+use crate::launch::spec::{AgentSpec, BindSpec, GroupSpec, LogSpec, Rlimit, RootfsSpec};
+
+/// What a started pod is, for its agents' specs.
+#[derive(Debug, Clone, Copy)]
+pub struct InitRef {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// The group init's spec. `hosts` is the generated `/etc/hosts` in the state directory.
+pub fn group_spec(
+    g: &GroupPlan,
+    dir: &Path,
+    init_procs: Vec<PathBuf>,
+    rootfs: RootfsSpec,
+    hosts: PathBuf,
+) -> GroupSpec {
+    let mut binds: Vec<BindSpec> = g
+        .binds
+        .iter()
+        .map(|b| BindSpec {
+            source: b.source.clone(),
+            target: b.target.clone(),
+            readonly: b.readonly,
+        })
+        .collect();
+    binds.push(BindSpec {
+        source: hosts,
+        target: PathBuf::from("/etc/hosts"),
+        readonly: true,
+    });
+    GroupSpec {
+        group: g.name.clone(),
+        hostname: g.name.clone(),
+        cgroup_procs: init_procs,
+        root_dir: dir.join("root"),
+        rootfs,
+        binds,
+        private_network: private_network(g),
+        masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
+        readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
+        devices: g.devices.clone(),
+    }
+}
+
+/// Whether the group has a network namespace of its own.
+pub fn private_network(g: &GroupPlan) -> bool {
+    match g.network {
+        NetworkPlan::Host => false,
+    }
+}
+
+/// The `/etc/hosts` of a group: the host's file plus the group's own name (Python's
+/// `http.server`, for one, looks its own name up).
+pub fn hosts_file(host_hosts: Option<String>, group: &str) -> String {
+    let mut text = host_hosts.unwrap_or_else(|| "127.0.0.1\tlocalhost\n::1\tlocalhost\n".into());
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("127.0.1.1\t{group}\n"));
+    text
+}
+
+/// The capabilities an agent keeps, from the group's security plan.
+pub fn capabilities(s: &SecurityPlan) -> Result<Vec<String>, String> {
+    crate::launch::sandbox::effective_caps(&s.cap_add, &s.cap_drop)
+        .map_err(|e| format!("security: {e}"))
+}
+
+/// The shim's log files from the plan.
+pub fn log_spec(l: &LogPlan) -> LogSpec {
+    LogSpec {
+        stdout: l.stdout.clone(),
+        stderr: l.stderr.clone(),
+        max_size: l.max_size,
+        keep: l.keep,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// An agent's spec; `agents` is the pod's `agents/` directory, `capabilities` the
+/// group's ([`capabilities`]).
+pub fn agent_spec(
+    a: &AgentPlan,
+    init: InitRef,
+    private_network: bool,
+    security: &SecurityPlan,
+    capabilities: Vec<String>,
+    cgroup_procs: Vec<PathBuf>,
+    agents: &Path,
+    log: Option<LogSpec>,
+) -> AgentSpec {
+    AgentSpec {
+        group: a.group.clone(),
+        agent: a.name.clone(),
+        init_pid: init.pid,
+        init_start_time: init.start_time,
+        private_network,
+        cgroup_procs,
+        argv: a.argv.clone(),
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        capabilities,
+        seccomp: security.seccomp,
+        rlimits: security
+            .rlimits
+            .iter()
+            .map(|(name, v)| Rlimit {
+                name: name.clone(),
+                soft: *v,
+                hard: *v,
+            })
+            .collect(),
+        pid_file: Some(agents.join(format!("{}.pid", a.name))),
+        exit_file: Some(agents.join(format!("{}.exit", a.name))),
+        log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_plan::{BindPlan, HealthPlan, Probe, RootfsPlan};
+    use std::time::Duration;
+
+    fn group() -> GroupPlan {
+        GroupPlan {
+            name: "web".into(),
+            limits: Default::default(),
+            rootfs: RootfsPlan::Host { entries: vec![] },
+            binds: vec![BindPlan {
+                source: "/srv/code".into(),
+                target: "/code".into(),
+                readonly: true,
+            }],
+            security: SecurityPlan {
+                cap_add: vec!["NET_ADMIN".into()],
+                cap_drop: vec!["CHOWN".into()],
+                seccomp: true,
+                rlimits: vec![("nofile".into(), 4096)],
+            },
+            network: NetworkPlan::Host,
+            devices: vec!["/dev/nvidia0".into()],
+            depends_on: vec![],
+            agents: Default::default(),
+        }
+    }
+
+    fn agent() -> AgentPlan {
+        AgentPlan {
+            name: "front".into(),
+            group: "web".into(),
+            argv: vec!["python3".into(), "a.py".into()],
+            env: vec![("A".into(), "1".into())],
+            workdir: "/code".into(),
+            ports: vec![7001],
+            restart: agent_config::defaults::EffectiveRestart {
+                policy: agent_config::model::Policy::Always,
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(1),
+                max_retries: 3,
+                reset_after: Duration::from_secs(60),
+                on_unhealthy: true,
+            },
+            health: Some(HealthPlan {
+                probe: Probe::Tcp(7001),
+                timing: agent_config::defaults::HealthTiming {
+                    interval: Duration::from_secs(1),
+                    timeout: Duration::from_secs(1),
+                    retries: 1,
+                    start_period: Duration::ZERO,
+                },
+            }),
+            log: LogPlan {
+                stdout: "/log/front.stdout.log".into(),
+                stderr: "/log/front.stderr.log".into(),
+                max_size: 10,
+                keep: 2,
+            },
+            stop_signal: "SIGTERM".into(),
+            stop_timeout: Duration::from_secs(1),
+            depends_on: vec![],
+        }
+    }
+
+    #[test]
+    fn group_spec_binds_then_hosts_file_and_devices() {
+        let g = group();
+        let s = group_spec(
+            &g,
+            Path::new("/run/as/groups/web"),
+            vec!["/sys/fs/cgroup/x/cgroup.procs".into()],
+            RootfsSpec::Host(vec![]),
+            "/run/as/groups/web/hosts".into(),
+        );
+        assert_eq!(s.hostname, "web");
+        assert_eq!(s.root_dir, Path::new("/run/as/groups/web/root"));
+        assert_eq!(s.binds.len(), 2);
+        assert_eq!(s.binds[0].target, Path::new("/code"));
+        assert_eq!(s.binds[1].target, Path::new("/etc/hosts"));
+        assert!(s.binds[1].readonly);
+        assert_eq!(s.devices, [PathBuf::from("/dev/nvidia0")]);
+        assert!(!s.private_network);
+        assert!(s.masked_paths.iter().any(|p| p == Path::new("/proc/kcore")));
+    }
+
+    #[test]
+    fn agent_spec_carries_the_plan() {
+        let g = group();
+        let caps = capabilities(&g.security).unwrap();
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_CHOWN".to_string()));
+        let s = agent_spec(
+            &agent(),
+            InitRef {
+                pid: 42,
+                start_time: 7,
+            },
+            false,
+            &g.security,
+            caps,
+            vec![],
+            Path::new("/run/as/groups/web/agents"),
+            Some(log_spec(&agent().log)),
+        );
+        assert_eq!(s.agent, "front");
+        assert_eq!((s.init_pid, s.init_start_time), (42, 7));
+        assert_eq!(s.argv, ["python3", "a.py"]);
+        assert_eq!(s.env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(s.rlimits[0].name, "nofile");
+        assert_eq!(
+            s.pid_file.as_deref(),
+            Some(Path::new("/run/as/groups/web/agents/front.pid"))
+        );
+        assert_eq!(s.log.unwrap().keep, 2);
+    }
+
+    #[test]
+    fn bad_capability_is_named() {
+        let mut g = group();
+        g.security.cap_add = vec!["CAP_NOPE".into()];
+        assert!(capabilities(&g.security).unwrap_err().contains("NOPE"));
+    }
+
+    #[test]
+    fn hosts_file_adds_the_group() {
+        assert_eq!(
+            hosts_file(Some("127.0.0.1 localhost".into()), "web"),
+            "127.0.0.1 localhost\n127.0.1.1\tweb\n"
+        );
+    }
+}
