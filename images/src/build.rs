@@ -31,7 +31,7 @@ mod events;
 #[path = "build_run.rs"]
 mod run_step;
 pub use events::{BuildEvent, BuildObserver};
-pub use run_step::{RunLayer, RunRequest, StepRunner};
+pub use run_step::{RunError, RunLayer, RunRequest, StepRunner};
 
 /// How to build.
 #[derive(Clone)]
@@ -177,12 +177,13 @@ pub enum BuildError {
         what: String,
         errors: Vec<PyError>,
     },
-    #[error("{recipe}: step {step} ({what}): {message}")]
+    #[error("{recipe}: step {step} ({what}): {error}")]
     Run {
         recipe: PathBuf,
         step: usize,
         what: String,
-        message: String,
+        #[source]
+        error: Box<RunError>,
     },
     #[error("{recipe}: {source}")]
     Store {

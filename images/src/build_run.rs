@@ -26,9 +26,53 @@ use crate::layer::{Entry, Source, Tree};
 pub trait StepRunner: Send + Sync {
     /// Runs `req.argv` with `req.layers` (bottom first) stacked read-only under `req.upper`
     /// (writable, initially empty; `req.work` is overlayfs's work directory on the same file
-    /// system) and returns when it ended. `Err` carries why it failed, e.g. its exit status
+    /// system) and returns when it ended. `Err` says why it failed, e.g. its exit status
     /// and the tail of its output.
-    fn run(&self, req: &RunRequest<'_>) -> Result<(), String>;
+    fn run(&self, req: &RunRequest<'_>) -> Result<(), RunError>;
+}
+
+/// Why a `run` step did not give a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// This step cannot run here: an image user other than root, a kernel without
+    /// overlayfs, a build without the sandboxed launcher.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Setting up or tearing down the sandbox failed; `what` names the part of it.
+    #[error("{what}: {message}")]
+    Sandbox { what: String, message: String },
+    /// A file-system operation on `path` failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command ran and did not succeed; `output` quotes the tail of what it printed.
+    #[error("the command {argv:?} {how}{output}")]
+    Command {
+        argv: Vec<String>,
+        how: String,
+        output: String,
+    },
+    /// The command left something in the upper directory that a layer cannot hold.
+    #[error("{path}: {message}")]
+    Upper { path: String, message: String },
+}
+
+impl RunError {
+    /// An [`RunError::Io`] for `op` on `path`.
+    pub fn io<'p>(
+        op: &'static str,
+        path: &'p Path,
+    ) -> impl FnOnce(std::io::Error) -> RunError + 'p {
+        move |source| RunError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// One layer of the image a `run` step sits on.
@@ -97,17 +141,17 @@ impl Builder<'_> {
         if !self.opts.no_cache && self.cached(&entry).is_some() {
             return self.layer(index, what, &content, None, image, t);
         }
-        let fail = |message: String| BuildError::Run {
+        let fail = |error: RunError| BuildError::Run {
             recipe: self.recipe_path.to_path_buf(),
             step: index,
             what: what.to_string(),
-            message,
+            error: Box::new(error),
         };
         let runner = self.opts.runner.clone().ok_or_else(|| {
-            fail(
+            fail(RunError::Unsupported(
                 "a run step needs the sandboxed launcher: build with `agent-supervisor build`"
                     .into(),
-            )
+            ))
         })?;
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -140,18 +184,17 @@ impl Builder<'_> {
         content: &crate::digest::Digest,
         t: Instant,
     ) -> Result<(), BuildError> {
-        let fail = |message: String| BuildError::Run {
+        let fail = |error: RunError| BuildError::Run {
             recipe: self.recipe_path.to_path_buf(),
             step: index,
             what: what.to_string(),
-            message,
+            error: Box::new(error),
         };
         let (upper, work, empty) = (dir.join("upper"), dir.join("work"), dir.join("empty"));
         for d in [&upper, &work] {
-            std::fs::create_dir_all(d).map_err(|e| fail(format!("create {}: {e}", d.display())))?;
+            std::fs::create_dir_all(d).map_err(|e| fail(RunError::io("create", d)(e)))?;
         }
-        std::fs::write(&empty, b"")
-            .map_err(|e| fail(format!("create {}: {e}", empty.display())))?;
+        std::fs::write(&empty, b"").map_err(|e| fail(RunError::io("create", &empty)(e)))?;
         let rc = &image.config.config;
         let req = RunRequest {
             recipe: self.recipe_path,
@@ -181,25 +224,25 @@ impl Builder<'_> {
 /// The layer content of an overlayfs upper directory: files, directories and symlinks as
 /// they are; whiteouts and opaque directories in their OCI form (`empty` is an empty file
 /// the whiteout entries are read from). Launcher mount points left empty are dropped.
-pub fn upper_tree(upper: &Path, empty: &Path) -> Result<Tree, String> {
+pub fn upper_tree(upper: &Path, empty: &Path) -> Result<Tree, RunError> {
     let mut tree = Tree::new();
     let mut stack = vec![(upper.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
+        let rd = std::fs::read_dir(&dir).map_err(RunError::io("read", &dir))?;
         for ent in rd {
-            let ent = ent.map_err(|e| format!("read {}: {e}", dir.display()))?;
+            let ent = ent.map_err(RunError::io("read", &dir))?;
             let name = ent.file_name();
-            let name = name
-                .to_str()
-                .ok_or_else(|| format!("{}: the name is not UTF-8", ent.path().display()))?;
+            let name = name.to_str().ok_or_else(|| RunError::Upper {
+                path: ent.path().display().to_string(),
+                message: "the name is not UTF-8".to_string(),
+            })?;
             let path = if rel.is_empty() {
                 name.to_string()
             } else {
                 format!("{rel}/{name}")
             };
             let host = ent.path();
-            let md = std::fs::symlink_metadata(&host)
-                .map_err(|e| format!("stat {}: {e}", host.display()))?;
+            let md = std::fs::symlink_metadata(&host).map_err(RunError::io("stat", &host))?;
             let ft = md.file_type();
             let mode = md.mode() & 0o7777;
             let whiteout_name = || {
@@ -214,10 +257,13 @@ pub fn upper_tree(upper: &Path, empty: &Path) -> Result<Tree, String> {
             // rather than ship a file without its data should a kernel still use them.
             for x in ["trusted.overlay.metacopy", "trusted.overlay.redirect"] {
                 if has_xattr(&host, x) {
-                    return Err(format!(
-                        "{path}: overlayfs left it as {x}, not a full copy; mount the \
-                         overlay with metacopy=off,redirect_dir=off"
-                    ));
+                    return Err(RunError::Upper {
+                        path,
+                        message: format!(
+                            "overlayfs left it as {x}, not a full copy; mount the overlay \
+                             with metacopy=off,redirect_dir=off"
+                        ),
+                    });
                 }
             }
             if ft.is_dir() {
@@ -239,8 +285,7 @@ pub fn upper_tree(upper: &Path, empty: &Path) -> Result<Tree, String> {
                 }
                 stack.push((host, path));
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&host)
-                    .map_err(|e| format!("read link {}: {e}", host.display()))?;
+                let target = std::fs::read_link(&host).map_err(RunError::io("read link", &host))?;
                 tree.insert(
                     path,
                     Entry {
@@ -268,11 +313,12 @@ pub fn upper_tree(upper: &Path, empty: &Path) -> Result<Tree, String> {
                     },
                 );
             } else {
-                return Err(format!(
-                    "{}: the command left a special file (device, fifo or socket) in the image; \
-                     layers hold files, directories and symlinks only",
-                    path
-                ));
+                return Err(RunError::Upper {
+                    path,
+                    message: "the command left a special file (device, fifo or socket) in the \
+                              image; layers hold files, directories and symlinks only"
+                        .to_string(),
+                });
             }
         }
     }

@@ -21,8 +21,8 @@ pub mod store;
 pub mod walk;
 
 pub use build::{
-    BuildError, BuildEvent, BuildObserver, BuildOptions, BuildReport, RunLayer, RunRequest,
-    StepOutcome, StepReport, StepRunner,
+    BuildError, BuildEvent, BuildObserver, BuildOptions, BuildReport, RunError, RunLayer,
+    RunRequest, StepOutcome, StepReport, StepRunner,
 };
 pub use digest::Digest;
 pub use layer::Compression;

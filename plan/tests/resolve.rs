@@ -1,4 +1,5 @@
 //! `Plan::resolve` and `diff` on real system files in a temporary directory (no root).
+#![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::path::PathBuf;
 

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use agent_images::{RunRequest, StepRunner};
+use agent_images::{RunError, RunRequest, StepRunner};
 use agent_rootfs::{Compression, LayerCache, LayerRef, PreparedRootfs};
 
 use crate::cgroup::{Cgroup, Layout, Limits};
@@ -37,9 +37,11 @@ pub struct SandboxRunner {
 impl SandboxRunner {
     /// A runner for the host settings `d`, with the daemon's launcher (`agent-launch` next to
     /// this executable, else this executable).
-    pub fn for_daemon(d: &agent_config::defaults::EffectiveDaemon) -> Result<Self, String> {
+    pub fn for_daemon(
+        d: &agent_config::defaults::EffectiveDaemon,
+    ) -> Result<Self, crate::pod::PodError> {
         Ok(SandboxRunner {
-            launcher: crate::pod::launcher().map_err(|e| e.to_string())?,
+            launcher: crate::pod::launcher()?,
             state_dir: d.state_dir.clone(),
             run_dir: d.run_dir.clone(),
             cgroup_root: d.cgroup_root.clone(),
@@ -48,14 +50,16 @@ impl SandboxRunner {
 }
 
 impl StepRunner for SandboxRunner {
-    fn run(&self, req: &RunRequest<'_>) -> Result<(), String> {
+    fn run(&self, req: &RunRequest<'_>) -> Result<(), RunError> {
         if let Some(u) = req.user.filter(|u| !matches!(*u, "root" | "0" | "0:0")) {
-            return Err(format!(
+            return Err(RunError::Unsupported(format!(
                 "the image's user is {u:?}; run steps run as root only for now (put `user` after the run steps)"
-            ));
+            )));
         }
         if !agent_rootfs::overlay_supported() {
-            return Err("run steps need overlayfs, and this kernel has none".to_string());
+            return Err(RunError::Unsupported(
+                "run steps need overlayfs, and this kernel has none".to_string(),
+            ));
         }
         let name = format!(
             "build-{}-{}",
@@ -65,15 +69,14 @@ impl StepRunner for SandboxRunner {
                 .map_or(0, |d| d.subsec_nanos())
         );
         let dir = self.run_dir.join("build").join(&name);
-        let layout = Layout::detect().map_err(|e| e.to_string())?;
-        let root = Cgroup::root(&layout, &self.cgroup_root).map_err(|e| e.to_string())?;
-        let cgroup = root
-            .create_child(&name, &Limits::default())
-            .map_err(|e| format!("cgroup {name}: {e}"))?;
+        let cg = |e: crate::cgroup::CgroupError| sandbox(format!("cgroup {name}"), e);
+        let layout = Layout::detect().map_err(cg)?;
+        let root = Cgroup::root(&layout, &self.cgroup_root).map_err(cg)?;
+        let cgroup = root.create_child(&name, &Limits::default()).map_err(cg)?;
         let result = self.run_in(req, &name, &dir, &cgroup);
         // Whatever happened: nothing of the sandbox outlives the step.
         let _ = cgroup.kill();
-        let cleanup = cgroup.remove().map_err(|e| format!("cgroup {name}: {e}"));
+        let cleanup = cgroup.remove().map_err(cg);
         let _ = std::fs::remove_dir_all(&dir);
         result.and(cleanup)
     }
@@ -86,32 +89,35 @@ impl SandboxRunner {
         name: &str,
         dir: &Path,
         cgroup: &Cgroup,
-    ) -> Result<(), String> {
-        let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+    ) -> Result<(), RunError> {
         for d in ["root", "agent"] {
             let p = dir.join(d);
-            std::fs::create_dir_all(&p).map_err(|e| io("create", &p, e))?;
+            std::fs::create_dir_all(&p).map_err(RunError::io("create", &p))?;
         }
         let cache = LayerCache::new(self.state_dir.join("layers"));
         let mut lowers = Vec::new();
         for l in &req.layers {
             let media = Compression::from_media_type(&l.media_type).ok_or_else(|| {
-                format!(
+                RunError::Unsupported(format!(
                     "layer {} has media type {}, which cannot be unpacked",
                     l.digest, l.media_type
-                )
+                ))
             })?;
             let layer = LayerRef {
                 digest: l.digest.clone(),
                 blob: l.blob.clone(),
                 media,
             };
-            lowers.push(cache.ensure(&layer).map_err(|e| e.to_string())?);
+            lowers.push(
+                cache
+                    .ensure(&layer)
+                    .map_err(|e| sandbox(format!("unpack layer {}", l.digest), e))?,
+            );
         }
         if lowers.is_empty() {
             // A scratch image: overlayfs needs one lower directory.
             let empty = dir.join("empty-lower");
-            std::fs::create_dir_all(&empty).map_err(|e| io("create", &empty, e))?;
+            std::fs::create_dir_all(&empty).map_err(RunError::io("create", &empty))?;
             lowers.push(empty);
         }
         lowers.reverse();
@@ -121,8 +127,8 @@ impl SandboxRunner {
             work: req.work.clone(),
         }
         .overlay_mount_data()
-        .map_err(|e| e.to_string())?
-        .ok_or("overlay without mount data")?;
+        .map_err(|e| sandbox("overlay", e))?
+        .ok_or_else(|| sandbox("overlay", "no mount data for the overlay"))?;
         // The upper directory becomes the layer, so it must hold full copies: no metadata-only
         // copy-ups, no renamed directories that point at their lower. Turned off explicitly
         // where the kernel has the options (its defaults come from its build and module
@@ -145,7 +151,9 @@ impl SandboxRunner {
                 readonly: true,
             });
         }
-        let init_procs = cgroup.join_leaf("init").map_err(|e| e.to_string())?;
+        let init_procs = cgroup
+            .join_leaf("init")
+            .map_err(|e| sandbox(format!("cgroup {name}/init"), e))?;
         let group = GroupSpec {
             group: name.to_string(),
             hostname: "build".to_string(),
@@ -159,24 +167,24 @@ impl SandboxRunner {
             devices: Vec::new(),
         };
         let group_spec = dir.join("group.json");
-        spec::write(&group_spec, &group).map_err(|e| e.to_string())?;
+        spec::write(&group_spec, &group).map_err(|e| sandbox("group spec", e))?;
         let out = Command::new(&self.launcher)
             .arg("__group-init")
             .arg(&group_spec)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("run {} __group-init: {e}", self.launcher.display()))?;
+            .map_err(|e| sandbox(format!("run {} __group-init", self.launcher.display()), e))?;
         if !out.status.success() {
-            return Err(format!(
-                "the sandbox did not start: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+            return Err(sandbox(
+                "the sandbox did not start",
+                String::from_utf8_lossy(&out.stderr).trim(),
             ));
         }
         let (init_pid, init_start_time) = crate::launch::init::started(&out.stdout)
-            .map_err(|e| format!("the sandbox did not start: {e}"))?;
+            .map_err(|e| sandbox("the sandbox did not start", e))?;
         let agent_cg = cgroup
             .create_child("run", &Limits::default())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| sandbox(format!("cgroup {name}/run"), e))?;
         let env: Vec<(String, String)> = req
             .env
             .iter()
@@ -194,7 +202,7 @@ impl SandboxRunner {
             env,
             workdir: PathBuf::from(req.workdir.unwrap_or("/")),
             capabilities: crate::launch::sandbox::effective_caps(&[], &[])
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| sandbox("capabilities", e))?,
             seccomp: true,
             rlimits: Vec::new(),
             pid_file: None,
@@ -202,10 +210,10 @@ impl SandboxRunner {
             log: None,
         };
         let agent_spec = dir.join("agent/run.json");
-        spec::write(&agent_spec, &agent).map_err(|e| e.to_string())?;
+        spec::write(&agent_spec, &agent).map_err(|e| sandbox("agent spec", e))?;
         // stdout and stderr share one pipe, so the quoted tail keeps their order.
-        let (reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-        let writer2 = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;
+        let (reader, writer) = std::io::pipe().map_err(|e| sandbox("pipe", e))?;
+        let writer2 = writer.try_clone().map_err(|e| sandbox("pipe", e))?;
         let mut child = Command::new(&self.launcher)
             .arg("__agent")
             .arg(&agent_spec)
@@ -213,13 +221,11 @@ impl SandboxRunner {
             .stdout(writer)
             .stderr(writer2)
             .spawn()
-            .map_err(|e| format!("run {} __agent: {e}", self.launcher.display()))?;
+            .map_err(|e| sandbox(format!("run {} __agent", self.launcher.display()), e))?;
         // Read on a thread: a process the command left in the background may hold the pipe
         // until the sandbox's init, and with it its pid namespace, is killed below.
         let reading = std::thread::spawn(move || read_all(reader));
-        let status = child
-            .wait()
-            .map_err(|e| format!("wait for the command: {e}"));
+        let status = child.wait().map_err(|e| sandbox("wait for the command", e));
         // The init, and with it its pid namespace; checked by start time, so a pid the
         // kernel gave to another process since is never signalled.
         if crate::launch::proc_start_time(init_pid) == Some(init_start_time) {
@@ -246,7 +252,19 @@ impl SandboxRunner {
             None if status.success() => return Ok(()),
             None => format!("ended with {status}"),
         };
-        Err(format!("the command {:?} {how}{}", req.argv, tail(&output)))
+        Err(RunError::Command {
+            argv: req.argv.to_vec(),
+            how,
+            output: tail(&output),
+        })
+    }
+}
+
+/// A [`RunError::Sandbox`]: `what` part of the sandbox failed with `e`.
+fn sandbox(what: impl Into<String>, e: impl std::fmt::Display) -> RunError {
+    RunError::Sandbox {
+        what: what.into(),
+        message: e.to_string(),
     }
 }
 

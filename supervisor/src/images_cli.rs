@@ -75,7 +75,8 @@ pub fn build(
         Progress::Plain(Mutex::new(Current::default()))
     });
     let observer = Arc::clone(&progress);
-    let runner = crate::build_run::SandboxRunner::for_daemon(&d).map_err(ImagesError::Config)?;
+    let runner = crate::build_run::SandboxRunner::for_daemon(&d)
+        .map_err(|e| ImagesError::Config(e.to_string()))?;
     let opts = BuildOptions {
         no_cache,
         compression,

@@ -1,5 +1,6 @@
 //! `agent-supervisor check` end to end: the example passes, and every kind of bad input
 //! fails with a message naming the file, line, column and field (or script and line).
+#![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,6 +3,7 @@
 //! which is not under test here); the real `supervisorctl` binary and raw socket writes check
 //! the output, the exit codes, the hardening (400, 408, 413, 431) and the peer checks, and
 //! `promtool check metrics` checks `/metrics`.
+#![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

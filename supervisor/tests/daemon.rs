@@ -1,6 +1,7 @@
 //! The supervision daemon end to end, as root, with real agents: restarts and backoff,
 //! health-check restarts, OOM exits, start order, reload, and re-adoption after the daemon
 //! is killed with SIGKILL twenty times in a row.
+#![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Output};

@@ -3,6 +3,7 @@
 //! whiteouts, a replaced directory as opaque) that umoci and our groups read the same way;
 //! an unchanged rebuild does not run it again; a failing command fails the build naming the
 //! recipe, the step, the status and the output, and leaves nothing behind.
+#![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::path::Path;
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! Groups run from OCI images: `agent-supervisor build` builds an image from a recipe and a
 //! group runs from it (overlayfs over the cached layers, or an unpacked copy); an image laid
 //! out by skopeo is imported into the store and a group runs from it too.
+#![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::process::Command;
 
