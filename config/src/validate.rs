@@ -479,6 +479,7 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
             format!("dependency cycle among agents: {}", show_cycle(&c)),
         ));
     }
+    crate::rules::check(l, &mut out);
     out
 }
 
