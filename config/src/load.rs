@@ -206,6 +206,11 @@ impl Loaded {
         }
     }
 
+    /// Whether a part of the value at `path` could not be read.
+    pub fn hidden_below(&self, path: &str) -> bool {
+        self.hidden.iter().any(|h| covered(&[path.to_string()], h))
+    }
+
     /// Whether `f` is about a part of the file that could not be read (see `hidden`).
     pub fn hides(&self, f: &Finding) -> bool {
         if f.field.as_deref().is_some_and(|p| covered(&self.hidden, p)) {

@@ -23,7 +23,7 @@ const STAND_INS: usize = 4;
 
 fn stand_in(tree: &mut Tree, n: usize, path: String, mark: Mark) -> Option<Node> {
     let mut node = match n {
-        0 => tree.new_scalar(path, mark, "_"),
+        0 => tree.new_scalar(path, mark, "(unreadable)"),
         1 => tree.new_scalar(path, mark, "secondary"),
         2 => tree.new_collection(path, mark, true),
         3 => tree.new_collection(path, mark, false),
@@ -132,7 +132,7 @@ pub fn deserialize(
             } else {
                 "type"
             };
-            let mut f = Finding::error(code, err.message.clone()).in_file(path, Some(at.mark));
+            let mut f = Finding::error(code, humanize(&err.message)).in_file(path, Some(at.mark));
             if !at.path.is_empty() {
                 f = f.field(at.path.clone());
             }
@@ -177,4 +177,46 @@ fn work_around(tree: &mut Tree, at: At) -> bool {
             _ => return false,
         }
     }
+}
+
+/// Serde's wording made plainer: `invalid type: map, expected u32` becomes
+/// `expected a whole number 0-4294967295, got a mapping`.
+fn humanize(message: &str) -> String {
+    fn expected(e: &str) -> String {
+        match e {
+            "u8" => "a whole number 0-255".into(),
+            "u16" => "a whole number 0-65535".into(),
+            "u32" => "a whole number 0-4294967295".into(),
+            "u64" => "a whole number 0 or more".into(),
+            "i64" | "i32" => "a whole number".into(),
+            "a boolean" => "true or false".into(),
+            "a map" => "a mapping".into(),
+            "a sequence" => "a list".into(),
+            other => other.to_string(),
+        }
+    }
+    fn got(g: &str) -> String {
+        if let Some(s) = g.strip_prefix("string ") {
+            return s.to_string();
+        }
+        for p in ["integer ", "floating point ", "boolean "] {
+            if let Some(v) = g.strip_prefix(p) {
+                return v.trim_matches('`').to_string();
+            }
+        }
+        match g {
+            "map" => "a mapping".into(),
+            "sequence" => "a list".into(),
+            "unit value" => "nothing (an empty value)".into(),
+            other => other.to_string(),
+        }
+    }
+    for kind in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(kind) {
+            if let Some((g, e)) = rest.split_once(", expected ") {
+                return format!("expected {}, got {}", expected(e), got(g));
+            }
+        }
+    }
+    message.to_string()
 }

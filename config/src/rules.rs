@@ -499,6 +499,8 @@ fn cross_cycles(l: &Loaded, out: &mut Vec<Finding>) {
     let mut pure_agents = Graph::default();
     let mut g = Graph::default();
     let gnode = |n: &str| format!("group {n}");
+    // Agents are `group:agent`, so two agents of one name stay apart.
+    let anode = |dep: &str| agents.get(dep).map(|r| format!("{}:{dep}", r.group));
     for (gname, group) in &s.groups {
         g.add_node(&gnode(gname));
         for dep in group.depends_on.0.keys() {
@@ -506,21 +508,22 @@ fn cross_cycles(l: &Loaded, out: &mut Vec<Finding>) {
                 pure_groups.add_edge(gname, dep);
                 // Waiting for a group is waiting for each of its agents.
                 for a in &s.groups[dep].agents {
-                    g.add_edge(&gnode(dep), &a.name);
+                    g.add_edge(&gnode(dep), &format!("{dep}:{}", a.name));
                 }
             }
         }
         for a in &group.agents {
-            g.add_node(&a.name);
+            let me = format!("{gname}:{}", a.name);
+            g.add_node(&me);
             for dep in group.depends_on.0.keys() {
                 if s.groups.contains_key(dep) {
-                    g.add_edge(&a.name, &gnode(dep));
+                    g.add_edge(&me, &gnode(dep));
                 }
             }
             for dep in a.depends_on.0.keys() {
-                if agents.contains_key(dep) {
+                if let Some(target) = anode(dep) {
                     pure_agents.add_edge(&a.name, dep);
-                    g.add_edge(&a.name, dep);
+                    g.add_edge(&me, &target);
                 }
             }
         }
@@ -541,12 +544,17 @@ fn cross_cycles(l: &Loaded, out: &mut Vec<Finding>) {
         let mut cycle: Vec<String> = ring[pos..].to_vec();
         cycle.extend_from_slice(&ring[..pos]);
         cycle.push(cycle[0].clone());
-        let path = match agents.get(&cycle[0]) {
-            Some(r) if is_agent(&cycle[1]) => format!(
-                "groups.{}.agents[{}].depends_on.{}",
-                r.group, r.index, cycle[1]
-            ),
-            Some(r) => format!("groups.{}.agents[{}]", r.group, r.index),
+        let name = |n: &str| n.split_once(':').map_or(n.to_string(), |(_, a)| a.to_string());
+        let (group, first) = cycle[0].split_once(':').unwrap_or_default();
+        let index = s
+            .groups
+            .get(group)
+            .and_then(|g| g.agents.iter().position(|a| a.name == first));
+        let path = match index {
+            Some(i) if is_agent(&cycle[1]) => {
+                format!("groups.{group}.agents[{i}].depends_on.{}", name(&cycle[1]))
+            }
+            Some(i) => format!("groups.{group}.agents[{i}]"),
             None => String::new(),
         };
         out.push(err(

@@ -505,6 +505,27 @@ fn syntax_error(text: &str, stack: &[Open], last: Mark, at: Mark, info: &str) ->
             };
         }
     }
+    // An error on a later line inside a `[` or `{` still open: most likely it was never
+    // closed.
+    let open_flow = stack.iter().rev().find_map(|o| {
+        let n = match o {
+            Open::Seq(n) | Open::Map { node: n, .. } => n,
+        };
+        let c = char_at(text, n.mark)?;
+        (c == '[' || c == '{').then_some((n.mark, c))
+    });
+    if let Some((m, c)) = open_flow {
+        if m.line < at.line && !at_end {
+            let closer = if c == '[' { ']' } else { '}' };
+            return SyntaxError {
+                at: m,
+                message: format!(
+                    "unclosed `{c}`: no matching `{closer}` before line {} ({info} at {at})",
+                    at.line
+                ),
+            };
+        }
+    }
     if at_end || info.contains("did not find expected ',' or") {
         // The innermost flow collection still open.
         for o in stack.iter().rev() {
