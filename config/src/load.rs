@@ -256,3 +256,27 @@ pub(crate) fn covered(hidden: &[String], path: &str) -> bool {
                     .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('[')))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_errors_are_all_reported_and_the_rest_is_read() {
+        let text = "\u{feff}hosts:\n  h1: {address: 10.0.0.1, role: boss}\ngroups:\n  g:\n    host: h1\n    agents:\n      - name: a\n        command: x\n        port: 0\n      - name: b\n        command: {}\n        port: 80\n";
+        let (l, f) = parse_all(Path::new("s.yaml"), text);
+        let shown: Vec<String> = f.iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "error: s.yaml:2:33: hosts.h1.role: unknown variant `boss`, expected `primary` or `secondary`",
+                "error: s.yaml:9:15: groups.g.agents[0].port: expected a port 1-65535, got 0",
+                "error: s.yaml:11:18: groups.g.agents[1].command: expected a command: a list of arguments or a string, got a mapping",
+            ]
+        );
+        let l = l.expect("the rest of the file is read");
+        assert_eq!(l.system.groups["g"].agents.len(), 2);
+        assert_eq!(l.system.groups["g"].agents[1].all_ports()[0].0, 80);
+        assert!(l.hidden.contains(&"groups.g.agents[1].command".to_string()));
+    }
+}

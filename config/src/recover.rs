@@ -45,7 +45,7 @@ struct At {
 
 fn describe(tree: &Tree, id: usize) -> Option<At> {
     let root = tree.root.as_ref()?;
-    fn walk<'a>(n: &'a Node, id: usize) -> Option<&'a Node> {
+    fn walk(n: &Node, id: usize) -> Option<&Node> {
         if n.id == id {
             return Some(n);
         }

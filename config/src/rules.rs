@@ -544,7 +544,10 @@ fn cross_cycles(l: &Loaded, out: &mut Vec<Finding>) {
         let mut cycle: Vec<String> = ring[pos..].to_vec();
         cycle.extend_from_slice(&ring[..pos]);
         cycle.push(cycle[0].clone());
-        let name = |n: &str| n.split_once(':').map_or(n.to_string(), |(_, a)| a.to_string());
+        let name = |n: &str| {
+            n.split_once(':')
+                .map_or(n.to_string(), |(_, a)| a.to_string())
+        };
         let (group, first) = cycle[0].split_once(':').unwrap_or_default();
         let index = s
             .groups

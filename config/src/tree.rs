@@ -571,8 +571,7 @@ fn find_quote(text: &str, from: Mark) -> Option<Mark> {
     let start = line_start(text, from.line);
     let mut line = from.line;
     let mut col = 1;
-    for (i, c) in text[start..].chars().enumerate() {
-        let _ = i;
+    for c in text[start..].chars() {
         if line == from.line && col < from.column {
             col += 1;
             continue;

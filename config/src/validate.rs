@@ -133,7 +133,11 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
             ));
         }
         let d = defaults::daemon(s, name);
-        let own = h.daemon.as_ref().and_then(|d| d.http_listen.as_ref()).is_some();
+        let own = h
+            .daemon
+            .as_ref()
+            .and_then(|d| d.http_listen.as_ref())
+            .is_some();
         if !own && !top_listen_done && s.daemon.http_listen.is_some() {
             top_listen_done = true;
         } else if !own {
