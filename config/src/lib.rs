@@ -3,15 +3,20 @@
 //! [`load::load`] reads it (every error with file:line:column and field path),
 //! [`validate::validate`] runs the static checks, [`defaults`] holds every default value.
 
+mod de;
 pub mod defaults;
+pub mod envfile;
 pub mod graph;
 pub mod load;
 pub mod locate;
 pub mod model;
+mod recover;
 pub mod report;
+mod rules;
 pub mod scripts;
+pub mod tree;
 pub mod units;
 pub mod validate;
 
-pub use load::{load, LoadError, Loaded};
+pub use load::{load, load_all, LoadError, Loaded};
 pub use report::{Finding, Severity};

@@ -115,6 +115,7 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
             "no host has role: primary; cross-host health has no aggregator".into(),
         ));
     }
+    let mut top_listen_done = false;
     for (name, h) in &s.hosts {
         let p = format!("hosts.{name}");
         if !valid_name(name) {
@@ -132,13 +133,31 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
             ));
         }
         let d = defaults::daemon(s, name);
+        let own = h
+            .daemon
+            .as_ref()
+            .and_then(|d| d.http_listen.as_ref())
+            .is_some();
+        if !own && !top_listen_done && s.daemon.http_listen.is_some() {
+            top_listen_done = true;
+        } else if !own {
+            continue;
+        }
         if listen_port(&d.http_listen).is_none()
             || d.http_listen.parse::<std::net::SocketAddr>().is_err()
         {
+            let at = if own {
+                format!("{p}.daemon.http_listen")
+            } else {
+                "daemon.http_listen".to_string()
+            };
             out.push(e(
-                &format!("{p}.daemon.http_listen"),
+                &at,
                 "listen",
-                format!("http_listen must be ADDRESS:PORT, got {:?}", d.http_listen),
+                format!(
+                    "http_listen must be ADDRESS:PORT (like 127.0.0.1:9000), got {:?}",
+                    d.http_listen
+                ),
             ));
         }
     }
@@ -368,7 +387,7 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
                 let kinds = usize::from(h.tcp.is_some())
                     + usize::from(h.http.is_some())
                     + usize::from(h.exec.is_some());
-                if kinds != 1 {
+                if kinds != 1 && !l.hidden_below(&hp) {
                     out.push(e(
                         &hp,
                         "health",
@@ -479,6 +498,7 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
             format!("dependency cycle among agents: {}", show_cycle(&c)),
         ));
     }
+    crate::rules::check(l, &mut out);
     out
 }
 

@@ -45,21 +45,14 @@ pub fn group_base(image_env: &[String], env_file: Vec<(String, String)>, g: &Gro
     env
 }
 
-/// Parses an `env_file`: `KEY=VALUE` lines, blank lines and `#` comments skipped. Errors
-/// carry the 1-based line.
+/// Parses an `env_file` with [`agent_config::envfile`] (`KEY=VALUE` lines, blank lines and
+/// `#` comments skipped; the rules `check` applies). Errors carry the 1-based line.
 pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| (n + 1, "expected KEY=VALUE".to_string()))?;
-        out.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    Ok(out)
+    use agent_config::envfile::{parse_str, EnvFileError};
+    parse_str(std::path::Path::new(""), text).map_err(|e| match e {
+        EnvFileError::Line { line, message, .. } => (line, message),
+        other => (0, other.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -58,29 +58,30 @@ impl Report {
 
 /// Runs every check on the system file at `path`.
 pub fn run(path: &Path, opts: &Options) -> Report {
-    let loaded = match agent_config::load(path) {
-        Ok(l) => l,
-        Err(e) => {
-            let findings = e.findings();
-            return Report {
-                file: path.to_path_buf(),
-                ok: false,
-                local_host: None,
-                findings,
-                scripts: ScriptTotals::default(),
-                hosts: Vec::new(),
-            };
-        }
+    let (loaded, mut findings) = agent_config::load_all(path);
+    let Some(loaded) = loaded else {
+        findings.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.at.cmp(&b.at)));
+        return Report {
+            file: path.to_path_buf(),
+            ok: false,
+            local_host: None,
+            findings,
+            scripts: ScriptTotals::default(),
+            hosts: Vec::new(),
+        };
     };
-    let mut findings = agent_config::validate::validate(&loaded);
-    check_recipes(&loaded, &mut findings);
-    check_security(&loaded, &mut findings);
-    let scripts = check_scripts(&loaded, &mut findings);
-    let local_host = find_local_host(&loaded, opts, &mut findings);
+    // What the static and machine checks find about parts of the file that could not be
+    // read is a consequence of an error already reported: left out.
+    let mut more = agent_config::validate::validate(&loaded);
+    check_recipes(&loaded, &mut more);
+    check_security(&loaded, &mut more);
+    let scripts = check_scripts(&loaded, &mut more);
+    let local_host = find_local_host(&loaded, opts, &mut more);
     if let Some(h) = &local_host {
-        check_local(&loaded, h, &mut findings);
-        check_plan(&loaded, h, &mut findings);
+        check_local(&loaded, h, &mut more);
+        check_plan(&loaded, h, &mut more);
     }
+    findings.extend(more.into_iter().filter(|f| !loaded.hides(f)));
     findings.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.at.cmp(&b.at)));
     let hosts = summarize(&loaded, local_host.as_deref());
     Report {
