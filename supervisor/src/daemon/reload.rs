@@ -12,7 +12,7 @@ pub fn reload(core: &mut Core) -> Result<ReloadResult, ApiError> {
     let refused = |e: String| {
         ApiError::bad_request(format!("reload refused, the system file has errors:\n{e}"))
     };
-    let new = agent_config::load(&core.l.file).map_err(|e| refused(e.to_string()))?;
+    let new = agent_config::load(&core.plan.file).map_err(|e| refused(e.to_string()))?;
     if let Some(errors) = agent_config::validate::errors(&new) {
         return Err(refused(errors.join("\n")));
     }
@@ -34,7 +34,7 @@ pub fn reload(core: &mut Core) -> Result<ReloadResult, ApiError> {
         .chain(d.removed_groups.iter())
         .cloned()
         .collect();
-    core.set_config(new, plan);
+    core.set_plan(plan);
     for name in &d.restarted_agents {
         core.restart_agent(name);
         result.changed.push(name.clone());

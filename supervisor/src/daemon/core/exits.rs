@@ -17,7 +17,7 @@ impl Core {
             .get(&group)
             .and_then(|g| g.pod.as_ref())
             .and_then(|p| p.exit_record(name));
-        let restart_cfg = self.agent_cfg(name).map(|(g, a)| defaults::restart(g, a));
+        let restart_cfg = self.agent_cfg(name).map(|(_, a)| a.restart.clone());
         let a = self.agents.get_mut(name).expect("known agent");
         a.stop_health();
         let oom_now = a.cgroup.as_ref().map_or(0, |c| c.oom_kills());
@@ -112,12 +112,11 @@ impl Core {
         let Some((_, cfg)) = self.agent_cfg(name) else {
             return;
         };
-        let Some(h) = cfg.health.clone() else { return };
-        let timing = defaults::health_timing(&h);
-        let on_unhealthy = self
-            .agent_cfg(name)
-            .map(|(g, a)| defaults::restart(g, a))
-            .is_some_and(|r| r.on_unhealthy && r.policy != agent_config::model::Policy::Never);
+        let Some(timing) = cfg.health.as_ref().map(|h| h.timing) else {
+            return;
+        };
+        let on_unhealthy =
+            cfg.restart.on_unhealthy && cfg.restart.policy != agent_config::model::Policy::Never;
         let a = self.agents.get_mut(name).expect("known agent");
         if a.generation != generation || a.state != AgentState::Running {
             return;

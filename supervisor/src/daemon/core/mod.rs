@@ -14,9 +14,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent_config::model::{Agent, Condition};
-use agent_config::{defaults, Loaded};
-use agent_plan::HostPlan;
+use agent_config::model::Condition;
+use agent_plan::{AgentPlan, GroupPlan, HostPlan};
 use indexmap::IndexMap;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{after_exit, signal_name, AfterExit, AgentRt};
 use super::api::{AgentState, ControlMsg, Health, LastExit};
-use super::health::{self, Probe};
+use super::health;
 use super::persist::{self, AgentRecord};
 use super::process::{self, Watched};
 use crate::pod::{Pod, PodOptions};
@@ -85,8 +84,7 @@ struct GroupRt {
 
 /// The core's state.
 pub struct Core {
-    pub l: Loaded,
-    /// This host's plan: what every start uses.
+    /// This host's plan: what every start, stop, restart decision and health check uses.
     pub plan: HostPlan,
     pub host: String,
     opts: PodOptions,
@@ -110,20 +108,12 @@ fn unix(t: SystemTime) -> f64 {
 }
 
 impl Core {
-    /// A core for `host` of `l`; agents start once [`Core::run`] runs.
-    pub fn new(
-        l: Loaded,
-        plan: HostPlan,
-        host: String,
-        opts: PodOptions,
-        tx: UnboundedSender<Event>,
-    ) -> Core {
-        let d = defaults::daemon(&l.system, &host);
+    /// A core for the host of `plan`; agents start once [`Core::run`] runs.
+    pub fn new(plan: HostPlan, opts: PodOptions, tx: UnboundedSender<Event>) -> Core {
         let mut core = Core {
-            state_path: persist::state_path(&d.run_dir),
-            l,
+            state_path: persist::state_path(&plan.daemon.run_dir),
+            host: plan.host.clone(),
             plan,
-            host,
             opts,
             tx,
             groups: BTreeMap::new(),
@@ -140,25 +130,22 @@ impl Core {
 
     /// Adds runtime records for every group and agent of this host not yet known.
     fn sync_config(&mut self) {
-        for (gname, g) in &self.l.system.groups {
-            if g.host != self.host {
-                continue;
-            }
+        for (gname, g) in &self.plan.groups {
             self.groups.entry(gname.clone()).or_default();
-            for a in &g.agents {
+            for a in g.agents.values() {
                 if !self.agents.contains_key(&a.name) {
-                    let r = defaults::restart(g, a);
                     self.agents
-                        .insert(a.name.clone(), AgentRt::new(&a.name, gname, &r));
+                        .insert(a.name.clone(), AgentRt::new(&a.name, gname, &a.restart));
                 }
             }
         }
     }
 
-    fn agent_cfg(&self, name: &str) -> Option<(&agent_config::model::Group, &Agent)> {
+    /// The plan of a known agent and of its group (`None`: reload removed it).
+    fn agent_cfg(&self, name: &str) -> Option<(&GroupPlan, &AgentPlan)> {
         let rt = self.agents.get(name)?;
-        let g = self.l.system.groups.get(&rt.group)?;
-        Some((g, g.agents.iter().find(|a| a.name == name)?))
+        let g = self.plan.groups.get(&rt.group)?;
+        Some((g, g.agents.get(name)?))
     }
 
     /// The event loop; returns when a shutdown finished.
@@ -314,14 +301,14 @@ impl Core {
         let Some((g, a)) = self.agent_cfg(name) else {
             return Ok(());
         };
-        for (dep, cond) in &a.depends_on.0 {
+        for (dep, cond) in &a.depends_on {
             if let Some(d) = self.agents.get(dep) {
                 if !satisfies(d, *cond, self.has_health(dep)) {
                     return Err(format!("agent {dep} to be {}", cond_name(*cond)));
                 }
             }
         }
-        for (dg, cond) in &g.depends_on.0 {
+        for (dg, cond) in &g.depends_on {
             for d in self.agents.values().filter(|d| &d.group == dg) {
                 if !satisfies(d, *cond, self.has_health(&d.name)) {
                     return Err(format!(
@@ -479,12 +466,9 @@ impl Core {
         let Some((_, cfg)) = self.agent_cfg(name) else {
             return;
         };
-        let Some(h) = cfg.health.clone() else { return };
-        let port = cfg.all_ports().first().map(|p| p.0);
-        let Some(probe) = Probe::from_config(&h, port) else {
+        let Some(agent_plan::HealthPlan { probe, timing }) = cfg.health.clone() else {
             return;
         };
-        let timing = defaults::health_timing(&h);
         let a = self.agents.get_mut(name).expect("known agent");
         a.stop_health();
         let cancel = CancellationToken::new();
@@ -529,13 +513,11 @@ impl Core {
     fn begin_stop(&mut self, name: &str, reason: LastExit, then_start: bool, counts: bool) {
         // An agent reload removed from the file still stops, with the default signal and timeout.
         let (timeout, sig) = match self.agent_cfg(name) {
-            Some((g, cfg)) => (
-                defaults::stop_timeout(g, cfg),
-                cfg.stop_signal
-                    .clone()
-                    .unwrap_or_else(|| defaults::STOP_SIGNAL.to_string()),
+            Some((_, cfg)) => (cfg.stop_timeout, cfg.stop_signal.clone()),
+            None => (
+                agent_config::defaults::STOP_TIMEOUT,
+                agent_config::defaults::STOP_SIGNAL.to_string(),
             ),
-            None => (defaults::STOP_TIMEOUT, defaults::STOP_SIGNAL.to_string()),
         };
         if !self.agents.contains_key(name) {
             return;
@@ -688,7 +670,8 @@ impl Core {
         let (Some((ga, ca)), Some(rb)) = (self.agent_cfg(a), self.agents.get(b)) else {
             return false;
         };
-        ca.depends_on.0.contains_key(b) || ga.depends_on.0.contains_key(&rb.group)
+        ca.depends_on.iter().any(|(d, _)| d == b)
+            || ga.depends_on.iter().any(|(d, _)| *d == rb.group)
     }
 }
 

@@ -1,8 +1,6 @@
 //! What `reload` asks of the core: forget removed agents, restart changed ones, retire
 //! groups whose settings changed, take the new configuration.
 
-use agent_config::Loaded;
-
 use super::Core;
 use crate::daemon::api::LastExit;
 
@@ -33,8 +31,7 @@ impl Core {
         }
     }
 
-    pub(in crate::daemon) fn set_config(&mut self, l: Loaded, plan: agent_plan::HostPlan) {
-        self.l = l;
+    pub(in crate::daemon) fn set_plan(&mut self, plan: agent_plan::HostPlan) {
         self.plan = plan;
         self.sync_config();
     }
@@ -43,13 +40,7 @@ impl Core {
     /// agents all stopped and lets changed groups start afresh.
     pub(in crate::daemon) fn collect_retired(&mut self) {
         self.retiring = false;
-        let configured: Vec<String> = self
-            .l
-            .system
-            .groups
-            .values()
-            .flat_map(|g| g.agents.iter().map(|a| a.name.clone()))
-            .collect();
+        let configured: Vec<String> = self.plan.agents().map(|(_, a)| a.name.clone()).collect();
         self.agents
             .retain(|n, a| configured.contains(n) || a.is_live());
         // Removed agents still stopping: look again after the next event.
@@ -79,13 +70,7 @@ impl Core {
                 }
                 g.retire = false;
             }
-            let still = self
-                .l
-                .system
-                .groups
-                .get(&gname)
-                .is_some_and(|g| g.host == self.host);
-            if !still {
+            if !self.plan.groups.contains_key(&gname) {
                 self.groups.remove(&gname);
             }
         }
