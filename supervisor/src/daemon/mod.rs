@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod persist;
+pub mod pidfile;
 pub mod process;
 pub mod reload;
 
