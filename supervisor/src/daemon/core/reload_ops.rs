@@ -1,7 +1,7 @@
 //! What `reload` asks of the core: forget removed agents, restart changed ones, retire
 //! groups whose settings changed, take the new configuration.
 
-use super::Core;
+use super::{stop_pod, Core, Event};
 use crate::daemon::api::LastExit;
 
 impl Core {
@@ -62,16 +62,24 @@ impl Core {
                 self.retiring = true;
                 continue;
             }
-            if let Some(g) = self.groups.get_mut(&gname) {
-                if let Some(pod) = g.pod.take() {
-                    if let Err(e) = pod.stop() {
-                        eprintln!("agent-supervisor: group {gname}: {e}");
-                    }
+            let Some(g) = self.groups.get_mut(&gname) else {
+                continue;
+            };
+            g.retire = false;
+            match g.pod.take() {
+                // Torn down off the core task; the group starts afresh once it is gone.
+                Some(pod) => {
+                    g.stopping = true;
+                    let tx = self.tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        stop_pod(&gname, &pod);
+                        let _ = tx.send(Event::GroupStopped { group: gname });
+                    });
                 }
-                g.retire = false;
-            }
-            if !self.plan.groups.contains_key(&gname) {
-                self.groups.remove(&gname);
+                None if !self.plan.groups.contains_key(&gname) => {
+                    self.groups.remove(&gname);
+                }
+                None => {}
             }
         }
     }
