@@ -266,3 +266,38 @@ fn a_rebuilt_image_restarts_only_the_groups_on_it() {
     let root = format!("/proc/{}/root/data/version.txt", after["b1"]);
     assert_eq!(std::fs::read_to_string(&root).unwrap_or_default(), "2\n");
 }
+
+#[test]
+fn a_removed_group_is_torn_down_and_comes_back_when_added_again() {
+    if !root_or_skip("a_removed_group_is_torn_down_and_comes_back_when_added_again") {
+        return;
+    }
+    let g = "  g:\n    host: h1\n    agents:\n      - name: one\n        command: [sleep, '600']\n";
+    let f = Fixture::new(BIN, "r-group", "rgroup", &format!("{g}{PLAIN}"));
+    let d = Daemon::start(&f);
+    let before = d.pids(&["one", "other"]);
+    f.set_groups(g);
+    let out = d.ctl(&["reload"]);
+    assert!(text(&out).contains("other: removed"), "{}", text(&out));
+    let t = Instant::now();
+    while !f.group_leftovers("plain").is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "group plain left {:?}\ndaemon log:\n{}",
+            f.group_leftovers("plain"),
+            f.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(before["other"] as i32), None).is_err(),
+        "other's process is gone"
+    );
+    assert!(d.agents().iter().all(|a| a["agent"] != "other"));
+    // Added again at once: a new pod in the same place.
+    f.set_groups(&format!("{g}{PLAIN}"));
+    let out = d.ctl(&["reload"]);
+    assert!(text(&out).contains("other: added"), "{}", text(&out));
+    d.running("other", before["other"]);
+    assert_eq!(d.running("one", 0), before["one"], "one kept its process");
+}
