@@ -1,56 +1,156 @@
-//! One agent's runtime record in the core, and the pure parts of its state machine:
-//! restart decisions, backoff, dependency conditions, status rows.
+//! One agent's runtime record in the core and its state machine as data: each [`Run`]
+//! variant carries what is valid in that state (a running agent's pids, cgroup and health
+//! checker; a backoff's deadline; a stop's reason), plus the pure restart/backoff decision
+//! and the status row.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_config::defaults::EffectiveRestart;
 use agent_config::model::Policy;
+use nix::sys::signal::Signal;
 
 use super::api::{AgentState, AgentStatus, Health, LastExit};
 use crate::cgroup::Cgroup;
+
+/// Where an agent is in its life.
+#[derive(Debug)]
+pub enum Run {
+    /// No process. `wait` is set while it should run but waits for its dependencies.
+    Stopped { wait: Option<Wait> },
+    /// Its shim is being spawned off the core task; `then` is a stop asked for meanwhile,
+    /// applied once the shim runs.
+    Spawning { then: Option<StopAsk> },
+    /// The shim runs; the agent's exec is not confirmed yet (no pid file).
+    Starting(Proc),
+    /// The agent runs.
+    Running(Proc),
+    /// Its stop signal was sent; its cgroup is killed at `deadline`.
+    Stopping {
+        proc: Proc,
+        ask: StopAsk,
+        deadline: Instant,
+    },
+    /// Ended on its own; starts again at `until`.
+    Backoff { until: Instant },
+    /// Ended and its policy says not to restart.
+    Exited,
+    /// Too many consecutive failed starts.
+    Fatal,
+}
+
+/// A dependency wait: since when, and whether its start timeout was reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    pub since: Instant,
+    pub reported: bool,
+}
+
+/// Why and how an agent is being stopped.
+#[derive(Debug, Clone)]
+pub struct StopAsk {
+    /// Reported as the last exit.
+    pub reason: LastExit,
+    /// Start again once stopped (restart, reload, health failure).
+    pub then_start: bool,
+    /// A health-failure restart counts as a restart and backs off.
+    pub counts: bool,
+}
+
+/// A live run of an agent: its shim (and once known the agent's own pid), cgroup, times and
+/// health checker.
+#[derive(Debug)]
+pub struct Proc {
+    /// The shim: pid and start time (`None` when it ended before it could be read).
+    pub shim: Option<(i32, u64)>,
+    /// The agent's own pid, once its shim wrote it.
+    pub pid: Option<i32>,
+    pub started_at: SystemTime,
+    pub started: Instant,
+    /// The agent cgroup's OOM count when this run started.
+    pub oom_base: u64,
+    pub cgroup: Option<Cgroup>,
+    pub health: HealthRt,
+    /// The stop signal and timeout of the plan this run was started with.
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+}
+
+/// A run's health checker and the counts of its results.
+#[derive(Debug, Default)]
+pub struct HealthRt {
+    pub health: Health,
+    pub fails: u32,
+    /// When the last failure was counted (failures count at most once per interval).
+    pub counted_at: Option<Instant>,
+    pub task: Option<tokio_util::sync::CancellationToken>,
+}
+
+impl HealthRt {
+    /// Stops the health checker of this run.
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.cancel();
+        }
+    }
+}
+
+impl Proc {
+    /// Who gets signals: the agent when its pid is known, else its shim (which forwards).
+    pub fn target(&self) -> Option<i32> {
+        self.pid.or(self.shim.map(|s| s.0))
+    }
+}
+
+impl Run {
+    /// The state reported by the API.
+    pub fn state(&self) -> AgentState {
+        match self {
+            Run::Stopped { .. } => AgentState::Stopped,
+            Run::Spawning { .. } | Run::Starting(_) => AgentState::Starting,
+            Run::Running(_) => AgentState::Running,
+            Run::Stopping { .. } => AgentState::Stopping,
+            Run::Backoff { .. } => AgentState::Backoff,
+            Run::Exited => AgentState::Exited,
+            Run::Fatal => AgentState::Fatal,
+        }
+    }
+
+    /// The live run, if there is one.
+    pub fn proc(&self) -> Option<&Proc> {
+        match self {
+            Run::Starting(p) | Run::Running(p) | Run::Stopping { proc: p, .. } => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn proc_mut(&mut self) -> Option<&mut Proc> {
+        match self {
+            Run::Starting(p) | Run::Running(p) | Run::Stopping { proc: p, .. } => Some(p),
+            _ => None,
+        }
+    }
+}
 
 /// Everything the core tracks about one agent.
 #[derive(Debug)]
 pub struct AgentRt {
     pub name: String,
     pub group: String,
-    pub state: AgentState,
-    pub health: Health,
+    pub run: Run,
+    /// The last health-check failure or start timeout, for the status.
     pub health_detail: Option<String>,
-    pub health_fails: u32,
-    /// When the last failure was counted (failures count at most once per interval).
-    pub health_counted_at: Option<Instant>,
-    pub pid: Option<i32>,
-    /// The shim: pid and start time.
-    pub shim: Option<(i32, u64)>,
-    pub started_at: Option<SystemTime>,
-    pub started: Option<Instant>,
     pub restarts: u64,
     pub oom_kills: u64,
-    /// The agent cgroup's OOM count when this run started.
-    pub oom_base: u64,
     pub last_exit: Option<LastExit>,
     pub last_exit_code: Option<i32>,
     /// Consecutive failed runs (reset by a stable run).
     pub retries: u32,
     /// The next backoff delay.
     pub backoff: Duration,
-    pub backoff_until: Option<Instant>,
     /// Whether the agent should be running (autostart, `start`; cleared by `stop`, EXITED, FATAL).
     pub desired: bool,
     /// Bumped on every start and stop so events of an earlier run are ignored.
     pub generation: u64,
-    pub cgroup: Option<Cgroup>,
-    pub health_task: Option<tokio_util::sync::CancellationToken>,
-    /// Why the core is stopping it (reported as the last exit).
-    pub stop_reason: Option<LastExit>,
-    /// Start again once stopped (restart, reload, health failure).
-    pub then_start: bool,
-    /// A health-failure restart counts as a restart and backs off.
-    pub restart_counts: bool,
-    /// Since when it waits for its dependencies (to report a start timeout).
-    pub waiting_since: Option<Instant>,
-    pub wait_reported: bool,
 }
 
 impl AgentRt {
@@ -58,84 +158,70 @@ impl AgentRt {
         AgentRt {
             name: name.to_string(),
             group: group.to_string(),
-            state: AgentState::Stopped,
-            health: Health::Unknown,
+            run: Run::Stopped { wait: None },
             health_detail: None,
-            health_fails: 0,
-            health_counted_at: None,
-            pid: None,
-            shim: None,
-            started_at: None,
-            started: None,
             restarts: 0,
             oom_kills: 0,
-            oom_base: 0,
             last_exit: None,
             last_exit_code: None,
             retries: 0,
             backoff: restart.backoff_initial,
-            backoff_until: None,
             desired: true,
             generation: 0,
-            cgroup: None,
-            health_task: None,
-            stop_reason: None,
-            then_start: false,
-            restart_counts: false,
-            waiting_since: None,
-            wait_reported: false,
         }
     }
 
     /// Whether a process of this agent may exist.
     pub fn is_live(&self) -> bool {
         matches!(
-            self.state,
-            AgentState::Starting | AgentState::Running | AgentState::Stopping
+            self.run,
+            Run::Spawning { .. } | Run::Starting(_) | Run::Running(_) | Run::Stopping { .. }
         )
     }
 
-    /// Stops the health checker of the current run.
-    pub fn stop_health(&mut self) {
-        if let Some(t) = self.health_task.take() {
-            t.cancel();
-        }
+    pub fn state(&self) -> AgentState {
+        self.run.state()
     }
 
-    /// The status row of this agent.
-    pub fn status(&self, host: &str) -> AgentStatus {
-        let started_at = self
-            .started_at
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs_f64());
-        let live = self.is_live();
-        AgentStatus {
+    /// Whether it is stopped (or ended) and should run: a start candidate.
+    pub fn wants_start(&self) -> bool {
+        self.desired && matches!(self.run, Run::Stopped { .. } | Run::Exited)
+    }
+
+    /// The status row of this agent, and the cgroup whose memory use fills
+    /// `memory_bytes` (read off the core task).
+    pub fn status(&self, host: &str) -> (AgentStatus, Option<Cgroup>) {
+        let p = self.run.proc();
+        let row = AgentStatus {
             host: host.to_string(),
             group: self.group.clone(),
             agent: self.name.clone(),
-            state: self.state,
-            health: if live { self.health } else { Health::Unknown },
+            state: self.state(),
+            health: p.map_or(Health::Unknown, |p| p.health.health),
             health_detail: self.health_detail.clone(),
-            pid: if live { self.pid } else { None },
-            started_at: if live { started_at } else { None },
-            uptime_seconds: if live {
-                self.started.map(|s| s.elapsed().as_secs_f64())
-            } else {
-                None
-            },
+            pid: p.and_then(|p| p.pid),
+            started_at: p.and_then(|p| {
+                p.started_at
+                    .duration_since(UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs_f64())
+            }),
+            uptime_seconds: p.map(|p| p.started.elapsed().as_secs_f64()),
             restarts: self.restarts,
             oom_kills: self.oom_kills,
-            memory_bytes: if live {
-                self.cgroup.as_ref().and_then(|c| c.stats().memory_usage)
-            } else {
-                None
-            },
+            memory_bytes: None,
             last_exit: self.last_exit.clone(),
             last_exit_code: self.last_exit_code,
-            backoff_seconds: self
-                .backoff_until
-                .map(|u| u.saturating_duration_since(Instant::now()).as_secs_f64()),
-        }
+            backoff_seconds: match self.run {
+                Run::Backoff { until } => Some(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64(),
+                ),
+                _ => None,
+            },
+        };
+        (row, p.and_then(|p| p.cgroup.clone()))
     }
 }
 
@@ -244,5 +330,15 @@ mod tests {
             after_exit(&mut a, &restart(Policy::Always), true, Duration::ZERO),
             AfterExit::Exited
         );
+    }
+
+    #[test]
+    fn states_map_to_the_api() {
+        let a = AgentRt::new("a", "g", &restart(Policy::Always));
+        assert_eq!(a.state(), AgentState::Stopped);
+        assert!(!a.is_live() && a.wants_start());
+        let s = Run::Spawning { then: None };
+        assert_eq!(s.state(), AgentState::Starting);
+        assert!(s.proc().is_none());
     }
 }

@@ -31,9 +31,10 @@ impl AgentState {
 }
 
 /// Result of an agent's health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
+    #[default]
     Unknown,
     Healthy,
     Unhealthy,

@@ -3,35 +3,10 @@
 
 use std::time::Duration;
 
-use agent_config::model::{Health, TcpTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What to check, resolved from the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    Tcp(u16),
-    Http { port: u16, path: String },
-    Exec(Vec<String>),
-}
-
-impl Probe {
-    /// The probe of a health section, with the agent's first port.
-    pub fn from_config(h: &Health, port: Option<u16>) -> Option<Probe> {
-        if let Some(t) = h.tcp {
-            return Some(Probe::Tcp(match t {
-                TcpTarget::Port(p) => p.0,
-                TcpTarget::AgentPort => port?,
-            }));
-        }
-        if let Some(path) = &h.http {
-            return Some(Probe::Http {
-                port: port?,
-                path: path.clone(),
-            });
-        }
-        h.exec.as_ref().map(|c| Probe::Exec(c.0.clone()))
-    }
-}
+/// What to check: the plan's probe (resolved once, with the agent's port).
+pub use agent_plan::Probe;
 
 /// Runs one check; `Err` carries the reason it failed.
 pub async fn check(p: &Probe, timeout: Duration) -> Result<(), String> {
@@ -80,7 +55,10 @@ async fn run(p: &Probe) -> Result<(), String> {
             }
         }
         Probe::Exec(argv) => {
-            let mut cmd = tokio::process::Command::new(&argv[0]);
+            let Some(program) = argv.first() else {
+                return Err("exec: an empty command".to_string());
+            };
+            let mut cmd = tokio::process::Command::new(program);
             cmd.args(&argv[1..])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
@@ -89,11 +67,11 @@ async fn run(p: &Probe) -> Result<(), String> {
             let status = cmd
                 .status()
                 .await
-                .map_err(|e| format!("exec {}: {e}", argv[0]))?;
+                .map_err(|e| format!("exec {program}: {e}"))?;
             if status.success() {
                 Ok(())
             } else {
-                Err(format!("exec {}: {status}", argv[0]))
+                Err(format!("exec {program}: {status}"))
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod persist;
+pub mod pidfile;
 pub mod process;
 pub mod reload;
 
@@ -165,7 +166,7 @@ pub async fn run(
             }
         }
     });
-    let core = Core::new(l, plan, host.clone(), pod_opts, tx.clone());
+    let core = Core::new(plan, pod_opts, tx.clone());
     let done = CancellationToken::new();
     let core_done = done.clone();
     let core_task = tokio::spawn(async move {

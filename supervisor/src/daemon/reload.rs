@@ -3,27 +3,41 @@
 //! groups; unchanged ones keep running (supervisord's reread + update). A changed `env_file`
 //! content, a rebuilt image (new digest) or a changed default reaches the agents it affects,
 //! since the plan holds the values, not the text that produced them.
+//!
+//! [`resolve`] reads files and the image store: the core runs it on a blocking thread and
+//! [`apply`]s its plan when it comes back.
+
+use std::path::Path;
+
+use agent_plan::HostPlan;
 
 use super::api::{ApiError, ReloadResult};
 use super::core::Core;
 
-/// Re-reads the system file the core was started with and applies the difference.
-pub fn reload(core: &mut Core) -> Result<ReloadResult, ApiError> {
+/// Loads, validates and resolves the system file for `host`; every error refuses the reload.
+pub fn resolve(file: &Path, host: &str) -> Result<HostPlan, ApiError> {
     let refused = |e: String| {
-        ApiError::bad_request(format!("reload refused, the system file has errors:\n{e}"))
+        ApiError::bad_request(format!(
+            "reload refused, the system file {} has errors:\n{e}",
+            file.display()
+        ))
     };
-    let new = agent_config::load(&core.l.file).map_err(|e| refused(e.to_string()))?;
+    let new = agent_config::load(file).map_err(|e| refused(e.to_string()))?;
     if let Some(errors) = agent_config::validate::errors(&new) {
         return Err(refused(errors.join("\n")));
     }
-    let plan = super::resolve_plan(&new, &core.host).map_err(|e| refused(e.to_string()))?;
+    super::resolve_plan(&new, host).map_err(|e| refused(e.to_string()))
+}
+
+/// Applies the difference between the core's plan and `plan`.
+pub fn apply(core: &mut Core, plan: HostPlan) -> ReloadResult {
     let d = agent_plan::diff(&core.plan, &plan);
     let mut result = ReloadResult {
         unchanged: d.unchanged_agents.len(),
         ..ReloadResult::default()
     };
-    // Removed agents are stopped while the old plan (their stop signal and timeout) is
-    // still in place; changed ones restart with the new one.
+    // Removed agents stop with the stop signal and timeout their run was started with;
+    // changed ones restart with the new plan.
     for name in &d.removed_agents {
         core.remove_agent(name);
         result.removed.push(name.clone());
@@ -34,7 +48,7 @@ pub fn reload(core: &mut Core) -> Result<ReloadResult, ApiError> {
         .chain(d.removed_groups.iter())
         .cloned()
         .collect();
-    core.set_config(new, plan);
+    core.set_plan(plan);
     for name in &d.restarted_agents {
         core.restart_agent(name);
         result.changed.push(name.clone());
@@ -50,5 +64,5 @@ pub fn reload(core: &mut Core) -> Result<ReloadResult, ApiError> {
         );
     }
     core.collect_retired();
-    Ok(result)
+    result
 }

@@ -1,31 +1,37 @@
-//! How the core answers an agent's end and a health check's result: record the exit (OOM,
-//! signal, code), decide on a restart with backoff or FATAL, and restart an unhealthy agent.
+//! How the core answers an agent's end, a failed start and a health check's result: record
+//! the exit (OOM, signal, code), decide on a restart with backoff or FATAL, and restart an
+//! unhealthy agent.
+
+use agent_config::defaults::EffectiveRestart;
 
 use super::*;
+use crate::daemon::agent::{after_exit, signal_name, AfterExit, StopAsk};
+use crate::daemon::api::LastExit;
 
 impl Core {
-    pub(super) fn exited(&mut self, name: &str, generation: u64) {
-        let Some(rt) = self.agents.get(name) else {
+    /// A shim ended; `exit` is what its watcher read afterwards.
+    pub(super) fn exited(&mut self, name: &str, generation: u64, exit: ExitFacts) {
+        let restart = self.agent_cfg(name).map(|(_, a)| a.restart.clone());
+        let Some(a) = self.agents.get_mut(name) else {
             return;
         };
-        if rt.generation != generation || !rt.is_live() {
+        if a.generation != generation {
             return;
         }
-        let group = rt.group.clone();
-        let record = self
-            .groups
-            .get(&group)
-            .and_then(|g| g.pod.as_ref())
-            .and_then(|p| p.exit_record(name));
-        let restart_cfg = self.agent_cfg(name).map(|(g, a)| defaults::restart(g, a));
-        let a = self.agents.get_mut(name).expect("known agent");
-        a.stop_health();
-        let oom_now = a.cgroup.as_ref().map_or(0, |c| c.oom_kills());
-        let oom = oom_now > a.oom_base;
+        let (mut proc, ask) = match std::mem::replace(&mut a.run, Run::Stopped { wait: None }) {
+            Run::Starting(p) | Run::Running(p) => (p, None),
+            Run::Stopping { proc, ask, .. } => (proc, Some(ask)),
+            other => {
+                a.run = other;
+                return;
+            }
+        };
+        proc.health.stop();
+        let oom = exit.oom_now > proc.oom_base;
         if oom {
-            a.oom_kills += oom_now - a.oom_base;
+            a.oom_kills += exit.oom_now - proc.oom_base;
         }
-        let ran = a.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let record = exit.record;
         let natural = match &record {
             Some(r) if r.error.is_some() => LastExit::StartFailure {
                 reason: r.error.clone().unwrap_or_default(),
@@ -44,44 +50,55 @@ impl Core {
             },
         };
         a.last_exit_code = record.as_ref().and_then(|r| r.code);
-        let stopping = a.state == AgentState::Stopping;
-        a.last_exit = Some(match a.stop_reason.take() {
-            Some(LastExit::StartFailure { reason }) => LastExit::StartFailure { reason },
-            Some(reason) if stopping => reason,
-            _ => natural.clone(),
+        let failed = !matches!(natural, LastExit::Code { code: 0 });
+        a.last_exit = Some(match &ask {
+            Some(ask) => ask.reason.clone(),
+            None => natural,
         });
-        a.pid = None;
-        a.shim = None;
-        if let Some(cg) = a.cgroup.take() {
-            // An empty cgroup (the usual case) is removed here, a few rmdirs: a restart
-            // creates the same cgroup again and must not have it removed under it by a
-            // removal still pending in the background. One with processes left (the agent's
-            // children) is killed and removed in the background.
-            if cg.populated() {
-                tokio::task::spawn_blocking(move || {
-                    let _ = cg.remove();
-                });
-            } else {
-                let _ = cg.remove();
-            }
-        }
-        let Some(r) = restart_cfg else {
-            a.state = AgentState::Stopped;
+        self.after_end(name, restart, ask, failed, proc.started.elapsed());
+    }
+
+    /// A start failed before the agent ran (its pod or its shim could not start); `then` is
+    /// a stop asked for meanwhile.
+    pub(super) fn start_failed(&mut self, name: &str, then: Option<StopAsk>, reason: String) {
+        let restart = self.agent_cfg(name).map(|(_, a)| a.restart.clone());
+        let Some(a) = self.agents.get_mut(name) else {
             return;
         };
-        if stopping && !a.restart_counts {
-            a.state = AgentState::Stopped;
-            a.desired = a.then_start;
-            a.then_start = false;
+        a.run = Run::Stopped { wait: None };
+        a.last_exit = Some(LastExit::StartFailure { reason });
+        a.last_exit_code = None;
+        self.after_end(name, restart, then, true, Duration::ZERO);
+    }
+
+    /// After a run ended: stopped as asked, or the restart decision of its policy.
+    fn after_end(
+        &mut self,
+        name: &str,
+        restart: Option<EffectiveRestart>,
+        ask: Option<StopAsk>,
+        failed: bool,
+        ran: Duration,
+    ) {
+        let Some(a) = self.agents.get_mut(name) else {
             return;
+        };
+        a.run = Run::Stopped { wait: None };
+        // Reload removed it: it stays stopped until it is forgotten.
+        let Some(r) = restart else {
+            return;
+        };
+        if let Some(ask) = &ask {
+            if !ask.counts {
+                a.desired = ask.then_start;
+                return;
+            }
         }
-        let failed = !matches!(a.last_exit, Some(LastExit::Code { code: 0 }));
-        a.then_start = false;
-        a.restart_counts = false;
-        match after_exit(a, &r, failed || stopping, ran) {
+        match after_exit(a, &r, failed || ask.is_some(), ran) {
             AfterExit::Backoff(delay) => {
-                a.state = AgentState::Backoff;
-                a.backoff_until = Some(Instant::now() + delay);
+                a.run = Run::Backoff {
+                    until: Instant::now() + delay,
+                };
                 a.generation += 1;
                 let (tx, agent, generation) = (self.tx.clone(), name.to_string(), a.generation);
                 tokio::spawn(async move {
@@ -90,10 +107,11 @@ impl Core {
                 });
             }
             AfterExit::Fatal => {
-                a.state = AgentState::Fatal;
+                a.run = Run::Fatal;
                 a.desired = false;
                 eprintln!(
-                    "agent-supervisor: {group}:{name}: FATAL after {} failed starts ({})",
+                    "agent-supervisor: {}:{name}: FATAL after {} failed starts ({})",
+                    a.group,
                     a.retries - 1,
                     a.last_exit
                         .as_ref()
@@ -102,7 +120,7 @@ impl Core {
                 );
             }
             AfterExit::Exited => {
-                a.state = AgentState::Exited;
+                a.run = Run::Exited;
                 a.desired = false;
             }
         }
@@ -112,48 +130,52 @@ impl Core {
         let Some((_, cfg)) = self.agent_cfg(name) else {
             return;
         };
-        let Some(h) = cfg.health.clone() else { return };
-        let timing = defaults::health_timing(&h);
-        let on_unhealthy = self
-            .agent_cfg(name)
-            .map(|(g, a)| defaults::restart(g, a))
-            .is_some_and(|r| r.on_unhealthy && r.policy != agent_config::model::Policy::Never);
-        let a = self.agents.get_mut(name).expect("known agent");
-        if a.generation != generation || a.state != AgentState::Running {
+        let Some(timing) = cfg.health.as_ref().map(|h| h.timing) else {
+            return;
+        };
+        let on_unhealthy =
+            cfg.restart.on_unhealthy && cfg.restart.policy != agent_config::model::Policy::Never;
+        let Some(a) = self.agents.get_mut(name) else {
+            return;
+        };
+        if a.generation != generation {
             return;
         }
-        match result {
+        let Run::Running(p) = &mut a.run else {
+            return;
+        };
+        let h = &mut p.health;
+        let reason = match result {
             Ok(()) => {
-                a.health = Health::Healthy;
-                a.health_fails = 0;
+                h.health = Health::Healthy;
+                h.fails = 0;
                 a.health_detail = None;
+                return;
             }
-            Err(reason) => {
-                let in_start_period = a.started.is_some_and(|s| s.elapsed() < timing.start_period);
-                a.health_detail = Some(reason.clone());
-                if in_start_period && a.health != Health::Healthy {
-                    return;
-                }
-                // Checks run faster than `interval` until the first success; failures still
-                // count at most once per interval.
-                if a.health_counted_at
-                    .is_some_and(|t| t.elapsed() < timing.interval)
-                {
-                    return;
-                }
-                a.health_counted_at = Some(Instant::now());
-                a.health_fails += 1;
-                if a.health_fails >= timing.retries {
-                    a.health = Health::Unhealthy;
-                    if on_unhealthy {
-                        eprintln!(
-                            "agent-supervisor: {}:{name}: unhealthy ({reason}), restarting",
-                            a.group
-                        );
-                        self.begin_stop(name, LastExit::HealthFailure { reason }, true, true);
-                    }
-                }
-            }
+            Err(reason) => reason,
+        };
+        let in_start_period = p.started.elapsed() < timing.start_period;
+        a.health_detail = Some(reason.clone());
+        if in_start_period && h.health != Health::Healthy {
+            return;
+        }
+        // Checks run faster than `interval` until the first success; failures still count
+        // at most once per interval.
+        if h.counted_at.is_some_and(|t| t.elapsed() < timing.interval) {
+            return;
+        }
+        h.counted_at = Some(Instant::now());
+        h.fails += 1;
+        if h.fails < timing.retries {
+            return;
+        }
+        h.health = Health::Unhealthy;
+        if on_unhealthy {
+            eprintln!(
+                "agent-supervisor: {}:{name}: unhealthy ({reason}), restarting",
+                a.group
+            );
+            self.begin_stop(name, LastExit::HealthFailure { reason }, true, true);
         }
     }
 }

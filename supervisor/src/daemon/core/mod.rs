@@ -3,33 +3,37 @@
 //!
 //! Architecture Invariant: only this task changes agent state; other tasks (process
 //! watchers, health checkers, the control API) send it events and get answers on channels.
+//! Nothing that blocks runs on it: spawning shims, making and tearing down pods, reading
+//! exit records and cgroups, loading and resolving the system file on reload happen on
+//! tokio's blocking threads, and their results come back as events.
 
 mod exits;
 mod reload_ops;
 mod requests;
+mod start;
+mod stop;
 
 pub use requests::parse_signal;
 use requests::Pending;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent_config::model::{Agent, Condition};
-use agent_config::{defaults, Loaded};
-use agent_plan::HostPlan;
+use agent_config::model::Condition;
+use agent_plan::{AgentPlan, GroupPlan, HostPlan};
 use indexmap::IndexMap;
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::{after_exit, signal_name, AfterExit, AgentRt};
-use super::api::{AgentState, ControlMsg, Health, LastExit};
-use super::health::{self, Probe};
+use super::agent::{AgentRt, Proc, Run, Wait};
+use super::api::{ApiError, ControlMsg, Health, Response};
 use super::persist::{self, AgentRecord};
+use super::pidfile::PidFiles;
 use super::process::{self, Watched};
+use crate::cgroup::Cgroup;
+use crate::launch::spec::ExitRecord;
 use crate::pod::{Pod, PodOptions};
-use crate::spawner::Io;
 
 /// How long an agent may wait for its dependencies before the wait is reported.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,6 +43,8 @@ const EARLY_CHECK: Duration = Duration::from_millis(200);
 const TICK: Duration = Duration::from_secs(2);
 /// How long `start`/`stop` requests wait for their agents to settle.
 const REQUEST_WAIT: Duration = Duration::from_secs(60);
+/// How long a started shim has to report its agent's exec (its pid file).
+const EXEC_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything that can happen to the core.
 #[derive(Debug)]
@@ -46,8 +52,19 @@ pub enum Event {
     Control(ControlMsg),
     GroupStarted {
         group: String,
-        result: Result<Box<Pod>, String>,
+        result: Result<Arc<Pod>, String>,
     },
+    /// A retired pod is torn down: its group may start afresh.
+    GroupStopped {
+        group: String,
+    },
+    /// A shim was spawned (or could not be).
+    Spawned {
+        agent: String,
+        generation: u64,
+        result: Result<Box<Spawned>, String>,
+    },
+    /// The shim wrote the agent's pid (`None`: it did not within [`EXEC_WAIT`]).
     Running {
         agent: String,
         generation: u64,
@@ -56,6 +73,7 @@ pub enum Event {
     Exited {
         agent: String,
         generation: u64,
+        exit: Box<ExitFacts>,
     },
     Health {
         agent: String,
@@ -70,14 +88,41 @@ pub enum Event {
         agent: String,
         generation: u64,
     },
+    /// The system file was re-read for a reload: the new plan, or why there is none.
+    Resolved {
+        result: Result<Box<HostPlan>, ApiError>,
+        reply: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
+    },
     /// Periodic: report dependency waits, settle pending requests.
     Tick,
 }
 
+/// A shim that started: how to watch it, its cgroup, and its facts read at the start.
+#[derive(Debug)]
+pub struct Spawned {
+    launched: crate::spawner::Launched,
+    cgroup: Cgroup,
+    /// The shim's start time, `None` when it already ended (its pid may be reused).
+    shim_start: Option<u64>,
+    oom_base: u64,
+    started_at: SystemTime,
+    started: Instant,
+}
+
+/// What is known once a shim ended, read off the core task: its exit record and its
+/// cgroup's OOM count (before the cgroup was removed).
+#[derive(Debug, Default)]
+pub struct ExitFacts {
+    record: Option<ExitRecord>,
+    oom_now: u64,
+}
+
 #[derive(Default)]
 struct GroupRt {
-    pod: Option<Pod>,
+    pod: Option<Arc<Pod>>,
     starting: bool,
+    /// Its retired pod is being torn down; no new one until that is done.
+    stopping: bool,
     failed: Option<String>,
     /// Remove the pod once its agents stopped (reload removed or changed the group).
     retire: bool,
@@ -85,14 +130,14 @@ struct GroupRt {
 
 /// The core's state.
 pub struct Core {
-    pub l: Loaded,
-    /// This host's plan: what every start uses.
+    /// This host's plan: what every start, stop, restart decision and health check uses.
     pub plan: HostPlan,
     pub host: String,
     opts: PodOptions,
     tx: UnboundedSender<Event>,
     groups: BTreeMap<String, GroupRt>,
     agents: IndexMap<String, AgentRt>,
+    pid_files: PidFiles,
     state_path: PathBuf,
     started: SystemTime,
     pending: Vec<Pending>,
@@ -110,24 +155,18 @@ fn unix(t: SystemTime) -> f64 {
 }
 
 impl Core {
-    /// A core for `host` of `l`; agents start once [`Core::run`] runs.
-    pub fn new(
-        l: Loaded,
-        plan: HostPlan,
-        host: String,
-        opts: PodOptions,
-        tx: UnboundedSender<Event>,
-    ) -> Core {
-        let d = defaults::daemon(&l.system, &host);
+    /// A core for the host of `plan`; agents start once [`Core::run`] runs. Must be called
+    /// on the tokio runtime (it starts the pid-file watcher).
+    pub fn new(plan: HostPlan, opts: PodOptions, tx: UnboundedSender<Event>) -> Core {
         let mut core = Core {
-            state_path: persist::state_path(&d.run_dir),
-            l,
+            state_path: persist::state_path(&plan.daemon.run_dir),
+            host: plan.host.clone(),
             plan,
-            host,
             opts,
             tx,
             groups: BTreeMap::new(),
             agents: IndexMap::new(),
+            pid_files: PidFiles::start(),
             started: SystemTime::now(),
             pending: Vec::new(),
             shutting_down: None,
@@ -140,25 +179,22 @@ impl Core {
 
     /// Adds runtime records for every group and agent of this host not yet known.
     fn sync_config(&mut self) {
-        for (gname, g) in &self.l.system.groups {
-            if g.host != self.host {
-                continue;
-            }
+        for (gname, g) in &self.plan.groups {
             self.groups.entry(gname.clone()).or_default();
-            for a in &g.agents {
+            for a in g.agents.values() {
                 if !self.agents.contains_key(&a.name) {
-                    let r = defaults::restart(g, a);
                     self.agents
-                        .insert(a.name.clone(), AgentRt::new(&a.name, gname, &r));
+                        .insert(a.name.clone(), AgentRt::new(&a.name, gname, &a.restart));
                 }
             }
         }
     }
 
-    fn agent_cfg(&self, name: &str) -> Option<(&agent_config::model::Group, &Agent)> {
+    /// The plan of a known agent and of its group (`None`: reload removed it).
+    fn agent_cfg(&self, name: &str) -> Option<(&GroupPlan, &AgentPlan)> {
         let rt = self.agents.get(name)?;
-        let g = self.l.system.groups.get(&rt.group)?;
-        Some((g, g.agents.iter().find(|a| a.name == name)?))
+        let g = self.plan.groups.get(&rt.group)?;
+        Some((g, g.agents.get(name)?))
     }
 
     /// The event loop; returns when a shutdown finished.
@@ -184,15 +220,19 @@ impl Core {
             self.save();
             if let Some(done) = self.shutting_down.clone() {
                 if self.agents.values().all(|a| !a.is_live())
-                    && self.groups.values().all(|g| !g.starting)
+                    && self.groups.values().all(|g| !g.starting && !g.stopping)
                 {
-                    for (name, g) in self.groups.iter_mut() {
-                        if let Some(pod) = g.pod.take() {
-                            if let Err(e) = pod.stop() {
-                                eprintln!("agent-supervisor: group {name}: {e}");
-                            }
+                    let pods: Vec<(String, Arc<Pod>)> = self
+                        .groups
+                        .iter_mut()
+                        .filter_map(|(n, g)| Some((n.clone(), g.pod.take()?)))
+                        .collect();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for (name, pod) in pods {
+                            stop_pod(&name, &pod);
                         }
-                    }
+                    })
+                    .await;
                     self.save();
                     done.cancel();
                     return;
@@ -204,15 +244,16 @@ impl Core {
     fn save(&mut self) {
         let mut st = persist::State::default();
         for (n, a) in &self.agents {
+            let p = a.run.proc();
             st.agents.insert(
                 n.clone(),
                 AgentRecord {
                     restarts: a.restarts,
                     oom_kills: a.oom_kills,
-                    started_at: a.started_at.map(unix),
-                    shim: if a.is_live() { a.shim } else { None },
-                    pid: a.pid,
-                    oom_base: a.oom_base,
+                    started_at: p.map(|p| unix(p.started_at)),
+                    shim: p.and_then(|p| p.shim),
+                    pid: p.and_then(|p| p.pid),
+                    oom_base: p.map_or(0, |p| p.oom_base),
                 },
             );
         }
@@ -228,6 +269,7 @@ impl Core {
     }
 
     /// Re-adopts groups and agents left running by an earlier daemon; cleans up the rest.
+    /// It runs once, before the event loop, so it may block.
     fn adopt(&mut self) {
         let saved = match persist::load(&self.state_path) {
             Ok(s) => s,
@@ -236,32 +278,27 @@ impl Core {
                 persist::State::default()
             }
         };
-        let groups: Vec<String> = self.groups.keys().cloned().collect();
-        for gname in groups {
-            let Some(gplan) = self.plan.groups.get(&gname) else {
-                continue;
-            };
+        for (n, rec) in &saved.agents {
+            if let Some(a) = self.agents.get_mut(n) {
+                a.restarts = rec.restarts;
+                a.oom_kills = rec.oom_kills;
+            }
+        }
+        let mut adopted = Vec::new();
+        for (gname, gplan) in &self.plan.groups {
             let pod = match Pod::adopt(gplan, &self.opts) {
-                Ok(Some(p)) => p,
+                Ok(Some(p)) => Arc::new(p),
                 Ok(None) => continue,
                 Err(e) => {
                     eprintln!("agent-supervisor: group {gname}: cannot adopt: {e}");
                     continue;
                 }
             };
-            let names: Vec<String> = self
-                .agents
-                .values()
-                .filter(|a| a.group == gname)
-                .map(|a| a.name.clone())
-                .collect();
-            for name in names {
-                let Some(rec) = saved.agents.get(&name) else {
+            for (name, ap) in &gplan.agents {
+                let (Some(rec), Some(a)) = (saved.agents.get(name), self.agents.get_mut(name))
+                else {
                     continue;
                 };
-                let a = self.agents.get_mut(&name).expect("agent listed above");
-                a.restarts = rec.restarts;
-                a.oom_kills = rec.oom_kills;
                 let Some((shim, start)) = rec.shim else {
                     continue;
                 };
@@ -269,42 +306,42 @@ impl Core {
                     continue;
                 }
                 a.generation += 1;
-                a.state = AgentState::Running;
-                a.shim = Some((shim, start));
-                a.pid = rec.pid.or_else(|| pod.agent_pid(&name));
-                a.started_at = rec
+                let started_at = rec
                     .started_at
-                    .map(|s| UNIX_EPOCH + Duration::from_secs_f64(s));
-                a.started = a
-                    .started_at
-                    .and_then(|s| s.elapsed().ok())
-                    .map(|e| Instant::now() - e);
-                a.oom_base = rec.oom_base;
-                a.cgroup = pod.cgroup.open_child(&name);
-                let (tx, generation) = (self.tx.clone(), a.generation);
-                tokio::spawn(async move {
-                    process::wait_exit(Watched::Adopted(shim)).await;
-                    let _ = tx.send(Event::Exited {
-                        agent: name.clone(),
-                        generation,
-                    });
+                    .map_or_else(SystemTime::now, |s| UNIX_EPOCH + Duration::from_secs_f64(s));
+                let started = started_at
+                    .elapsed()
+                    .ok()
+                    .and_then(|e| Instant::now().checked_sub(e))
+                    .unwrap_or_else(Instant::now);
+                let cgroup = pod.cgroup.open_child(name);
+                a.run = Run::Running(Proc {
+                    shim: Some((shim, start)),
+                    pid: rec.pid.or_else(|| pod.agent_pid(name)),
+                    started_at,
+                    started,
+                    oom_base: rec.oom_base,
+                    cgroup: cgroup.clone(),
+                    health: Default::default(),
+                    stop_signal: start::stop_signal(ap),
+                    stop_timeout: ap.stop_timeout,
                 });
+                adopted.push((name.clone(), a.generation, shim, pod.clone(), cgroup));
             }
-            if let Some(g) = self.groups.get_mut(&gname) {
+            if let Some(g) = self.groups.get_mut(gname) {
                 g.pod = Some(pod);
             }
         }
-        let names: Vec<String> = self.agents.keys().cloned().collect();
-        for n in names {
-            if self.agents[&n].state == AgentState::Running {
-                self.start_health(&n);
-            }
-        }
-        for (n, rec) in &saved.agents {
-            if let Some(a) = self.agents.get_mut(n) {
-                a.restarts = rec.restarts;
-                a.oom_kills = rec.oom_kills;
-            }
+        for (name, generation, shim, pod, cgroup) in adopted {
+            start::watch_exit(
+                self.tx.clone(),
+                name.clone(),
+                generation,
+                Watched::Adopted(shim),
+                Some(pod),
+                cgroup,
+            );
+            self.start_health(&name);
         }
         Pod::remove_strays(&self.opts, &self.groups.keys().cloned().collect::<Vec<_>>());
     }
@@ -314,21 +351,21 @@ impl Core {
         let Some((g, a)) = self.agent_cfg(name) else {
             return Ok(());
         };
-        for (dep, cond) in &a.depends_on.0 {
+        for (dep, cond) in &a.depends_on {
             if let Some(d) = self.agents.get(dep) {
                 if !satisfies(d, *cond, self.has_health(dep)) {
                     return Err(format!("agent {dep} to be {}", cond_name(*cond)));
                 }
             }
         }
-        for (dg, cond) in &g.depends_on.0 {
+        for (dg, cond) in &g.depends_on {
             for d in self.agents.values().filter(|d| &d.group == dg) {
                 if !satisfies(d, *cond, self.has_health(&d.name)) {
                     return Err(format!(
                         "group {dg} to be {} ({} is {})",
                         cond_name(*cond),
                         d.name,
-                        d.state.as_str()
+                        d.state().as_str()
                     ));
                 }
             }
@@ -349,26 +386,20 @@ impl Core {
         }
         let names: Vec<String> = self.agents.keys().cloned().collect();
         for name in names {
-            let a = &self.agents[&name];
-            if !a.desired || !matches!(a.state, AgentState::Stopped | AgentState::Exited) {
+            if !self.agents.get(&name).is_some_and(AgentRt::wants_start) {
                 continue;
             }
             if let Err(waiting) = self.deps_ready(&name) {
-                let a = self.agents.get_mut(&name).expect("listed");
-                let since = *a.waiting_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > START_TIMEOUT && !a.wait_reported {
-                    a.wait_reported = true;
-                    a.health_detail = Some(format!(
-                        "start timeout: waited {:?} for {waiting}",
-                        START_TIMEOUT
-                    ));
-                    eprintln!("agent-supervisor: {}:{name}: start timeout: waited {START_TIMEOUT:?} for {waiting}", a.group);
+                if let Some(a) = self.agents.get_mut(&name) {
+                    note_wait(a, &waiting);
                 }
                 continue;
             }
-            let gname = self.agents[&name].group.clone();
+            let Some(gname) = self.agents.get(&name).map(|a| a.group.clone()) else {
+                continue;
+            };
             let g = self.groups.entry(gname.clone()).or_default();
-            if g.retire {
+            if g.retire || g.stopping {
                 continue;
             }
             if g.pod.is_none() {
@@ -380,7 +411,7 @@ impl Core {
                     let (opts, tx) = (self.opts.clone(), self.tx.clone());
                     tokio::task::spawn_blocking(move || {
                         let result = Pod::start(&gplan, &opts)
-                            .map(Box::new)
+                            .map(Arc::new)
                             .map_err(|e| e.to_string());
                         let _ = tx.send(Event::GroupStarted {
                             group: gname,
@@ -394,240 +425,33 @@ impl Core {
         }
     }
 
-    fn start_agent(&mut self, name: &str) {
-        let Some(cfg) = self.plan.agent(name).cloned() else {
-            return;
-        };
-        let a = self.agents.get_mut(name).expect("known agent");
-        a.generation += 1;
-        a.waiting_since = None;
-        a.wait_reported = false;
-        a.health = Health::Unknown;
-        a.health_fails = 0;
-        a.health_counted_at = None;
-        a.health_detail = None;
-        a.backoff_until = None;
-        let generation = a.generation;
-        let pod = self
-            .groups
-            .get(&a.group)
-            .and_then(|g| g.pod.as_ref())
-            .expect("reconcile starts agents of running pods");
-        let log = crate::pod::spec_of::log_spec(&cfg.log);
-        let spawned = pod
-            .spawn_agent(&cfg, Some(log), [Io::Null; 3])
-            .map_err(|e| e.to_string());
-        let a = self.agents.get_mut(name).expect("known agent");
-        match spawned {
-            Err(reason) => {
-                eprintln!("agent-supervisor: {}:{name}: {reason}", a.group);
-                a.state = AgentState::Starting;
-                a.stop_reason = Some(LastExit::StartFailure { reason });
-                let _ = self.tx.send(Event::Exited {
-                    agent: name.to_string(),
-                    generation,
-                });
-            }
-            Ok((shim_proc, cg)) => {
-                let shim = shim_proc.pid;
-                // Read, then checked still running: a shim the launch server already reaped
-                // may have had its pid reused by another process.
-                a.shim = crate::launch::proc_start_time(shim)
-                    .map(|t| (shim, t))
-                    .filter(|_| !shim_proc.exited());
-                a.state = AgentState::Starting;
-                a.pid = None;
-                a.started_at = Some(SystemTime::now());
-                a.started = Some(Instant::now());
-                a.oom_base = cg.oom_kills();
-                a.cgroup = Some(cg);
-                let pid_file = pod.dir.join("agents").join(format!("{name}.pid"));
-                let tx = self.tx.clone();
-                let agent = name.to_string();
-                tokio::spawn(async move {
-                    process::wait_exit(Watched::from(shim_proc)).await;
-                    let _ = tx.send(Event::Exited { agent, generation });
-                });
-                let tx = self.tx.clone();
-                let agent = name.to_string();
-                tokio::spawn(async move {
-                    // The shim writes the agent's pid once exec succeeded.
-                    for _ in 0..2500 {
-                        if let Ok(t) = tokio::fs::read_to_string(&pid_file).await {
-                            if let Ok(pid) = t.trim().parse::<i32>() {
-                                let _ = tx.send(Event::Running {
-                                    agent,
-                                    generation,
-                                    pid: Some(pid),
-                                });
-                                return;
-                            }
-                        }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    let _ = tx.send(Event::Running {
-                        agent,
-                        generation,
-                        pid: None,
-                    });
-                });
-            }
-        }
-    }
-
-    fn start_health(&mut self, name: &str) {
-        let Some((_, cfg)) = self.agent_cfg(name) else {
-            return;
-        };
-        let Some(h) = cfg.health.clone() else { return };
-        let port = cfg.all_ports().first().map(|p| p.0);
-        let Some(probe) = Probe::from_config(&h, port) else {
-            return;
-        };
-        let timing = defaults::health_timing(&h);
-        let a = self.agents.get_mut(name).expect("known agent");
-        a.stop_health();
-        let cancel = CancellationToken::new();
-        a.health_task = Some(cancel.clone());
-        let (tx, agent, generation) = (self.tx.clone(), name.to_string(), a.generation);
-        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        tokio::spawn(async move {
-            let mut first = true;
-            loop {
-                let wait = if first {
-                    Duration::ZERO
-                } else if healthy.load(std::sync::atomic::Ordering::Relaxed) {
-                    timing.interval
-                } else {
-                    EARLY_CHECK.min(timing.interval)
-                };
-                first = false;
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                let result = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = health::check(&probe, timing.timeout) => r,
-                };
-                healthy.store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
-                if tx
-                    .send(Event::Health {
-                        agent: agent.clone(),
-                        generation,
-                        result,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Asks a live agent to stop: its stop signal now, a kill of its cgroup at stop_timeout.
-    fn begin_stop(&mut self, name: &str, reason: LastExit, then_start: bool, counts: bool) {
-        // An agent reload removed from the file still stops, with the default signal and timeout.
-        let (timeout, sig) = match self.agent_cfg(name) {
-            Some((g, cfg)) => (
-                defaults::stop_timeout(g, cfg),
-                cfg.stop_signal
-                    .clone()
-                    .unwrap_or_else(|| defaults::STOP_SIGNAL.to_string()),
-            ),
-            None => (defaults::STOP_TIMEOUT, defaults::STOP_SIGNAL.to_string()),
-        };
-        if !self.agents.contains_key(name) {
-            return;
-        }
-        let a = self.agents.get_mut(name).expect("known agent");
-        a.stop_health();
-        match a.state {
-            AgentState::Starting | AgentState::Running => {
-                a.state = AgentState::Stopping;
-                a.stop_reason = Some(reason);
-                a.then_start = then_start;
-                a.restart_counts = counts;
-                let sig = parse_signal(&sig).unwrap_or(Signal::SIGTERM);
-                // The agent itself when its pid is known, else its shim (which forwards).
-                let target = a.pid.or(a.shim.map(|s| s.0));
-                if let Some(pid) = target {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
-                }
-                let (tx, agent, generation) = (self.tx.clone(), name.to_string(), a.generation);
-                tokio::spawn(async move {
-                    tokio::time::sleep(timeout).await;
-                    let _ = tx.send(Event::StopTimeout { agent, generation });
-                });
-            }
-            AgentState::Stopping => {
-                a.then_start = then_start;
-            }
-            AgentState::Backoff => {
-                a.generation += 1;
-                a.backoff_until = None;
-                a.state = AgentState::Stopped;
-                a.desired = then_start;
-            }
-            AgentState::Stopped | AgentState::Exited | AgentState::Fatal => {
-                a.desired = then_start;
-                if then_start {
-                    a.state = AgentState::Stopped;
-                }
-            }
-        }
-    }
-
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Control(msg) => self.control(msg),
-            Event::GroupStarted { group, result } => {
-                let g = self.groups.entry(group.clone()).or_default();
-                g.starting = false;
-                match result {
-                    Ok(pod) => {
-                        g.failed = None;
-                        g.pod = Some(*pod);
-                    }
-                    Err(e) => {
-                        eprintln!("agent-supervisor: group {group}: {e}");
-                        g.failed = Some(e.clone());
-                        // Its agents back off like failed starts.
-                        let names: Vec<String> = self
-                            .agents
-                            .values()
-                            .filter(|a| a.group == group && a.desired)
-                            .map(|a| a.name.clone())
-                            .collect();
-                        for n in names {
-                            let a = self.agents.get_mut(&n).expect("listed");
-                            a.state = AgentState::Starting;
-                            a.generation += 1;
-                            a.stop_reason = Some(LastExit::StartFailure { reason: e.clone() });
-                            let _ = self.tx.send(Event::Exited {
-                                agent: n,
-                                generation: a.generation,
-                            });
-                        }
-                    }
+            Event::GroupStarted { group, result } => self.group_started(&group, result),
+            Event::GroupStopped { group } => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.stopping = false;
+                }
+                if !self.plan.groups.contains_key(&group) {
+                    self.groups.remove(&group);
                 }
             }
+            Event::Spawned {
+                agent,
+                generation,
+                result,
+            } => self.spawned(&agent, generation, result),
             Event::Running {
                 agent,
                 generation,
                 pid,
-            } => {
-                let Some(a) = self.agents.get_mut(&agent) else {
-                    return;
-                };
-                if a.generation != generation || a.state != AgentState::Starting {
-                    return;
-                }
-                a.pid = pid;
-                a.state = AgentState::Running;
-                self.start_health(&agent);
-            }
-            Event::Exited { agent, generation } => self.exited(&agent, generation),
+            } => self.running(&agent, generation, pid),
+            Event::Exited {
+                agent,
+                generation,
+                exit,
+            } => self.exited(&agent, generation, *exit),
             Event::Health {
                 agent,
                 generation,
@@ -637,67 +461,94 @@ impl Core {
                 let Some(a) = self.agents.get_mut(&agent) else {
                     return;
                 };
-                if a.generation == generation && a.state == AgentState::Backoff {
+                if a.generation == generation && matches!(a.run, Run::Backoff { .. }) {
                     a.restarts += 1;
-                    a.state = AgentState::Stopped;
-                    a.backoff_until = None;
+                    a.run = Run::Stopped { wait: None };
                 }
             }
-            Event::StopTimeout { agent, generation } => {
-                let Some(a) = self.agents.get(&agent) else {
-                    return;
+            Event::StopTimeout { agent, generation } => self.stop_timeout(&agent, generation),
+            Event::Resolved { result, reply } => {
+                let answer = match result {
+                    _ if self.shutting_down.is_some() => Err(ApiError {
+                        status: 409,
+                        message: "the daemon is shutting down".into(),
+                    }),
+                    Ok(plan) => Ok(Response::Reloaded {
+                        result: crate::daemon::reload::apply(self, *plan),
+                    }),
+                    Err(e) => Err(e),
                 };
-                if a.generation == generation && a.state == AgentState::Stopping {
-                    if let Some(cg) = a.cgroup.clone() {
-                        tokio::task::spawn_blocking(move || {
-                            let _ = cg.kill();
-                        });
-                    }
-                }
+                let _ = reply.send(answer);
             }
             Event::Tick => {}
         }
     }
 
-    /// One round of an orderly shutdown: stop every live agent nothing live depends on.
-    fn shutdown_step(&mut self) {
-        let names: Vec<String> = self.agents.keys().cloned().collect();
-        for name in &names {
-            let a = &self.agents[name];
-            if a.state == AgentState::Backoff {
-                self.begin_stop(name, LastExit::StoppedByUser, false, false);
-                continue;
+    fn group_started(&mut self, group: &str, result: Result<Arc<Pod>, String>) {
+        let g = self.groups.entry(group.to_string()).or_default();
+        g.starting = false;
+        match result {
+            Ok(pod) => {
+                g.failed = None;
+                g.pod = Some(pod);
             }
-            if !matches!(a.state, AgentState::Starting | AgentState::Running) {
-                continue;
+            Err(e) => {
+                eprintln!("agent-supervisor: group {group}: {e}");
+                g.failed = Some(e.clone());
+                // Its agents back off like failed starts.
+                let names: Vec<String> = self
+                    .agents
+                    .values()
+                    .filter(|a| a.group == group && a.wants_start())
+                    .map(|a| a.name.clone())
+                    .collect();
+                for n in names {
+                    self.start_failed(&n, None, e.clone());
+                }
             }
-            let needed = names.iter().any(|other| {
-                other != name && self.agents[other].is_live() && self.depends_on(other, name)
-            });
-            if !needed {
-                self.begin_stop(name, LastExit::StoppedByUser, false, false);
-            }
-        }
-        for a in self.agents.values_mut() {
-            a.desired = false;
         }
     }
+}
 
-    /// Whether agent `a` depends on agent `b` (directly or through its group).
-    fn depends_on(&self, a: &str, b: &str) -> bool {
-        let (Some((ga, ca)), Some(rb)) = (self.agent_cfg(a), self.agents.get(b)) else {
-            return false;
-        };
-        ca.depends_on.0.contains_key(b) || ga.depends_on.0.contains_key(&rb.group)
+/// Records that a start candidate waits for its dependencies; reports a wait longer than
+/// [`START_TIMEOUT`] once.
+fn note_wait(a: &mut AgentRt, waiting: &str) {
+    if matches!(a.run, Run::Exited) {
+        a.run = Run::Stopped { wait: None };
+    }
+    let Run::Stopped { wait } = &mut a.run else {
+        return;
+    };
+    let w = wait.get_or_insert_with(|| Wait {
+        since: Instant::now(),
+        reported: false,
+    });
+    if w.since.elapsed() > START_TIMEOUT && !w.reported {
+        w.reported = true;
+        a.health_detail = Some(format!(
+            "start timeout: waited {START_TIMEOUT:?} for {waiting}"
+        ));
+        eprintln!(
+            "agent-supervisor: {}:{}: start timeout: waited {START_TIMEOUT:?} for {waiting}",
+            a.group, a.name
+        );
+    }
+}
+
+/// Tears a pod down, reporting a failure with the group's name.
+fn stop_pod(group: &str, pod: &Pod) {
+    if let Err(e) = pod.stop() {
+        eprintln!("agent-supervisor: group {group}: {e}");
     }
 }
 
 fn satisfies(d: &AgentRt, cond: Condition, has_health: bool) -> bool {
+    let Run::Running(p) = &d.run else {
+        return false;
+    };
     match cond {
-        Condition::Started => d.state == AgentState::Running,
-        Condition::Healthy => {
-            d.state == AgentState::Running && (d.health == Health::Healthy || !has_health)
-        }
+        Condition::Started => true,
+        Condition::Healthy => p.health.health == Health::Healthy || !has_health,
     }
 }
 

@@ -1,9 +1,7 @@
 //! What `reload` asks of the core: forget removed agents, restart changed ones, retire
 //! groups whose settings changed, take the new configuration.
 
-use agent_config::Loaded;
-
-use super::Core;
+use super::{stop_pod, Core, Event};
 use crate::daemon::api::LastExit;
 
 impl Core {
@@ -33,8 +31,7 @@ impl Core {
         }
     }
 
-    pub(in crate::daemon) fn set_config(&mut self, l: Loaded, plan: agent_plan::HostPlan) {
-        self.l = l;
+    pub(in crate::daemon) fn set_plan(&mut self, plan: agent_plan::HostPlan) {
         self.plan = plan;
         self.sync_config();
     }
@@ -43,13 +40,7 @@ impl Core {
     /// agents all stopped and lets changed groups start afresh.
     pub(in crate::daemon) fn collect_retired(&mut self) {
         self.retiring = false;
-        let configured: Vec<String> = self
-            .l
-            .system
-            .groups
-            .values()
-            .flat_map(|g| g.agents.iter().map(|a| a.name.clone()))
-            .collect();
+        let configured: Vec<String> = self.plan.agents().map(|(_, a)| a.name.clone()).collect();
         self.agents
             .retain(|n, a| configured.contains(n) || a.is_live());
         // Removed agents still stopping: look again after the next event.
@@ -71,22 +62,24 @@ impl Core {
                 self.retiring = true;
                 continue;
             }
-            if let Some(g) = self.groups.get_mut(&gname) {
-                if let Some(pod) = g.pod.take() {
-                    if let Err(e) = pod.stop() {
-                        eprintln!("agent-supervisor: group {gname}: {e}");
-                    }
+            let Some(g) = self.groups.get_mut(&gname) else {
+                continue;
+            };
+            g.retire = false;
+            match g.pod.take() {
+                // Torn down off the core task; the group starts afresh once it is gone.
+                Some(pod) => {
+                    g.stopping = true;
+                    let tx = self.tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        stop_pod(&gname, &pod);
+                        let _ = tx.send(Event::GroupStopped { group: gname });
+                    });
                 }
-                g.retire = false;
-            }
-            let still = self
-                .l
-                .system
-                .groups
-                .get(&gname)
-                .is_some_and(|g| g.host == self.host);
-            if !still {
-                self.groups.remove(&gname);
+                None if !self.plan.groups.contains_key(&gname) => {
+                    self.groups.remove(&gname);
+                }
+                None => {}
             }
         }
     }

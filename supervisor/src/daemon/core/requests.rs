@@ -7,17 +7,20 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
-use super::{unix, Core, REQUEST_WAIT};
-use crate::daemon::agent::AgentRt;
+use super::{unix, Core, Event, REQUEST_WAIT};
+use crate::daemon::agent::{AgentRt, Run};
 use crate::daemon::api::{
     AgentState, ApiError, ControlMsg, GroupStatus, LastExit, Request, Response, Snapshot,
 };
+
+/// Where a request's answer goes.
+type Reply = tokio::sync::oneshot::Sender<Result<Response, ApiError>>;
 
 /// A `start`/`stop`/`restart` request waiting for its agents to settle.
 pub(super) struct Pending {
     pub(super) agents: Vec<String>,
     pub(super) want_running: bool,
-    pub(super) reply: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
+    pub(super) reply: Reply,
     pub(super) deadline: Instant,
 }
 
@@ -32,46 +35,93 @@ enum Kind {
 impl Core {
     /// `start` of one agent: wanted again, its failure count and backoff forgotten.
     fn request_start(&mut self, name: &str) {
-        let a = self.agents.get_mut(name).expect("resolved");
+        let Some(a) = self.agents.get_mut(name) else {
+            eprintln!("agent-supervisor: agent {name}: asked to start, but it is not known");
+            return;
+        };
         if !a.is_live() {
             a.desired = true;
             a.retries = 0;
             a.generation += 1;
-            a.backoff_until = None;
-            a.state = AgentState::Stopped;
+            a.run = Run::Stopped { wait: None };
         }
     }
 
-    fn snapshot(&self, targets: &[String]) -> Result<Snapshot, ApiError> {
-        let names = self.resolve(targets, true)?;
-        let agents = names
+    /// Answers a status request: the rows are taken here, the cgroups (memory, CPU, pids)
+    /// are read on a blocking thread, which sends the answer.
+    fn snapshot(&self, targets: &[String], reply: Reply) {
+        let names = match self.resolve(targets, true) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let agents: Vec<_> = names
             .iter()
-            .map(|n| self.agents[n].status(&self.host))
+            .filter_map(|n| self.agents.get(n))
+            .map(|a| a.status(&self.host))
             .collect();
-        let groups = self
+        let groups: Vec<_> = self
             .groups
             .iter()
             .map(|(name, g)| {
-                let stats = g.pod.as_ref().map(|p| p.cgroup.stats()).unwrap_or_default();
-                GroupStatus {
+                let row = GroupStatus {
                     host: self.host.clone(),
                     group: name.clone(),
                     init_pid: g.pod.as_ref().map(|p| p.init_pid),
-                    memory_usage_bytes: stats.memory_usage,
-                    memory_limit_bytes: stats.memory_limit,
-                    cpu_seconds: stats.cpu_usage_seconds,
-                    pids: stats.pids_current,
-                }
+                    memory_usage_bytes: None,
+                    memory_limit_bytes: None,
+                    cpu_seconds: None,
+                    pids: None,
+                };
+                (row, g.pod.as_ref().map(|p| p.cgroup.clone()))
             })
             .collect();
-        Ok(Snapshot {
+        let head = Snapshot {
             host: self.host.clone(),
             version: crate::VERSION.to_string(),
             daemon_pid: std::process::id(),
             daemon_started_at: unix(self.started),
-            agents,
-            groups,
-        })
+            agents: Vec::new(),
+            groups: Vec::new(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let agents = agents
+                .into_iter()
+                .map(|(mut row, cg)| {
+                    row.memory_bytes = cg.and_then(|c| c.stats().memory_usage);
+                    row
+                })
+                .collect();
+            let groups = groups
+                .into_iter()
+                .map(|(mut row, cg)| {
+                    let stats = cg.map(|c| c.stats()).unwrap_or_default();
+                    row.memory_usage_bytes = stats.memory_usage;
+                    row.memory_limit_bytes = stats.memory_limit;
+                    row.cpu_seconds = stats.cpu_usage_seconds;
+                    row.pids = stats.pids_current;
+                    row
+                })
+                .collect();
+            let snapshot = Snapshot {
+                agents,
+                groups,
+                ..head
+            };
+            let _ = reply.send(Ok(Response::Status { snapshot }));
+        });
+    }
+
+    /// Answers a reload: the system file is loaded and resolved on a blocking thread; the
+    /// new plan comes back as [`Event::Resolved`] and is applied there.
+    fn reload(&self, reply: Reply) {
+        let (file, host, tx) = (self.plan.file.clone(), self.host.clone(), self.tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = crate::daemon::reload::resolve(&file, &host).map(Box::new);
+            let _ = tx.send(Event::Resolved { result, reply });
+        });
     }
 
     /// Agent names for targets (`NAME`, `GROUP:*`, `GROUP:NAME`, `all`); empty = all when
@@ -126,9 +176,7 @@ impl Core {
             _ => Kind::Restart,
         };
         let answer = match request {
-            Request::Status { targets } => self
-                .snapshot(&targets)
-                .map(|snapshot| Response::Status { snapshot }),
+            Request::Status { targets } => return self.snapshot(&targets, reply),
             Request::Version => Ok(Response::Version {
                 version: crate::VERSION.to_string(),
                 pid: std::process::id(),
@@ -181,8 +229,12 @@ impl Core {
                         let results = names
                             .into_iter()
                             .map(|n| {
-                                let a = &self.agents[&n];
-                                let r = match a.pid.filter(|_| a.is_live()) {
+                                let pid = self
+                                    .agents
+                                    .get(&n)
+                                    .and_then(|a| a.run.proc())
+                                    .and_then(|p| p.pid);
+                                let r = match pid {
                                     Some(pid) => {
                                         match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
                                             Ok(()) => format!("sent {sig}"),
@@ -198,9 +250,7 @@ impl Core {
                     }
                 }
             }
-            Request::Reload => {
-                crate::daemon::reload::reload(self).map(|result| Response::Reloaded { result })
-            }
+            Request::Reload => return self.reload(reply),
             Request::Shutdown => {
                 self.begin_shutdown();
                 Ok(Response::ShuttingDown)
@@ -226,12 +276,12 @@ impl Core {
             let settled = |a: &AgentRt| {
                 if p.want_running {
                     matches!(
-                        a.state,
+                        a.state(),
                         AgentState::Running
                             | AgentState::Fatal
                             | AgentState::Exited
                             | AgentState::Backoff
-                    ) && !(a.state == AgentState::Running && a.then_start)
+                    )
                 } else {
                     !a.is_live()
                 }
@@ -247,7 +297,7 @@ impl Core {
                     .map(|n| {
                         let what = match self.agents.get(n) {
                             None => "removed".to_string(),
-                            Some(a) => match (p.want_running, a.state) {
+                            Some(a) => match (p.want_running, a.state()) {
                                 (true, AgentState::Running) => "started".to_string(),
                                 (false, s) if !a.is_live() => format!("stopped ({})", s.as_str()),
                                 (_, s) => format!(
