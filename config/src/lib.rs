@@ -10,6 +10,7 @@ pub mod graph;
 pub mod load;
 pub mod locate;
 pub mod model;
+pub mod network;
 mod recover;
 pub mod report;
 mod rules;

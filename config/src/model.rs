@@ -76,6 +76,9 @@ pub struct Host {
     /// Settings of the WireGuard bridge between hosts.
     #[serde(default)]
     pub bridge: Option<BridgeSettings>,
+    /// The host's group network (`subnet`).
+    #[serde(default)]
+    pub network: Option<HostNetwork>,
 }
 
 /// The role of a host.
@@ -110,14 +113,7 @@ pub struct ImageDef {
     pub recipe: Option<PathBuf>,
 }
 
-/// Network mode of a group.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    /// Share the host's network namespace.
-    #[default]
-    Host,
-}
+pub use crate::network::{GroupNetwork, HostNetwork, NetworkMode, Publish};
 
 /// A group of agents that share namespaces, an image and a cgroup slice.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -128,7 +124,7 @@ pub struct Group {
     /// Image name (`host` = the host's own system directories, read-only).
     pub image: Option<String>,
     #[serde(default)]
-    pub network: Option<NetworkMode>,
+    pub network: Option<GroupNetwork>,
     #[serde(default)]
     pub resources: Resources,
     #[serde(default)]
@@ -597,6 +593,9 @@ pub struct Agent {
     pub stop_signal: Option<String>,
     /// Overrides the group's `stop_timeout`.
     pub stop_timeout: Option<Dur>,
+    /// Ports of the host that lead to this agent (private groups; nftables DNAT).
+    #[serde(default)]
+    pub publish: Vec<Publish>,
 }
 
 impl Agent {

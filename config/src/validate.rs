@@ -184,8 +184,9 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
     let mut seen_agents: HashMap<&str, String> = HashMap::new();
     let mut group_graph = Graph::default();
     let mut agent_graph = Graph::default();
-    // Ports per host: port -> (agent label, field path).
-    let mut ports: HashMap<(&str, u16), (String, String)> = HashMap::new();
+    // Ports per network namespace — (host, "") is the host's own, (host, group) a private
+    // group's: port -> (agent label, field path).
+    let mut ports: HashMap<(&str, &str, u16), (String, String)> = HashMap::new();
     for (gname, g) in &s.groups {
         let gp = format!("groups.{gname}");
         group_graph.add_node(gname);
@@ -313,6 +314,11 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
             }
         }
         let daemon_port = listen_port(&defaults::daemon(s, &g.host).http_listen);
+        let private = g
+            .network
+            .as_ref()
+            .is_some_and(|n| n.mode == crate::model::NetworkMode::Private);
+        let netns = if private { gname.as_str() } else { "" };
         for (i, a) in g.agents.iter().enumerate() {
             let ap = format!("{gp}.agents[{i}]");
             let label = format!("{gname}:{}", a.name);
@@ -365,10 +371,10 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
                     continue;
                 }
                 own.push(port);
-                if Some(port.0) == daemon_port {
+                if Some(port.0) == daemon_port && !private {
                     out.push(e(&pp, "port-clash", format!("port {port} of {label} clashes with the daemon's http_listen on host {}", g.host)));
                 }
-                match ports.get(&(g.host.as_str(), port.0)) {
+                match ports.get(&(g.host.as_str(), netns, port.0)) {
                     Some((other, _)) => out.push(e(
                         &pp,
                         "port-clash",
@@ -378,7 +384,34 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
                         ),
                     )),
                     None => {
-                        ports.insert((g.host.as_str(), port.0), (label.clone(), pp.clone()));
+                        ports.insert(
+                            (g.host.as_str(), netns, port.0),
+                            (label.clone(), pp.clone()),
+                        );
+                    }
+                }
+            }
+            // A published port is a port of the host.
+            for (j, p) in a.publish.iter().enumerate() {
+                let pp = format!("{ap}.publish[{j}]");
+                let port = p.host_port;
+                if Some(port) == daemon_port {
+                    out.push(e(&pp, "port-clash", format!("published port {port} of {label} clashes with the daemon's http_listen on host {}", g.host)));
+                }
+                match ports.get(&(g.host.as_str(), "", port)) {
+                    Some((other, _)) => out.push(e(
+                        &pp,
+                        "port-clash",
+                        format!(
+                            "published port {port} of {label} is already used by {other} on host {}",
+                            g.host
+                        ),
+                    )),
+                    None => {
+                        ports.insert(
+                            (g.host.as_str(), "", port),
+                            (format!("{label} (published)"), pp.clone()),
+                        );
                     }
                 }
             }
@@ -511,15 +544,27 @@ fn keys<'a>(it: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// All ports of agents on `host`, with their `group:agent` label.
+/// The ports `host`'s agents take on the host itself, with their `group:agent` label: the
+/// ports of agents on the host's network and the published ports of private groups (a
+/// private group's own ports are in its own network namespace).
 pub fn host_ports(l: &Loaded, host: &str) -> Vec<(Port, String)> {
     let mut v = Vec::new();
     for (gname, g) in &l.system.groups {
-        if g.host == host {
-            for a in &g.agents {
+        if g.host != host {
+            continue;
+        }
+        let private = g
+            .network
+            .as_ref()
+            .is_some_and(|n| n.mode == crate::model::NetworkMode::Private);
+        for a in &g.agents {
+            if !private {
                 for p in a.all_ports() {
                     v.push((p, format!("{gname}:{}", a.name)));
                 }
+            }
+            for p in &a.publish {
+                v.push((Port(p.host_port), format!("{gname}:{} (published)", a.name)));
             }
         }
     }

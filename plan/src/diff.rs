@@ -1,6 +1,6 @@
 //! [`diff`]: what changed between two plans of one host, so `reload` touches exactly that.
 
-use crate::{GroupPlan, HostPlan};
+use crate::{AgentPlan, GroupPlan, HostNetPlan, HostPlan, NetworkPlan, PrivateNet};
 
 /// The difference between an old and a new plan of one host. Names are in the new plan's
 /// order (removed ones in the old plan's).
@@ -26,6 +26,11 @@ pub struct PlanDiff {
     /// Daemon settings that changed and that only a daemon restart applies (`http_listen`,
     /// `control_socket`, ...); the per-agent ones (log settings) are in the agents' plans.
     pub daemon_settings: Vec<&'static str>,
+    /// Groups whose names (`/etc/hosts`) changed but nothing that needs a restart: the
+    /// daemon rewrites their hosts file in place.
+    pub renamed_groups: Vec<String>,
+    /// Whether the host's nftables table (masquerading, published ports) must be rewritten.
+    pub netfilter: bool,
 }
 
 impl PlanDiff {
@@ -38,7 +43,41 @@ impl PlanDiff {
             && self.removed_agents.is_empty()
             && self.restarted_agents.is_empty()
             && self.daemon_settings.is_empty()
+            && self.renamed_groups.is_empty()
+            && !self.netfilter
     }
+}
+
+/// The network plan without its published ports (they change without a restart).
+fn unpublished(n: &NetworkPlan) -> NetworkPlan {
+    match n {
+        NetworkPlan::Host => NetworkPlan::Host,
+        NetworkPlan::Private(p) => NetworkPlan::Private(PrivateNet {
+            publish: Vec::new(),
+            ..p.clone()
+        }),
+    }
+}
+
+/// What the host's nftables table is made of.
+fn netfilter_of(p: &HostPlan) -> (Option<&HostNetPlan>, Vec<&NetworkPlan>) {
+    (
+        p.network.as_ref(),
+        p.groups.values().map(|g| &g.network).collect(),
+    )
+}
+
+/// Whether a running agent of plan `old` must restart to be as `new`: anything changed but
+/// a system name that was not there before (a new agent's `<AGENT>_ADDR`).
+fn same_agent(old: &AgentPlan, new: &AgentPlan) -> bool {
+    if old == new {
+        return true;
+    }
+    let mut n = new.clone();
+    n.env
+        .retain(|(k, v)| !new.names_env.contains(k) || old.env.contains(&(k.clone(), v.clone())));
+    n.names_env.retain(|k| old.names_env.contains(k));
+    n == *old
 }
 
 /// A group's own settings, without its agents.
@@ -47,7 +86,7 @@ fn same_group(a: &GroupPlan, b: &GroupPlan) -> bool {
         && a.rootfs == b.rootfs
         && a.binds == b.binds
         && a.security == b.security
-        && a.network == b.network
+        && unpublished(&a.network) == unpublished(&b.network)
         && a.devices == b.devices
         && a.depends_on == b.depends_on
 }
@@ -64,6 +103,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDiff {
         match old.groups.get(name) {
             None => d.added_groups.push(name.clone()),
             Some(o) if !same_group(o, g) => d.changed_groups.push(name.clone()),
+            Some(o) if o.names != g.names => d.renamed_groups.push(name.clone()),
             Some(_) => {}
         }
     }
@@ -76,7 +116,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDiff {
     for (ng, na) in new.agents() {
         match old.agent(&na.name) {
             Some(oa) if oa.group == ng.name => {
-                if oa != na || d.changed_groups.contains(&ng.name) {
+                if !same_agent(oa, na) || d.changed_groups.contains(&ng.name) {
                     d.restarted_agents.push(na.name.clone());
                 } else {
                     d.unchanged_agents.push(na.name.clone());
@@ -85,6 +125,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDiff {
             _ => d.added_agents.push(na.name.clone()),
         }
     }
+    d.netfilter = netfilter_of(old) != netfilter_of(new);
     let (a, b) = (&old.daemon, &new.daemon);
     macro_rules! field {
         ($($f:ident),*) => {$(

@@ -22,10 +22,11 @@ use indexmap::IndexMap;
 
 mod diff;
 mod env;
+pub mod net;
 mod resolve;
 
 pub use diff::{diff, PlanDiff};
-pub use resolve::{Findings, Plan, IMAGE_MISSING};
+pub use resolve::{Findings, Plan, IMAGE_MISSING, STATIC_CODES};
 
 /// Everything one host runs, with the system-wide facts its agents need.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +39,8 @@ pub struct HostPlan {
     pub dir: PathBuf,
     /// The daemon settings that apply on this host (host override, top level, default).
     pub daemon: EffectiveDaemon,
+    /// The bridge and nftables table of this host's private groups (`None` when it has none).
+    pub network: Option<HostNetPlan>,
     /// This host's groups, in the order of the system file.
     pub groups: IndexMap<String, GroupPlan>,
 }
@@ -54,6 +57,9 @@ pub struct GroupPlan {
     pub binds: Vec<BindPlan>,
     pub security: SecurityPlan,
     pub network: NetworkPlan,
+    /// `/etc/hosts` lines after the defaults: every group and agent of the system, by name,
+    /// with the address this group reaches it at.
+    pub names: Vec<(std::net::Ipv4Addr, Vec<String>)>,
     /// Device nodes passed through (GPUs, issue 14); empty today.
     pub devices: Vec<PathBuf>,
     /// Groups this group starts after (on any host), with their condition.
@@ -112,6 +118,43 @@ pub struct SecurityPlan {
 pub enum NetworkPlan {
     /// The host's network namespace.
     Host,
+    /// A network namespace of its own on the host's group bridge.
+    Private(PrivateNet),
+}
+
+/// A private group's network: `eth0` with `address/prefix` inside, the peer `host_veth` on
+/// the host's bridge, the default route through the bridge's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateNet {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub bridge: String,
+    /// The host end of the group's veth pair (at most 15 bytes, derived from the host's
+    /// run directory and the group's name).
+    pub host_veth: String,
+    /// Whether traffic beyond the host is masqueraded (else dropped).
+    pub egress: bool,
+    /// Published ports of the group's agents.
+    pub publish: Vec<PublishPlan>,
+}
+
+/// `host_addr:host_port` on the host leads to `port` of `agent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishPlan {
+    pub agent: String,
+    pub host_addr: Option<std::net::Ipv4Addr>,
+    pub host_port: u16,
+    pub port: u16,
+}
+
+/// The host's side of its private group networks: one bridge and one nftables table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostNetPlan {
+    pub subnet: net::Subnet,
+    pub bridge: String,
+    /// The nftables table (`ip` family) with the host's masquerading and published ports.
+    pub table: String,
 }
 
 /// One agent: a process in its group's namespaces.
@@ -135,6 +178,9 @@ pub struct AgentPlan {
     pub stop_timeout: Duration,
     /// Agents this agent starts after (on any host), with their condition.
     pub depends_on: Vec<(String, Condition)>,
+    /// The names in `env` that come from the system's names (`<AGENT>_ADDR`, `<HOST>_IP`,
+    /// `OBSERVABILITY_ENDPOINT`): a reload that only adds such a name restarts nobody.
+    pub names_env: Vec<String>,
 }
 
 /// A health check with its timing.

@@ -3,15 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_config::model::{Agent, Group, SeccompMode, TcpTarget};
+use agent_config::model::{Agent, Group, NetworkMode, SeccompMode, TcpTarget};
 use agent_config::{defaults, Finding, Loaded, Severity};
 use agent_images::Store;
 use indexmap::IndexMap;
 
 use crate::env::{group_base, Env};
+use crate::net::{self, SystemNet};
 use crate::{
-    log_file, AgentPlan, BindPlan, GroupPlan, HealthPlan, HostPlan, ImagePlan, LogPlan,
-    NetworkPlan, Probe, RootfsPlan, SecurityPlan,
+    log_file, AgentPlan, BindPlan, GroupPlan, HealthPlan, HostNetPlan, HostPlan, ImagePlan,
+    LogPlan, NetworkPlan, PrivateNet, Probe, PublishPlan, RootfsPlan, SecurityPlan,
 };
 
 /// What stops a plan: every finding at once, each with its place.
@@ -20,6 +21,10 @@ pub type Findings = Vec<Finding>;
 /// The finding code of a group whose image is not in the store: `check` reports it as a
 /// warning (the images are built after the check), the daemon as an error.
 pub const IMAGE_MISSING: &str = "image-missing";
+
+/// Codes of findings that depend on the system file only, not on the machine a host's plan
+/// is resolved on (networks, published ports): `check` reports them for every host.
+pub const STATIC_CODES: &[&str] = &["network", "publish"];
 
 /// The resolver.
 pub struct Plan;
@@ -110,11 +115,31 @@ impl Plan {
             return Err(out);
         }
         let daemon = defaults::daemon(&l.system, host);
+        let sysnet = match SystemNet::resolve(l) {
+            Ok(n) => Some(n),
+            Err(errors) => {
+                for (field, message) in errors {
+                    out.push(l.at(Severity::Error, "network", &field, message));
+                }
+                None
+            }
+        };
+        let host_net = sysnet
+            .as_ref()
+            .filter(|n| n.bridged.contains(host))
+            .and_then(|n| n.subnets.get(host))
+            .map(|subnet| HostNetPlan {
+                subnet: *subnet,
+                bridge: net::bridge_name(&daemon.run_dir),
+                table: net::table_name(&daemon.run_dir),
+            });
         let mut r = Resolver {
             l,
             store,
             layer_cache: daemon.state_dir.join("layers"),
             host_entries: None,
+            sysnet: sysnet.as_ref(),
+            host_net: host_net.as_ref(),
             out: &mut out,
         };
         let mut groups = IndexMap::new();
@@ -131,6 +156,7 @@ impl Plan {
             file: l.file.clone(),
             dir: l.dir.clone(),
             daemon,
+            network: host_net,
             groups,
         };
         Ok((plan, out))
@@ -143,6 +169,9 @@ struct Resolver<'a> {
     layer_cache: PathBuf,
     /// The host rootfs, read once per plan.
     host_entries: Option<Vec<agent_rootfs::HostEntry>>,
+    /// The system's group networks (`None` after an error there, already reported).
+    sysnet: Option<&'a SystemNet>,
+    host_net: Option<&'a HostNetPlan>,
     out: &'a mut Findings,
 }
 
@@ -202,14 +231,34 @@ impl Resolver<'_> {
             None => Vec::new(),
             Some(f) => self.env_file(&format!("{gp}.env_file"), &self.l.resolve(f)),
         };
-        let base = group_base(&image_env, env_file, g);
+        let private = g
+            .network
+            .as_ref()
+            .is_some_and(|n| n.mode == NetworkMode::Private);
+        let names = self
+            .sysnet
+            .map(|n| n.names(self.l, &g.host, private))
+            .unwrap_or_default();
+        let base = group_base(&names.env, &image_env, env_file, g);
         let mut agents = IndexMap::new();
         for (i, a) in g.agents.iter().enumerate() {
             let ap = format!("{gp}.agents[{i}]");
-            if let Some(plan) = self.agent(&ap, name, g, a, &base, working_dir.as_deref(), daemon) {
+            if let Some(mut plan) =
+                self.agent(&ap, name, g, a, &base, working_dir.as_deref(), daemon)
+            {
+                if private {
+                    by_name(&mut plan.env);
+                }
+                plan.names_env = names
+                    .env
+                    .iter()
+                    .filter(|kv| plan.env.contains(kv))
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 agents.insert(a.name.clone(), plan);
             }
         }
+        let network = self.network(&gp, name, g, private, daemon)?;
         Some(GroupPlan {
             name: name.to_string(),
             limits: g.resources.clone(),
@@ -226,7 +275,8 @@ impl Resolver<'_> {
                     .map(|(k, v)| (k.clone(), *v))
                     .collect(),
             },
-            network: NetworkPlan::Host,
+            network,
+            names: names.hosts,
             devices: Vec::new(),
             depends_on: g
                 .depends_on
@@ -236,6 +286,94 @@ impl Resolver<'_> {
                 .collect(),
             agents,
         })
+    }
+
+    /// The group's network; `None` after an error (reported).
+    fn network(
+        &mut self,
+        gp: &str,
+        name: &str,
+        g: &Group,
+        private: bool,
+        daemon: &defaults::EffectiveDaemon,
+    ) -> Option<NetworkPlan> {
+        let mut publish = Vec::new();
+        let mut ok = true;
+        for (i, a) in g.agents.iter().enumerate() {
+            let ports: Vec<u16> = a.all_ports().iter().map(|p| p.0).collect();
+            for (j, p) in a.publish.iter().enumerate() {
+                let field = format!("{gp}.agents[{i}].publish[{j}]");
+                if !private {
+                    self.err(
+                        "publish",
+                        &field,
+                        format!(
+                            "agent {} publishes a port, but its group is on the host's network \
+                             (its ports are the host's already); give the group `network: private`",
+                            a.name
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                }
+                let port = match p.port.or_else(|| ports.first().copied()) {
+                    Some(port) if ports.contains(&port) => port,
+                    Some(port) => {
+                        self.err(
+                            "publish",
+                            &field,
+                            format!("agent {} has no port {port} to publish", a.name),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    None => {
+                        self.err(
+                            "publish",
+                            &field,
+                            format!("agent {} has no port to publish", a.name),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                };
+                let host_addr = match &p.address {
+                    None => None,
+                    Some(s) => match s.parse() {
+                        Ok(ip) => Some(ip),
+                        Err(_) => {
+                            self.err("publish", &field, format!("{s:?} is not an IPv4 address"));
+                            ok = false;
+                            continue;
+                        }
+                    },
+                };
+                publish.push(PublishPlan {
+                    agent: a.name.clone(),
+                    host_addr,
+                    host_port: p.host_port,
+                    port,
+                });
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if !private {
+            return Some(NetworkPlan::Host);
+        }
+        // Errors of the system's networks were reported where they are.
+        let address = *self.sysnet?.addresses.get(name)?;
+        let host = self.host_net?;
+        Some(NetworkPlan::Private(PrivateNet {
+            address,
+            prefix: host.subnet.prefix,
+            gateway: host.subnet.gateway(),
+            bridge: host.bridge.clone(),
+            host_veth: net::veth_name(&daemon.run_dir, name),
+            egress: g.network.as_ref().and_then(|n| n.egress).unwrap_or(true),
+            publish,
+        }))
     }
 
     fn host_rootfs(&mut self, gp: &str) -> Option<RootfsPlan> {
@@ -405,6 +543,7 @@ impl Resolver<'_> {
                 .clone()
                 .unwrap_or_else(|| defaults::STOP_SIGNAL.to_string()),
             stop_timeout: defaults::stop_timeout(g, a),
+            names_env: Vec::new(),
             depends_on: a
                 .depends_on
                 .0
@@ -431,4 +570,25 @@ fn probe(h: &agent_config::model::Health, port: Option<u16>) -> Option<Probe> {
         });
     }
     h.exec.as_ref().map(|c| Probe::Exec(c.0.clone()))
+}
+
+/// In a private group, `AGENT_DEPENDENCIES` names each dependency by its name (resolved by the
+/// group's `/etc/hosts`) instead of an address: `api=api:8100`.
+fn by_name(env: &mut [(String, String)]) {
+    for (k, v) in env.iter_mut() {
+        if k != "AGENT_DEPENDENCIES" || v.is_empty() {
+            continue;
+        }
+        let named: Vec<String> = v
+            .split(',')
+            .map(|d| match d.split_once('=') {
+                Some((name, addr)) => {
+                    let port = addr.rsplit(':').next().unwrap_or_default();
+                    format!("{name}={name}:{port}")
+                }
+                None => d.to_string(),
+            })
+            .collect();
+        *v = named.join(",");
+    }
 }

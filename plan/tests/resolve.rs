@@ -142,14 +142,29 @@ fn changed_default_reaches_exactly_the_agents_that_inherit_it() {
     );
     let x = diff(&old, &d.plan("h1"));
     assert_eq!(x.restarted_agents.len(), 3);
-    // A listener change needs the daemon, not the agents.
+    // A listener address change needs the daemon, not the agents.
     d.write(
         "system.yaml",
-        &format!("daemon: {{http_listen: \"127.0.0.1:9100\"}}\n{SYSTEM}"),
+        &format!("daemon: {{http_listen: \"0.0.0.0:9000\"}}\n{SYSTEM}"),
     );
     let x = diff(&old, &d.plan("h1"));
     assert!(x.restarted_agents.is_empty(), "{x:?}");
     assert_eq!(x.daemon_settings, ["http_listen"]);
+    // Its port is in every agent's OBSERVABILITY_ENDPOINT (h1 is the primary).
+    d.write(
+        "system.yaml",
+        &format!("daemon: {{http_listen: \"0.0.0.0:9100\"}}\n{SYSTEM}"),
+    );
+    let new = d.plan("h1");
+    assert!(new
+        .groups
+        .values()
+        .flat_map(|g| g.agents.values())
+        .all(|a| a.env.contains(&(
+            "OBSERVABILITY_ENDPOINT".into(),
+            "http://10.0.0.1:9100/metrics".into()
+        ))));
+    assert_eq!(diff(&old, &new).restarted_agents.len(), 3);
 }
 
 #[test]

@@ -222,6 +222,22 @@ corpus! {
     yaml_unclosed_bracket => "yaml-unclosed-bracket",
     yaml_unclosed_quote => "yaml-unclosed-quote",
     yaml_undefined_alias => "yaml-undefined-alias",
+    net_address_gateway => "net-address-gateway",
+    net_address_not_ip => "net-address-not-ip",
+    net_address_outside => "net-address-outside",
+    net_address_twice => "net-address-twice",
+    net_egress_type => "net-egress-type",
+    net_mode_unknown_key => "net-mode-unknown-key",
+    net_subnet_host_bits => "net-subnet-host-bits",
+    net_subnet_overlap => "net-subnet-overlap",
+    net_subnet_prefix => "net-subnet-prefix",
+    publish_bad_address => "publish-bad-address",
+    publish_bad_form => "publish-bad-form",
+    publish_clash => "publish-clash",
+    publish_daemon_port => "publish-daemon-port",
+    publish_host_group => "publish-host-group",
+    publish_missing_port => "publish-missing-port",
+    publish_no_port => "publish-no-port",
 }
 
 /// The acceptance criterion of issue 10: several type errors and several semantic errors in

@@ -81,6 +81,7 @@ pub fn run(path: &Path, opts: &Options) -> Report {
         check_local(&loaded, h, &mut more);
         check_plan(&loaded, h, &mut more);
     }
+    check_static_plans(&loaded, local_host.as_deref(), &mut more);
     findings.extend(more.into_iter().filter(|f| !loaded.hides(f)));
     findings.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.at.cmp(&b.at)));
     let hosts = summarize(&loaded, local_host.as_deref());
@@ -116,6 +117,25 @@ fn check_plan(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
             f.severity = Severity::Warning;
         }
         out.push(f);
+    }
+}
+
+/// The other hosts' plans need their machines (env files, bind sources, images), but their
+/// networks and published ports are static: those findings count from any machine.
+fn check_static_plans(l: &Loaded, local: Option<&str>, out: &mut Vec<Finding>) {
+    for other in l.system.hosts.keys().filter(|h| Some(h.as_str()) != local) {
+        let Ok((_, findings)) = agent_plan::Plan::resolve_partial(l, other, None) else {
+            continue;
+        };
+        for f in findings {
+            if agent_plan::STATIC_CODES.contains(&f.code)
+                && !out
+                    .iter()
+                    .any(|o| o.field == f.field && o.message == f.message)
+            {
+                out.push(f);
+            }
+        }
     }
 }
 

@@ -312,7 +312,7 @@ impl Pod {
         }
         let rootfs = rootfs(g, dir)?;
         let hosts = dir.join("hosts");
-        let text = spec_of::hosts_file(std::fs::read_to_string("/etc/hosts").ok(), group);
+        let text = spec_of::hosts_file(std::fs::read_to_string("/etc/hosts").ok(), g);
         std::fs::write(&hosts, text).map_err(io(format!("write {}", hosts.display())))?;
         Ok(spec_of::group_spec(g, dir, init_procs, rootfs, hosts))
     }

@@ -53,19 +53,31 @@ pub fn group_spec(
 
 /// Whether the group has a network namespace of its own.
 pub fn private_network(g: &GroupPlan) -> bool {
-    match g.network {
-        NetworkPlan::Host => false,
-    }
+    matches!(g.network, NetworkPlan::Private(_))
 }
 
-/// The `/etc/hosts` of a group: the host's file plus the group's own name (Python's
-/// `http.server`, for one, looks its own name up).
-pub fn hosts_file(host_hosts: Option<String>, group: &str) -> String {
-    let mut text = host_hosts.unwrap_or_else(|| "127.0.0.1\tlocalhost\n::1\tlocalhost\n".into());
+/// The `/etc/hosts` of a group: the group's own name (Python's `http.server`, for one, looks
+/// its own name up), then every name of the system (`docs/network.md`). A host-network
+/// group starts from the host's file; a private one from the loopback names only (the
+/// host's own entries would name addresses it cannot reach).
+pub fn hosts_file(host_hosts: Option<String>, g: &GroupPlan) -> String {
+    let base = match (&g.network, host_hosts) {
+        (NetworkPlan::Host, Some(h)) => h,
+        _ => "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string(),
+    };
+    let mut text = base;
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&format!("127.0.1.1\t{group}\n"));
+    let own = match &g.network {
+        NetworkPlan::Private(n) => n.address.to_string(),
+        NetworkPlan::Host => "127.0.1.1".to_string(),
+    };
+    text.push_str(&format!("{own}\t{}\n", g.name));
+    text.push_str("# every group and agent of the system (agent-supervisor)\n");
+    for (ip, names) in &g.names {
+        text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
     text
 }
 
@@ -148,6 +160,10 @@ mod tests {
                 rlimits: vec![("nofile".into(), 4096)],
             },
             network: NetworkPlan::Host,
+            names: vec![(
+                "10.88.1.7".parse().unwrap(),
+                vec!["api".into(), "api.api".into()],
+            )],
             devices: vec!["/dev/nvidia0".into()],
             depends_on: vec![],
             agents: Default::default(),
@@ -162,6 +178,7 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             workdir: "/code".into(),
             ports: vec![7001],
+            names_env: vec![],
             restart: agent_config::defaults::EffectiveRestart {
                 policy: agent_config::model::Policy::Always,
                 backoff_initial: Duration::from_millis(100),
@@ -253,8 +270,10 @@ mod tests {
     #[test]
     fn hosts_file_adds_the_group() {
         assert_eq!(
-            hosts_file(Some("127.0.0.1 localhost".into()), "web"),
-            "127.0.0.1 localhost\n127.0.1.1\tweb\n"
+            hosts_file(Some("127.0.0.1 localhost".into()), &group()),
+            "127.0.0.1 localhost\n127.0.1.1\tweb\n\
+             # every group and agent of the system (agent-supervisor)\n\
+             10.88.1.7\tapi api.api\n"
         );
     }
 }
