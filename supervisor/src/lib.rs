@@ -11,6 +11,7 @@ pub mod check;
 pub mod daemon;
 pub mod images_cli;
 pub mod launch;
+pub mod netfilter;
 pub mod pod;
 pub mod run_group;
 pub mod spawner;

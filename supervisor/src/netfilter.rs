@@ -129,6 +129,61 @@ impl Ruleset {
     }
 }
 
+impl Ruleset {
+    /// The table of `plan`'s private groups; `None` when the host has none.
+    pub fn of(plan: &agent_plan::HostPlan) -> Option<Ruleset> {
+        let net = plan.network.as_ref()?;
+        let mut r = Ruleset {
+            table: net.table.clone(),
+            bridge: net.bridge.clone(),
+            subnet: (net.subnet.base, net.subnet.prefix),
+            egress: Vec::new(),
+            no_egress: Vec::new(),
+            forwards: Vec::new(),
+        };
+        for g in plan.groups.values() {
+            let agent_plan::NetworkPlan::Private(n) = &g.network else {
+                continue;
+            };
+            if n.egress {
+                r.egress.push(n.address);
+            } else {
+                r.no_egress.push(n.address);
+            }
+            r.forwards.extend(n.publish.iter().map(|p| Forward {
+                owner: format!("{}/{}", g.name, p.agent),
+                host_addr: p.host_addr,
+                host_port: p.host_port,
+                addr: n.address,
+                port: p.port,
+            }));
+        }
+        Some(r)
+    }
+}
+
+/// Makes the kernel's table match `plan` (written when the host has private groups, removed
+/// when it has none), and turns on IPv4 forwarding where a group has egress.
+pub fn sync(plan: &agent_plan::HostPlan) -> Result<(), NftError> {
+    match Ruleset::of(plan) {
+        Some(r) => {
+            if !r.egress.is_empty() {
+                // Like Docker: masquerading is of no use without forwarding.
+                let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
+            }
+            r.apply()
+        }
+        None => {
+            let table = agent_plan::net::table_name(&plan.daemon.run_dir);
+            if exists(&table) {
+                remove(&table)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Removes `table` (nothing when it does not exist).
 pub fn remove(table: &str) -> Result<(), NftError> {
     nft(table, &format!("table ip {table}\ndelete table ip {table}\n"))

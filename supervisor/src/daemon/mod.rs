@@ -150,6 +150,9 @@ pub async fn run(
             d.http_listen
         ))
     })?;
+    // The host's nftables table (masquerading, published ports) before any group starts; a
+    // new daemon rewrites the table an earlier one left, so nothing is made twice.
+    crate::netfilter::sync(&plan).map_err(|e| DaemonError::Serve(e.to_string()))?;
     // One launch server for the daemon's life: every group init and agent shim is forked from
     // it instead of exec'd (see `crate::launch::server`).
     let pod_opts = PodOptions::for_host(&plan)?.with_spawner();
@@ -228,5 +231,17 @@ pub async fn run(
     }
     cancel.cancel();
     let _ = std::fs::remove_file(&d.control_socket);
+    // Every group stopped: the host's table and bridge (named by the run directory, which a
+    // reload does not change) go too.
+    let table = agent_plan::net::table_name(&d.run_dir);
+    if crate::netfilter::exists(&table) {
+        if let Err(e) = crate::netfilter::remove(&table) {
+            eprintln!("agent-supervisor: {e}");
+        }
+    }
+    let bridge = agent_plan::net::bridge_name(&d.run_dir);
+    if let Err(e) = crate::launch::rtnl::delete_link(&bridge) {
+        eprintln!("agent-supervisor: bridge {bridge}: {e}");
+    }
     Ok(())
 }

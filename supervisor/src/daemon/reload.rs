@@ -48,7 +48,28 @@ pub fn apply(core: &mut Core, plan: HostPlan) -> ReloadResult {
         .chain(d.removed_groups.iter())
         .cloned()
         .collect();
+    let (netfilter, renamed) = (d.netfilter.then(|| plan.clone()), d.renamed_groups.clone());
     core.set_plan(plan);
+    // The kernel's rules and the hosts files of running groups: off the core task.
+    let run_dir = core.plan.daemon.run_dir.clone();
+    let hosts: Vec<agent_plan::GroupPlan> = renamed
+        .iter()
+        .filter_map(|g| core.plan.groups.get(g).cloned())
+        .collect();
+    if netfilter.is_some() || !hosts.is_empty() {
+        tokio::task::spawn_blocking(move || {
+            if let Some(p) = netfilter {
+                if let Err(e) = crate::netfilter::sync(&p) {
+                    eprintln!("agent-supervisor: reload: {e}");
+                }
+            }
+            for g in &hosts {
+                if let Err(e) = crate::pod::rewrite_hosts(&run_dir, g) {
+                    eprintln!("agent-supervisor: reload: group {}: {e}", g.name);
+                }
+            }
+        });
+    }
     for name in &d.restarted_agents {
         core.restart_agent(name);
         result.changed.push(name.clone());

@@ -129,6 +129,14 @@ pub fn group_dir(run_dir: &Path, group: &str) -> PathBuf {
     run_dir.join("groups").join(group)
 }
 
+/// Rewrites a running group's `/etc/hosts` in place (the same file, which the group sees
+/// through its bind mount): the names of the system changed, nothing else about it.
+pub fn rewrite_hosts(run_dir: &Path, g: &GroupPlan) -> Result<(), PodError> {
+    let path = group_dir(run_dir, &g.name).join("hosts");
+    let text = spec_of::hosts_file(std::fs::read_to_string("/etc/hosts").ok(), g);
+    std::fs::write(&path, text).map_err(io(format!("write {}", path.display())))
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
     let what = what.into();
     move |source| PodError::Io { what, source }
