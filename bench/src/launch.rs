@@ -1,4 +1,4 @@
-//! `agent-supervisor bench launch`: the time from launch to exit of `/bin/true` in a group,
+//! `agent-bench launch`: the time from launch to exit of `/bin/true` in a group,
 //! beside its peers, in one run: plain fork+exec, `unshare` (+`chroot`), `crun run` and
 //! `runc run` of an equivalent OCI bundle. Prints a Markdown table (median, p90, min, ratio to
 //! unshare+chroot), where the time of a whole group goes, and whether the target (a new group
@@ -56,7 +56,7 @@ pub const TARGET_RATIO: f64 = 1.5;
 pub enum BenchError {
     #[error(
         "must run as root: groups need namespaces and cgroups, and so do unshare, crun and runc \
-         (run it as root, e.g. sudo agent-supervisor bench launch)"
+         (run it as root, e.g. sudo agent-bench launch)"
     )]
     NotRoot,
     #[error("--runs must be at least 1")]

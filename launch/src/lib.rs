@@ -1,6 +1,8 @@
 //! The privileged launch path, in the style of Firecracker's jailer: small, single-threaded
-//! programs (hidden subcommands of `agent-supervisor`) that the daemon execs. Nothing here
-//! runs inside the tokio daemon. The order of steps is documented in `docs/launcher.md`.
+//! programs (the `agent-launch` binary, and the same hidden subcommands of `agent-supervisor`)
+//! that the daemon execs or has its launch server fork. Nothing here runs inside the tokio
+//! daemon, and this crate has no async runtime in its dependency tree. The order of steps is
+//! documented in `docs/launcher.md`.
 //!
 //! - [`init`]: `__group-init SPEC` builds a group's namespaces, root and PID 1;
 //! - [`agent`]: `__agent SPEC` starts one agent in a running group and stays as its shim;

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The stand-in agent, compiled in so the benchmark runs from any directory.
-pub const STAND_IN_AGENT: &str =
-    include_str!("../../../examples/ai-system/agents/stand_in_agent.py");
+pub const STAND_IN_AGENT: &str = include_str!("../../examples/ai-system/agents/stand_in_agent.py");
 /// Where the scan for a contiguous range of free ports starts.
 pub const FIRST_PORT: u16 = 21000;
 

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use agent_supervisor::launch;
+use agent_launch as launch;
 
 /// The process entry point, called by the C runtime.
 #[no_mangle]

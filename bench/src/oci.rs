@@ -14,9 +14,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use serde_json::{json, Value};
 
-use crate::cgroup::Layout;
-use crate::launch::mounts::{HOST_MASKED, MASKED_PATHS, READONLY_PATHS};
-use crate::launch::sandbox::DEFAULT_CAPS;
+use agent_launch::mounts::{HOST_MASKED, MASKED_PATHS, READONLY_PATHS};
+use agent_launch::sandbox::DEFAULT_CAPS;
+use agent_supervisor::cgroup::Layout;
 
 /// Syscalls denied with EPERM, the same list as the agent sandbox's default filter.
 const DENIED: &[&str] = &[
