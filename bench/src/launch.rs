@@ -17,12 +17,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::oci::{self, Bundle, CgroupView};
 use super::ours::{BenchSystem, Phases};
+use super::supervise_procs::which;
 use super::table::{measure, measure_interleaved, ms, render, Contender, Row, Stats};
 
 /// agent-supervisor: `Pod::start`, the agent until it exits, `Pod::stop`, every run.
@@ -336,25 +337,6 @@ fn spawn(mut cmd: Command) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
-}
-
-/// The program `name` on `PATH` or in the usual system directories.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain([
-            "/usr/local/sbin",
-            "/usr/local/bin",
-            "/usr/sbin",
-            "/usr/bin",
-            "/sbin",
-            "/bin",
-        ])
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok());
-    found
 }
 
 fn kernel() -> String {

@@ -275,7 +275,7 @@ fn config(mounts: Vec<Value>, cgroup_parent: &str) -> Value {
             "user": {"uid": 0, "gid": 0},
             "args": ["/bin/true"],
             "env": [
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                format!("PATH={}", agent_launch::DEFAULT_PATH),
                 "HOME=/root"
             ],
             "cwd": "/",

@@ -184,12 +184,9 @@ pub fn cpu_time(pid: i32) -> Option<CpuTime> {
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
 pub fn clock_ticks() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as u64
-    } else {
-        100
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t.unsigned_abs(),
+        _ => 100,
     }
 }
 
@@ -250,25 +247,12 @@ pub fn system_python() -> Option<PathBuf> {
         .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
 }
 
-/// The program `name` on `PATH` or in the usual system directories.
+/// The program `name` on `PATH` or in the usual system directories (the launcher's
+/// [`agent_launch::DEFAULT_PATH`]).
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    let dirs: Vec<String> = path
-        .split(':')
-        .map(str::to_string)
-        .chain(
-            [
-                "/usr/local/sbin",
-                "/usr/local/bin",
-                "/usr/sbin",
-                "/usr/bin",
-                "/sbin",
-                "/bin",
-            ]
-            .map(str::to_string),
-        )
-        .collect();
-    dirs.iter()
+    path.split(':')
+        .chain(agent_launch::DEFAULT_PATH.split(':'))
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())

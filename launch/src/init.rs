@@ -122,10 +122,9 @@ fn become_init(spec: &GroupSpec, ready: OwnedFd, pid: OwnedFd) -> ! {
     let _ = nix::unistd::write(&ready, b"ok");
     drop(ready);
     // The init holds no host file: stdio goes to the group's /dev/null.
-    for fd in 0..3 {
-        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-    }
+    let _ = nix::unistd::dup2_stdin(&null);
+    let _ = nix::unistd::dup2_stdout(&null);
+    let _ = nix::unistd::dup2_stderr(&null);
     drop(null);
     init_loop()
 }
@@ -160,17 +159,11 @@ fn prepare(spec: &GroupSpec) -> Result<std::fs::File, LaunchError> {
 
 /// The init's life: wait for signals, reap every exited process, forward some signals.
 fn init_loop() -> ! {
+    // The signals a shim forwards to its agent, and the children's exits.
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        set.add(s);
+    set.add(Signal::SIGCHLD);
+    for s in super::agent::FORWARDED {
+        set.add(*s);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     loop {

@@ -434,7 +434,7 @@ impl Launched {
     /// holding the `Child`); `None` when the server reaps it.
     pub fn child_pidfd(&self) -> Option<OwnedFd> {
         match &self.proc {
-            Proc::Child(_) => crate::launch::pidfd_open(self.pid),
+            Proc::Child(_) => crate::launch::pidfd_open(self.pid).ok(),
             Proc::Forked(_) => None,
         }
     }

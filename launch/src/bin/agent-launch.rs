@@ -16,6 +16,7 @@ use agent_launch as launch;
 /// The process entry point, called by the C runtime.
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // Raw: nix's `signal` is an `unsafe fn` over the same call, so it adds nothing here.
     // SAFETY: setting SIGPIPE's disposition to "ignore" installs no handler; this process is
     // single-threaded here.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };

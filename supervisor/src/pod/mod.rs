@@ -487,7 +487,7 @@ impl Pod {
         };
         // A pidfd names this init even if its pid were reused, and becomes readable once it
         // has exited: after the kernel killed every other process of its pid namespace.
-        let init = crate::launch::pidfd_open(self.init_pid).filter(|_| {
+        let init = crate::launch::pidfd_open(self.init_pid).ok().filter(|_| {
             crate::launch::proc_start_time(self.init_pid) == Some(self.init_start_time)
         });
         if let Some(fd) = &init {
