@@ -2,7 +2,6 @@
 //! peers in one run (`launch`, `supervise`, `build`). Kept out of `agent-supervisor`, the
 //! product binary; it runs `agent-supervisor` and `agent-launch` from its own directory.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agent_bench::{build, launch, supervise};
@@ -43,23 +42,16 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         kills: usize,
     },
-    /// (internal) The launcher's `__group-init`, when `agent-launch` is not next to this binary.
-    #[command(name = "__group-init", hide = true)]
-    GroupInit { spec: PathBuf },
-    /// (internal) The launcher's `__agent`.
-    #[command(name = "__agent", hide = true)]
-    Agent { spec: PathBuf },
-    /// (internal) The launcher's `__spawner`.
-    #[command(name = "__spawner", hide = true)]
-    Spawner,
 }
 
 fn main() -> ExitCode {
+    // The launcher's subcommands: `Pod` execs this executable for them when no
+    // `agent-launch` is next to it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(status) = agent_launch::run_subcommand(&args) {
+        return ExitCode::from(u8::try_from(status).unwrap_or(255));
+    }
     let (name, result) = match Cli::parse().command {
-        // `Pod` falls back to this executable when no `agent-launch` is next to it.
-        Cmd::GroupInit { spec } => return exit_code(agent_launch::init::main(&spec)),
-        Cmd::Agent { spec } => return exit_code(agent_launch::agent::main(&spec)),
-        Cmd::Spawner => return exit_code(agent_launch::server::main()),
         Cmd::Launch { runs } => ("launch", launch::run(runs).map_err(|e| e.to_string())),
         Cmd::Supervise { agents, kills } => (
             "supervise",
@@ -77,8 +69,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn exit_code(status: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(status).unwrap_or(255))
 }

@@ -364,17 +364,7 @@ impl Peer for Ours {
 
     fn teardown(&mut self) -> Vec<String> {
         self.watcher = None;
-        let mut notes = Vec::new();
-        if let Some(mut c) = self.child.take() {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-        let left = procs::kill_leftovers(&self.agents, Duration::from_secs(5));
-        if left > 0 {
-            notes.push(format!("{left} processes survived SIGKILL for 5 s"));
-        }
+        let mut notes = procs::end(self.child.take(), &self.agents);
         match Layout::detect().and_then(|l| Cgroup::root(&l, &self.slice)) {
             Ok(root) => {
                 if let Err(e) = root.remove() {

@@ -258,6 +258,23 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
 }
 
+/// Ends a supervisor: SIGKILL to its process (`child`, if it still runs), then to every
+/// process of the benchmark it left; notes what survived.
+pub fn end(child: Option<std::process::Child>, agents: &Agents) -> Vec<String> {
+    if let Some(mut c) = child {
+        if let Ok(None) = c.try_wait() {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+    let left = kill_leftovers(agents, Duration::from_secs(5));
+    if left > 0 {
+        vec![format!("{left} processes survived SIGKILL for 5 s")]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Kills every process of the benchmark (by pid) until none is left, for at most `limit`;
 /// returns how many were left then.
 pub fn kill_leftovers(agents: &Agents, limit: Duration) -> usize {

@@ -99,6 +99,20 @@ impl LaunchError {
     }
 }
 
+/// Runs the launcher subcommand `args` names (a program's arguments after its name:
+/// `__group-init SPEC`, `__agent SPEC` or `__spawner`) and returns its exit status; `None`
+/// when `args` is none of them. For a binary that has the launch path built in (the
+/// launcher `Pod` execs is `agent-launch`, or the running program when none is next to it).
+pub fn run_subcommand(args: &[std::ffi::OsString]) -> Option<i32> {
+    let spec = || args.get(1).map(Path::new);
+    match (args.first().and_then(|a| a.to_str()), args.len()) {
+        (Some("__group-init"), 2) => spec().map(init::main),
+        (Some("__agent"), 2) => spec().map(agent::main),
+        (Some("__spawner"), 1) => Some(server::main()),
+        _ => None,
+    }
+}
+
 /// The `PATH` a launched program is searched on, and that an agent gets, when nothing sets
 /// one (its image or configuration).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
