@@ -65,9 +65,8 @@ fn is_delegated(dir: &Path) -> bool {
     {
         return false;
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    xattr_is_one(dir, "trusted.delegate") || xattr_is_one(dir, "user.delegate") || euid != 0
+    let euid = nix::unistd::geteuid();
+    xattr_is_one(dir, "trusted.delegate") || xattr_is_one(dir, "user.delegate") || !euid.is_root()
 }
 
 fn xattr_is_one(path: &Path, name: &str) -> bool {
