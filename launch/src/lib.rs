@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod client;
 pub mod init;
 pub mod logfile;
 pub mod mounts;

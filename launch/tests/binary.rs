@@ -3,61 +3,16 @@
 //! reason on the stderr it was given, and ending at end of file. (Real launches, as root:
 //! `agent-supervisor`'s `launcher` and `spawner` tests.)
 
-use std::io::{IoSlice, IoSliceMut, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
-};
+use agent_launch::client::seqpacket_pair;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-launch");
 
-fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .expect("socketpair")
-}
-
-/// Sends one request with `fds` and a fresh reply socket; returns the reply and its fd.
 fn ask(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> (String, Option<OwnedFd>) {
-    let (mine, theirs) = seqpacket_pair();
-    let mut all = fds.to_vec();
-    all.push(theirs.as_raw_fd());
-    let cmsgs = [ControlMessage::ScmRights(&all)];
-    sendmsg::<()>(
-        sock,
-        &[IoSlice::new(payload)],
-        &cmsgs,
-        MsgFlags::empty(),
-        None,
-    )
-    .expect("send a request");
-    drop(theirs);
-    let mut buf = [0u8; 512];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        mine.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .expect("read the reply");
-    let mut fd = None;
-    for c in msg.cmsgs().expect("control messages") {
-        if let ControlMessageOwned::ScmRights(v) = c {
-            // SAFETY: descriptors received with SCM_RIGHTS are new and ours alone.
-            fd = v.first().map(|&r| unsafe { OwnedFd::from_raw_fd(r) });
-        }
-    }
-    let n = msg.bytes;
-    (String::from_utf8_lossy(&buf[..n]).into_owned(), fd)
+    agent_launch::client::ask(sock, payload, fds).expect("a request and its reply")
 }
 
 #[test]
@@ -80,7 +35,7 @@ fn a_wrong_command_line_prints_the_usage() {
 
 #[test]
 fn the_launch_server_answers_forks_and_ends_at_end_of_file() {
-    let (ours, theirs) = seqpacket_pair();
+    let (ours, theirs) = seqpacket_pair().expect("socketpair");
     let mut server = Command::new(BIN)
         .arg("__spawner")
         .stdin(Stdio::from(theirs))
