@@ -12,7 +12,7 @@ as_root ./scripts/install-prereqs.sh
 cargo build --release --workspace
 # agent-launch, exec'd for every group and agent, linked statically: no dynamic loader work per
 # launch (about 0.3 ms less each; see README, Benchmarks).
-cargo rustc --release -p agent-supervisor --bin agent-launch -- -C target-feature=+crt-static
+cargo rustc --release -p agent-launch --bin agent-launch -- -C target-feature=+crt-static
 bin=./target/release
 system=examples/ai-system/system.yaml
 

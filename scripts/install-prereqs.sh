@@ -40,10 +40,10 @@ elif pgrep -x prometheus >/dev/null 2>&1 && [[ -x /etc/init.d/prometheus ]]; the
   /etc/init.d/prometheus stop >/dev/null 2>&1 || true
 fi
 
-# supervisord is only a peer of `agent-supervisor bench supervise`, which runs its own instance:
+# supervisord is only a peer of `agent-bench supervise`, which runs its own instance:
 # Debian's supervisor service must not run.
 if systemctl is-active --quiet supervisor 2>/dev/null || systemctl is-enabled --quiet supervisor 2>/dev/null; then
-  echo "install-prereqs: stopping and disabling Debian's supervisor service (bench supervise runs its own supervisord)"
+  echo "install-prereqs: stopping and disabling Debian's supervisor service (agent-bench supervise runs its own supervisord)"
   systemctl disable --now supervisor >/dev/null 2>&1 || true
 elif pgrep -x supervisord >/dev/null 2>&1 && [[ -x /etc/init.d/supervisor ]]; then
   /etc/init.d/supervisor stop >/dev/null 2>&1 || true

@@ -389,10 +389,13 @@ mod tests {
         let root = nix_is_root();
         if root {
             // A whiteout as overlayfs writes it: a 0:0 character device.
-            let c = CString::new(up.join("app/gone").as_os_str().as_bytes()).expect("path");
-            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-            let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, 0) };
-            assert_eq!(r, 0, "mknod whiteout");
+            nix::sys::stat::mknod(
+                &up.join("app/gone"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+                0,
+            )
+            .expect("mknod whiteout");
             let d = CString::new(up.join("app/sub").as_os_str().as_bytes()).expect("path");
             let n = CString::new("trusted.overlay.opaque").expect("name");
             // SAFETY: valid NUL-terminated strings and a 1-byte value that live across the call.
@@ -422,7 +425,6 @@ mod tests {
     }
 
     fn nix_is_root() -> bool {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() == 0 }
+        nix::unistd::geteuid().is_root()
     }
 }

@@ -266,15 +266,6 @@ fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> Option<usize> {
     Some(n)
 }
 
-const SYSTEM_PATH: &[&str] = &[
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
-
 fn find_binary(name: &str) -> Result<PathBuf, ClosureError> {
     if name.contains('/') {
         let p = PathBuf::from(name);
@@ -284,8 +275,8 @@ fn find_binary(name: &str) -> Result<PathBuf, ClosureError> {
             .ok_or_else(|| ClosureError::NoBinary(name.to_string()));
     }
     // The system PATH, not the builder's: the image must not depend on who builds it.
-    let found = SYSTEM_PATH
-        .iter()
+    let found = agent_launch::DEFAULT_PATH
+        .split(':')
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file());
     found.ok_or_else(|| ClosureError::NoBinary(name.to_string()))

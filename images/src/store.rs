@@ -12,8 +12,9 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::digest::{Digest, HashWriter};
 use crate::layer::{commit_blob, temp_path};
@@ -105,7 +106,9 @@ pub struct PruneReport {
 }
 
 /// An advisory `flock` held until dropped.
-pub(crate) struct Lock(File);
+pub(crate) struct Lock {
+    _held: Flock<File>,
+}
 
 impl Lock {
     fn take(path: &Path, exclusive: bool) -> Result<Lock, StoreError> {
@@ -115,23 +118,15 @@ impl Lock {
             .write(true)
             .open(path)
             .map_err(io_err(path))?;
-        let op = if exclusive {
-            libc::LOCK_EX
+        let arg = if exclusive {
+            FlockArg::LockExclusive
         } else {
-            libc::LOCK_SH
+            FlockArg::LockShared
         };
-        // SAFETY: flock on a file descriptor we own and keep open for the lock's lifetime.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
-            return Err(io_err(path)(io::Error::last_os_error()));
+        match Flock::lock(f, arg) {
+            Ok(held) => Ok(Lock { _held: held }),
+            Err((_, e)) => Err(io_err(path)(io::Error::from(e))),
         }
-        Ok(Lock(f))
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        // SAFETY: unlocking our own open descriptor; closing it would release it anyway.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 

@@ -3,68 +3,35 @@
 
 mod support;
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use agent_images::{BuildOptions, Store};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use support::{run, write, TempDir};
 
 /// An inotify instance watching directories for opens and reads.
-struct Watch(i32);
+struct Watch(Inotify);
 
 impl Watch {
     fn new() -> Watch {
-        // SAFETY: plain syscall wrapper; the result is checked.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        assert!(
-            fd >= 0,
-            "inotify_init1: {}",
-            std::io::Error::last_os_error()
-        );
-        Watch(fd)
+        Watch(Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).expect("inotify_init1"))
     }
 
     fn add(&self, dir: &Path) {
-        let c = CString::new(dir.as_os_str().as_bytes()).expect("no NUL in path");
-        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-        let wd = unsafe {
-            libc::inotify_add_watch(
-                self.0,
-                c.as_ptr(),
-                libc::IN_OPEN | libc::IN_ACCESS | libc::IN_CLOSE_NOWRITE,
-            )
-        };
-        assert!(
-            wd >= 0,
-            "inotify_add_watch {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-
-    /// Bytes of pending events (0: nothing happened).
-    fn pending(&self) -> usize {
-        let mut buf = [0u8; 4096];
-        // SAFETY: reading into a buffer we own, with its length.
-        let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            assert_eq!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock,
-                "inotify read: {e}"
-            );
-            return 0;
+        let mask =
+            AddWatchFlags::IN_OPEN | AddWatchFlags::IN_ACCESS | AddWatchFlags::IN_CLOSE_NOWRITE;
+        if let Err(e) = self.0.add_watch(dir, mask) {
+            panic!("inotify_add_watch {}: {e}", dir.display());
         }
-        n as usize
     }
-}
 
-impl Drop for Watch {
-    fn drop(&mut self) {
-        // SAFETY: closing the descriptor this struct owns.
-        unsafe { libc::close(self.0) };
+    /// Pending events (0: nothing happened).
+    fn pending(&self) -> usize {
+        match self.0.read_events() {
+            Ok(events) => events.len(),
+            Err(nix::errno::Errno::EAGAIN) => 0,
+            Err(e) => panic!("inotify read: {e}"),
+        }
     }
 }
 

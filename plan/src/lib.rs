@@ -213,7 +213,7 @@ pub struct LogPlan {
 }
 
 /// The log file of an agent's stdout or stderr in `log_dir`: `<agent>.stdout.log`,
-/// `<agent>.stderr.log` (rotated copies get `.1`, `.2`, ...).
+/// `<agent>.stderr.log` (rotated copies get `.1`, `.2`, ...: `agent_launch::logfile::rotated`).
 pub fn log_file(log_dir: &std::path::Path, agent: &str, stderr: bool) -> PathBuf {
     log_dir.join(format!(
         "{agent}.{}.log",
@@ -221,8 +221,8 @@ pub fn log_file(log_dir: &std::path::Path, agent: &str, stderr: bool) -> PathBuf
     ))
 }
 
-/// The `PATH` an agent gets unless its image or configuration sets one.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The `PATH` an agent gets unless its image or configuration sets one (the launcher's).
+pub use agent_launch::DEFAULT_PATH;
 
 impl HostPlan {
     /// The plan of an agent of this host.

@@ -162,6 +162,7 @@ impl SandboxRunner {
             rootfs: RootfsSpec::Overlay { data },
             binds,
             private_network: false,
+            network: None,
             masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
             readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
             devices: Vec::new(),

@@ -1,9 +1,10 @@
-//! The `agent-supervisor` binary: pre-flight checks today; launcher and daemon to come.
+//! The `agent-supervisor` binary: check, build, run-group, daemon, up, bundle, images, and
+//! the launcher's hidden subcommands. (The benchmarks are `agent-bench`, in `bench/`.)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_supervisor::{bench, bundle, check, daemon, images_cli, launch, run_group};
+use agent_supervisor::{bundle, check, daemon, images_cli, launch, run_group};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -99,11 +100,6 @@ enum Cmd {
         /// The bundle directory to write (created; must be empty if it exists).
         dir: PathBuf,
     },
-    /// Benchmarks that print a table comparing agent-supervisor with its peers, in one run.
-    Bench {
-        #[command(subcommand)]
-        what: BenchCmd,
-    },
     /// (internal) Build a group's namespaces and PID 1 from a launch spec; prints the init pid.
     #[command(name = "__group-init", hide = true)]
     GroupInit { spec: PathBuf },
@@ -129,32 +125,6 @@ enum ImagesCmd {
     Import { source: String, name: String },
     /// Export an image to an OCI layout directory (or `FILE.tar`).
     Export { name: String, dest: PathBuf },
-}
-
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Launch-to-exit time of /bin/true in a group, beside fork+exec, unshare, crun and runc.
-    Launch {
-        /// Runs per contender.
-        #[arg(long, default_value_t = 200)]
-        runs: usize,
-    },
-    /// Image build times of the example's agent-python image beside tar | zstd and tar | gzip.
-    Build {
-        /// Rebuilds measured per kind.
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-    },
-    /// The same stand-in agents under agent-supervisor and supervisord: time to all RUNNING,
-    /// restart latency after kill -9, daemon RSS, idle CPU, time to stop all.
-    Supervise {
-        /// Number of stand-in agents.
-        #[arg(long, default_value_t = 77)]
-        agents: usize,
-        /// kill -9 restarts measured per supervisor.
-        #[arg(long, default_value_t = 20)]
-        kills: usize,
-    },
 }
 
 fn main() -> ExitCode {
@@ -232,42 +202,6 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("agent-supervisor bundle: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Bench {
-            what: BenchCmd::Launch { runs },
-        } => match bench::launch::run(runs) {
-            Ok(table) => {
-                print!("{table}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("agent-supervisor bench launch: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Bench {
-            what: BenchCmd::Supervise { agents, kills },
-        } => match bench::supervise::run(agents, kills) {
-            Ok(table) => {
-                print!("{table}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("agent-supervisor bench supervise: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Bench {
-            what: BenchCmd::Build { runs },
-        } => match bench::build::run(runs) {
-            Ok(table) => {
-                print!("{table}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("agent-supervisor bench build: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -7,19 +7,15 @@
 //! (`Command`, no `pre_exec`) and talked to over a socket.
 
 use std::fs::File;
-use std::io::{IoSlice, IoSliceMut, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::Read;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
-};
-
+use crate::launch::client::{receive, send, seqpacket_pair};
 use crate::launch::server::{AGENT, GROUP_INIT, PING};
 
 /// Which launch path to start.
@@ -192,68 +188,6 @@ impl Drop for Spawner {
             let _ = child.wait();
         }
     }
-}
-
-/// A connected pair of close-on-exec `SOCK_SEQPACKET` Unix sockets.
-fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(std::io::Error::from)
-}
-
-/// Sends one request on the server's socket.
-fn send(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
-    let iov = [IoSlice::new(payload)];
-    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
-        Vec::new()
-    } else {
-        vec![ControlMessage::ScmRights(fds)]
-    };
-    loop {
-        match sendmsg::<()>(sock, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-            Err(nix::Error::EINTR) => continue,
-            other => return other.map(|_| ()).map_err(std::io::Error::from),
-        }
-    }
-}
-
-/// Reads one reply from the server's socket.
-fn receive(sock: RawFd) -> std::io::Result<(String, Option<OwnedFd>)> {
-    let mut buf = [0u8; 512];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = loop {
-        match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Err(nix::Error::EINTR) => continue,
-            other => break other.map_err(std::io::Error::from)?,
-        }
-    };
-    let mut fd = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for raw in fds {
-                    // SAFETY: the kernel just installed this descriptor for us; nothing else
-                    // owns it.
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    fd.get_or_insert(owned);
-                }
-            }
-        }
-    }
-    let n = msg.bytes;
-    if n == 0 && fd.is_none() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the launch server closed its socket",
-        ));
-    }
-    let text = String::from_utf8_lossy(&buf[..n]).to_string();
-    Ok((text, fd))
 }
 
 /// How to wait for a launched process's end.
@@ -434,7 +368,7 @@ impl Launched {
     /// holding the `Child`); `None` when the server reaps it.
     pub fn child_pidfd(&self) -> Option<OwnedFd> {
         match &self.proc {
-            Proc::Child(_) => crate::launch::pidfd_open(self.pid),
+            Proc::Child(_) => crate::launch::pidfd_open(self.pid).ok(),
             Proc::Forked(_) => None,
         }
     }

@@ -2,8 +2,8 @@
 //! by it look and behave like exec'd ones, bad requests are refused while it keeps serving,
 //! and agents outlive it.
 
-use std::io::{IoSlice, IoSliceMut, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 use agent_supervisor::pod::{Pod, PodOptions};
 use agent_supervisor::spawner::{Io, Proc};
 use agent_supervisor_tests::fixture::{root_or_skip, Fixture};
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
-};
+use nix::sys::socket::{sendmsg, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
 
@@ -204,47 +201,10 @@ fn agents_outlive_the_server() {
     assert!(!alive(agent_pid), "the agent outlived its group");
 }
 
-/// One raw exchange with a server: the request with `fds` and, last, a fresh reply socket;
-/// the reply text and descriptor read from that socket.
+/// One exchange with a server: the request with `fds` and, last, a fresh reply socket; the
+/// reply text and descriptor read from that socket.
 fn ask(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> (String, Option<OwnedFd>) {
-    let (mine, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .expect("socketpair");
-    let mut all = fds.to_vec();
-    all.push(theirs.as_raw_fd());
-    let cmsgs = [ControlMessage::ScmRights(&all)];
-    sendmsg::<()>(
-        sock,
-        &[IoSlice::new(payload)],
-        &cmsgs,
-        MsgFlags::empty(),
-        None,
-    )
-    .expect("send a request");
-    drop(theirs);
-    let mut buf = [0u8; 512];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        mine.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .expect("read the reply");
-    let mut fd = None;
-    for c in msg.cmsgs().expect("control messages") {
-        if let ControlMessageOwned::ScmRights(v) = c {
-            // SAFETY: descriptors the kernel just installed for this test.
-            fd = v.first().map(|&raw| unsafe { OwnedFd::from_raw_fd(raw) });
-        }
-    }
-    let n = msg.bytes;
-    (String::from_utf8_lossy(&buf[..n]).to_string(), fd)
+    agent_supervisor::launch::client::ask(sock, payload, fds).expect("a request and its reply")
 }
 
 #[test]

@@ -225,11 +225,4 @@ pub struct ControlMsg {
     pub reply: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
 }
 
-/// Log file names of an agent: `<log_dir>/<agent>.stdout.log` and `.stderr.log`; rotated
-/// files get `.1`, `.2`, ... appended (`.1` newest).
-pub fn log_file(log_dir: &std::path::Path, agent: &str, stderr: bool) -> std::path::PathBuf {
-    log_dir.join(format!(
-        "{agent}.{}.log",
-        if stderr { "stderr" } else { "stdout" }
-    ))
-}
+pub use agent_plan::log_file;

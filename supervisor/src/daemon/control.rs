@@ -484,12 +484,7 @@ fn in_group(pid: i32, gid: u32) -> bool {
         .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }
 
-/// `path.N`.
-fn rotated(path: &Path, n: u32) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(format!(".{n}"));
-    PathBuf::from(p)
-}
+use crate::launch::logfile::rotated;
 
 /// The last `n` lines of `f` (whose length is `len`), and how many lines that is. `full` is
 /// false when [`MAX_TAIL_BYTES`] stopped the search early.

@@ -51,8 +51,7 @@ pub struct Options {
 
 /// Takes the daemon's pid lock in `run_dir` (a second daemon on the same run dir would start
 /// every agent twice).
-fn lock(run_dir: &Path) -> Result<std::fs::File, DaemonError> {
-    use std::os::fd::AsRawFd;
+fn lock(run_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError> {
     std::fs::create_dir_all(run_dir).map_err(|source| DaemonError::Io {
         what: "create",
         path: run_dir.into(),
@@ -74,10 +73,11 @@ fn lock(run_dir: &Path) -> Result<std::fs::File, DaemonError> {
     // that forked but did not exec yet (the fd is close-on-exec): retry for a few seconds
     // while the recorded daemon is dead.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        // SAFETY: flock on an fd we own; no memory is shared.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            break;
+    let mut f = f;
+    let f = loop {
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => break locked,
+            Err((file, _)) => f = file,
         }
         let pid: i32 = std::fs::read_to_string(&path)
             .ok()
@@ -89,7 +89,7 @@ fn lock(run_dir: &Path) -> Result<std::fs::File, DaemonError> {
             return Err(DaemonError::AlreadyRunning { pid, path });
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    };
     f.set_len(0).map_err(|source| DaemonError::Io {
         what: "truncate",
         path: path.clone(),

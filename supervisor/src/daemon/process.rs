@@ -2,21 +2,12 @@
 //! children and for shims adopted from an earlier daemon alike), readable the moment the
 //! process exits.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::Child;
 
 use tokio::io::unix::AsyncFd;
 
-/// `pidfd_open(pid, 0)`.
-pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
+pub use crate::launch::pidfd_open;
 
 /// A process to wait for: the daemon's own child (reaped after it exits), one the launch
 /// server forked (its pidfd, from the server; the server reaps it) or an adopted one.

@@ -495,7 +495,7 @@ impl Pod {
         };
         // A pidfd names this init even if its pid were reused, and becomes readable once it
         // has exited: after the kernel killed every other process of its pid namespace.
-        let init = crate::launch::pidfd_open(self.init_pid).filter(|_| {
+        let init = crate::launch::pidfd_open(self.init_pid).ok().filter(|_| {
             crate::launch::proc_start_time(self.init_pid) == Some(self.init_start_time)
         });
         if let Some(fd) = &init {
@@ -548,17 +548,9 @@ fn read_line(out: &mut std::fs::File) -> Option<Vec<u8>> {
 /// Reaps the launcher a pidfd names, if it is still our unreaped child (waits for its exit,
 /// which follows the init's readiness at once).
 fn reap_launcher(fd: &OwnedFd) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: waitid with P_PIDFD on a live pidfd and a zeroed siginfo to fill in.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        libc::waitid(
-            libc::P_PIDFD,
-            fd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED,
-        );
-    }
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    use std::os::fd::AsFd;
+    let _ = waitid(Id::PIDFd(fd.as_fd()), WaitPidFlag::WEXITED);
 }
 
 impl Drop for Pod {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use agent_plan::{AgentPlan, GroupPlan, LogPlan, NetworkPlan, SecurityPlan};
 
 use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
-use crate::launch::spec::{AgentSpec, BindSpec, GroupSpec, LogSpec, Rlimit, RootfsSpec};
+use crate::launch::spec::{AgentSpec, BindSpec, GroupSpec, LogSpec, NetSpec, Rlimit, RootfsSpec};
 
 /// What a started pod is, for its agents' specs.
 #[derive(Debug, Clone, Copy)]
@@ -45,9 +45,24 @@ pub fn group_spec(
         rootfs,
         binds,
         private_network: private_network(g),
+        network: net_spec(g),
         masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
         readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
         devices: g.devices.clone(),
+    }
+}
+
+/// The launcher's part of a private network.
+pub fn net_spec(g: &GroupPlan) -> Option<NetSpec> {
+    match &g.network {
+        NetworkPlan::Host => None,
+        NetworkPlan::Private(n) => Some(NetSpec {
+            address: n.address,
+            prefix: n.prefix,
+            gateway: n.gateway,
+            bridge: n.bridge.clone(),
+            host_veth: n.host_veth.clone(),
+        }),
     }
 }
 

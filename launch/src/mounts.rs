@@ -558,6 +558,8 @@ fn clone_onto(source: &Path, target: &OwnedFd, attrs: u64) -> Result<bool, nix::
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let src = CString::new(source.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    // Raw syscalls: nix 0.31 wraps none of the new mount API (open_tree, mount_setattr,
+    // move_mount).
     // SAFETY: open_tree with a NUL-terminated path; returns a new fd or -1.
     let tree = unsafe {
         libc::syscall(

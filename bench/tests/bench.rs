@@ -1,13 +1,13 @@
-//! `agent-supervisor bench launch` end to end, as root: a few runs print a table with a row
+//! `agent-bench launch` end to end, as root: a few runs print a table with a row
 //! for every contender (numbers, or the reason there are none) and the target verdict, and
 //! leave no cgroup or directory behind. Not a timing assertion.
 
 use std::process::Command;
 
-use agent_supervisor::bench::launch::CONTENDERS;
+use agent_bench::launch::CONTENDERS;
 use agent_supervisor_tests::fixture::{root_or_skip, text};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
+const BIN: &str = env!("CARGO_BIN_EXE_agent-bench");
 
 #[test]
 fn bench_launch_prints_every_contender() {
@@ -15,15 +15,15 @@ fn bench_launch_prints_every_contender() {
         return;
     }
     let child = Command::new(BIN)
-        .args(["bench", "launch", "--runs", "5"])
+        .args(["launch", "--runs", "5"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("spawn agent-supervisor bench launch");
+        .expect("spawn agent-bench launch");
     let pid = child.id();
     let out = child
         .wait_with_output()
-        .expect("wait for agent-supervisor bench launch");
+        .expect("wait for agent-bench launch");
     let t = text(&out);
     assert!(out.status.success(), "{t}");
 
@@ -40,9 +40,9 @@ fn bench_launch_prints_every_contender() {
     }
     // Our own paths and plain fork+exec need nothing but root: they must have numbers.
     for label in [
-        agent_supervisor::bench::launch::NEW_GROUP,
-        agent_supervisor::bench::launch::IN_GROUP,
-        agent_supervisor::bench::launch::FORK_EXEC,
+        agent_bench::launch::NEW_GROUP,
+        agent_bench::launch::IN_GROUP,
+        agent_bench::launch::FORK_EXEC,
     ] {
         let row = t
             .lines()
@@ -97,9 +97,9 @@ fn bench_launch_prints_every_contender() {
 #[test]
 fn bench_launch_rejects_zero_runs() {
     let out = Command::new(BIN)
-        .args(["bench", "launch", "--runs", "0"])
+        .args(["launch", "--runs", "0"])
         .output()
-        .expect("run agent-supervisor bench launch --runs 0");
+        .expect("run agent-bench launch --runs 0");
     assert!(!out.status.success());
     assert!(
         text(&out).contains("--runs must be at least 1"),

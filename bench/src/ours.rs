@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use agent_plan::{AgentPlan, HostPlan};
 
-use crate::cgroup::{Cgroup, Layout};
-use crate::pod::{Pod, PodOptions};
-use crate::spawner::Io;
+use agent_supervisor::cgroup::{Cgroup, Layout};
+use agent_supervisor::pod::{Pod, PodOptions};
+use agent_supervisor::spawner::Io;
 
 /// The groups of the benchmark's system file: one started and stopped every run, one
 /// started once (their contenders are measured interleaved, so they must not share a name).

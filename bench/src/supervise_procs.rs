@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The stand-in agent, compiled in so the benchmark runs from any directory.
-pub const STAND_IN_AGENT: &str =
-    include_str!("../../../examples/ai-system/agents/stand_in_agent.py");
+pub const STAND_IN_AGENT: &str = include_str!("../../examples/ai-system/agents/stand_in_agent.py");
 /// Where the scan for a contiguous range of free ports starts.
 pub const FIRST_PORT: u16 = 21000;
 
@@ -185,12 +184,9 @@ pub fn cpu_time(pid: i32) -> Option<CpuTime> {
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
 pub fn clock_ticks() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as u64
-    } else {
-        100
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t.unsigned_abs(),
+        _ => 100,
     }
 }
 
@@ -251,28 +247,32 @@ pub fn system_python() -> Option<PathBuf> {
         .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
 }
 
-/// The program `name` on `PATH` or in the usual system directories.
+/// The program `name` on `PATH` or in the usual system directories (the launcher's
+/// [`agent_launch::DEFAULT_PATH`]).
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    let dirs: Vec<String> = path
-        .split(':')
-        .map(str::to_string)
-        .chain(
-            [
-                "/usr/local/sbin",
-                "/usr/local/bin",
-                "/usr/sbin",
-                "/usr/bin",
-                "/sbin",
-                "/bin",
-            ]
-            .map(str::to_string),
-        )
-        .collect();
-    dirs.iter()
+    path.split(':')
+        .chain(agent_launch::DEFAULT_PATH.split(':'))
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
+}
+
+/// Ends a supervisor: SIGKILL to its process (`child`, if it still runs), then to every
+/// process of the benchmark it left; notes what survived.
+pub fn end(child: Option<std::process::Child>, agents: &Agents) -> Vec<String> {
+    if let Some(mut c) = child {
+        if let Ok(None) = c.try_wait() {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+    let left = kill_leftovers(agents, Duration::from_secs(5));
+    if left > 0 {
+        vec![format!("{left} processes survived SIGKILL for 5 s")]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Kills every process of the benchmark (by pid) until none is left, for at most `limit`;

@@ -45,6 +45,13 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
 }
 
+/// The name of the `n`th rotated copy of the log file `path`: `path.<n>` (`.1` newest).
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
 /// A log file rotated by size. Only whole lines are written to it, so a file never grows
 /// beyond `max_size` unless a single line is longer than that (it then fills a file alone).
 /// A path that is not a regular file (a FIFO, `/dev/null`) is appended to and never rotated.
@@ -101,9 +108,7 @@ impl RotatingFile {
 
     /// `path.<i>`.
     pub fn numbered(&self, i: u32) -> PathBuf {
-        let mut s = self.path.as_os_str().to_owned();
-        s.push(format!(".{i}"));
-        PathBuf::from(s)
+        rotated(&self.path, i)
     }
 
     fn rotating(&self) -> bool {

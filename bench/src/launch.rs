@@ -1,4 +1,4 @@
-//! `agent-supervisor bench launch`: the time from launch to exit of `/bin/true` in a group,
+//! `agent-bench launch`: the time from launch to exit of `/bin/true` in a group,
 //! beside its peers, in one run: plain fork+exec, `unshare` (+`chroot`), `crun run` and
 //! `runc run` of an equivalent OCI bundle. Prints a Markdown table (median, p90, min, ratio to
 //! unshare+chroot), where the time of a whole group goes, and whether the target (a new group
@@ -17,12 +17,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::oci::{self, Bundle, CgroupView};
 use super::ours::{BenchSystem, Phases};
+use super::supervise_procs::which;
 use super::table::{measure, measure_interleaved, ms, render, Contender, Row, Stats};
 
 /// agent-supervisor: `Pod::start`, the agent until it exits, `Pod::stop`, every run.
@@ -56,7 +57,7 @@ pub const TARGET_RATIO: f64 = 1.5;
 pub enum BenchError {
     #[error(
         "must run as root: groups need namespaces and cgroups, and so do unshare, crun and runc \
-         (run it as root, e.g. sudo agent-supervisor bench launch)"
+         (run it as root, e.g. sudo agent-bench launch)"
     )]
     NotRoot,
     #[error("--runs must be at least 1")]
@@ -336,25 +337,6 @@ fn spawn(mut cmd: Command) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
-}
-
-/// The program `name` on `PATH` or in the usual system directories.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain([
-            "/usr/local/sbin",
-            "/usr/local/bin",
-            "/usr/sbin",
-            "/usr/bin",
-            "/sbin",
-            "/bin",
-        ])
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok());
-    found
 }
 
 fn kernel() -> String {

@@ -286,18 +286,7 @@ impl Peer for Supervisord {
     }
 
     fn teardown(&mut self) -> Vec<String> {
-        let mut notes = Vec::new();
-        if let Some(mut c) = self.child.take() {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-        let left = procs::kill_leftovers(&self.agents, Duration::from_secs(5));
-        if left > 0 {
-            notes.push(format!("{left} processes survived SIGKILL for 5 s"));
-        }
-        notes
+        procs::end(self.child.take(), &self.agents)
     }
 }
 

@@ -1,4 +1,4 @@
-//! `agent-supervisor bench supervise`: the same N stand-in agents under agent-supervisor and
+//! `agent-bench supervise`: the same N stand-in agents under agent-supervisor and
 //! under supervisord, one after the other in one run, and as plain processes for reference.
 //! Prints a Markdown table (one column per supervisor): time to all RUNNING, restart latency
 //! after `kill -9`, daemon RSS, idle CPU, time to stop all; then whether agent-supervisor
@@ -109,7 +109,7 @@ const BETWEEN_KILLS: Duration = Duration::from_millis(250);
 pub enum SuperviseError {
     #[error(
         "must run as root: agent-supervisor's groups need namespaces and cgroups (run it as \
-         root, e.g. sudo agent-supervisor bench supervise)"
+         root, e.g. sudo agent-bench supervise)"
     )]
     NotRoot,
     #[error("--agents must be at least 1")]

@@ -1,12 +1,12 @@
-//! `agent-supervisor bench build` runs end to end and prints every row (no timing assertions:
+//! `agent-bench build` runs end to end and prints every row (no timing assertions:
 //! the numbers belong in the README, not in a test).
 
 use std::process::Command;
 
 #[test]
 fn bench_build_prints_every_row() {
-    let out = Command::new(env!("CARGO_BIN_EXE_agent-supervisor"))
-        .args(["bench", "build", "--runs", "1"])
+    let out = Command::new(env!("CARGO_BIN_EXE_agent-bench"))
+        .args(["build", "--runs", "1"])
         .output()
         .unwrap();
     let text =

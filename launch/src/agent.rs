@@ -10,10 +10,11 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -25,8 +26,8 @@ use super::sandbox;
 use super::spec::{read, AgentSpec, ExitRecord, LogSpec};
 use super::{close_inherited_fds, join_cgroup, proc_start_time, LaunchError};
 
-/// Signals the shim passes on to the agent.
-const FORWARDED: &[Signal] = &[
+/// Signals the shim passes on to the agent (a group's init handles the same ones).
+pub(crate) const FORWARDED: &[Signal] = &[
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -242,10 +243,7 @@ fn run(spec: &AgentSpec, logs: &mut Vec<StreamPump>) -> Result<ExitRecord, Launc
         .env
         .iter()
         .find(|(k, _)| k == "PATH")
-        .map_or(
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            |(_, v)| v.as_str(),
-        )
+        .map_or(super::DEFAULT_PATH, |(_, v)| v.as_str())
         .to_string();
 
     // Block the signals we wait for before forking, so none is lost.
@@ -281,7 +279,9 @@ fn run(spec: &AgentSpec, logs: &mut Vec<StreamPump>) -> Result<ExitRecord, Launc
             };
             let e = e.unwrap_or_else(|| child(spec, &ns, &caps, &filters, &argv, &env, &path_var));
             let _ = nix::unistd::write(&err_w, e.to_string().as_bytes());
-            // SAFETY: leave without running the parent's atexit handlers or destructors.
+            // Raw: leave without running the parent's atexit handlers or destructors, which
+            // `std::process::exit` would; nix 0.31 has no `_exit` wrapper.
+            // SAFETY: `_exit` ends this forked process at once and touches no memory.
             unsafe { libc::_exit(127) }
         }
         ForkResult::Parent { child } => {
@@ -359,38 +359,34 @@ fn supervise(child: Pid, signals: &SignalFd, logs: &mut [StreamPump]) -> ExitRec
         if let Some(record) = reaped(child) {
             return record;
         }
-        let mut fds = vec![libc::pollfd {
-            fd: signals.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         let mut which = Vec::new();
         for (i, l) in logs.iter().enumerate() {
             if let Some(fd) = l.pipe() {
-                fds.push(libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 which.push(i);
             }
         }
         let now = Instant::now();
-        let timeout = logs
-            .iter()
-            .filter_map(StreamPump::due)
-            .min()
-            .map_or(-1, |t| {
-                let ms = t.saturating_duration_since(now).as_micros().div_ceil(1000);
-                i32::try_from(ms).unwrap_or(i32::MAX)
-            });
-        // SAFETY: `fds` is a live array of `fds.len()` pollfd structs for the whole call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n < 0 {
+        let timeout =
+            logs.iter()
+                .filter_map(StreamPump::due)
+                .min()
+                .map_or(PollTimeout::NONE, |t| {
+                    // Rounded up to whole milliseconds, so the wake-up is never early.
+                    let ms = t.saturating_duration_since(now).as_micros().div_ceil(1000);
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                });
+        if poll(&mut fds, timeout).is_err() {
             // EINTR: look again. (Nothing else can fail with valid fds.)
             continue;
         }
-        if fds[0].revents != 0 {
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
             while let Ok(Some(info)) = signals.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) | Err(_) => {}
@@ -400,8 +396,8 @@ fn supervise(child: Pid, signals: &SignalFd, logs: &mut [StreamPump]) -> ExitRec
                 }
             }
         }
-        for (pfd, i) in fds[1..].iter().zip(which) {
-            if pfd.revents != 0 {
+        for (&readable, i) in ready[1..].iter().zip(which) {
+            if readable {
                 // At most 1 MiB per stream and round, so signals are never starved.
                 logs[i].read_available(&mut buf, 16);
             }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use super::supervise::{AgentView, Marks, Peer};
 use super::supervise_procs::{self as procs, Agents};
 use super::supervise_watch::{Watcher, OPENED, REMOVED, WRITTEN};
-use crate::cgroup::{Cgroup, Layout};
-use crate::daemon::api::{AgentState, Response};
+use agent_supervisor::cgroup::{Cgroup, Layout};
+use agent_supervisor::daemon::api::{AgentState, Response};
 
 /// The host of the generated system file.
 pub const HOST: &str = "bench";
@@ -32,11 +32,29 @@ pub struct Ours {
     watcher: Option<Watcher>,
 }
 
+/// The `agent-supervisor` binary the daemon runs from: the one next to this executable
+/// (`cargo build` puts both in the same target directory; an install puts them side by side).
+fn daemon_binary() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let exe = me.with_file_name(DAEMON_BIN);
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "no {} next to {} (build it: cargo build -p agent-supervisor)",
+            DAEMON_BIN,
+            me.display()
+        ))
+    }
+}
+
+/// The name of the daemon's binary.
+pub const DAEMON_BIN: &str = "agent-supervisor";
+
 impl Ours {
     /// Writes the system file into the agents' directory.
     pub fn new(agents: &Agents) -> Result<Ours, String> {
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find the agent-supervisor binary: {e}"))?;
+        let exe = daemon_binary()?;
         let dir = &agents.dir;
         let slice = format!("as-bench-{}.slice", std::process::id());
         let http = std::net::TcpListener::bind("127.0.0.1:0")
@@ -249,7 +267,7 @@ impl Peer for Ours {
         let exe = self.exe.to_string_lossy().into_owned();
         let small = self
             .exe
-            .with_file_name(crate::pod::LAUNCHER_BIN)
+            .with_file_name(agent_supervisor::pod::LAUNCHER_BIN)
             .to_string_lossy()
             .into_owned();
         // Ours, not another run's: group inits live in this bench's cgroup slice; the launch
@@ -346,17 +364,7 @@ impl Peer for Ours {
 
     fn teardown(&mut self) -> Vec<String> {
         self.watcher = None;
-        let mut notes = Vec::new();
-        if let Some(mut c) = self.child.take() {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-        let left = procs::kill_leftovers(&self.agents, Duration::from_secs(5));
-        if left > 0 {
-            notes.push(format!("{left} processes survived SIGKILL for 5 s"));
-        }
+        let mut notes = procs::end(self.child.take(), &self.agents);
         match Layout::detect().and_then(|l| Cgroup::root(&l, &self.slice)) {
             Ok(root) => {
                 if let Err(e) = root.remove() {

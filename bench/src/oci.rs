@@ -14,9 +14,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use serde_json::{json, Value};
 
-use crate::cgroup::Layout;
-use crate::launch::mounts::{HOST_MASKED, MASKED_PATHS, READONLY_PATHS};
-use crate::launch::sandbox::DEFAULT_CAPS;
+use agent_launch::mounts::{HOST_MASKED, MASKED_PATHS, READONLY_PATHS};
+use agent_launch::sandbox::DEFAULT_CAPS;
+use agent_supervisor::cgroup::Layout;
 
 /// Syscalls denied with EPERM, the same list as the agent sandbox's default filter.
 const DENIED: &[&str] = &[
@@ -275,7 +275,7 @@ fn config(mounts: Vec<Value>, cgroup_parent: &str) -> Value {
             "user": {"uid": 0, "gid": 0},
             "args": ["/bin/true"],
             "env": [
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                format!("PATH={}", agent_launch::DEFAULT_PATH),
                 "HOME=/root"
             ],
             "cwd": "/",

@@ -61,7 +61,24 @@ fn launch(spec_path: &Path) -> Result<(), LaunchError> {
     if spec.private_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    // The host's rtnetlink socket stays in the host's network namespace after the unshare.
+    let mut host_net = match &spec.network {
+        Some(_) => Some(super::net::host_socket().map_err(|e| LaunchError::Net {
+            group: spec.group.clone(),
+            source: e,
+        })?),
+        None => None,
+    };
     unshare(flags).map_err(|e| LaunchError::sys("unshare namespaces", &spec.group, e))?;
+    // Step 3b: the private network (veth pair, bridge, address, route), before the init
+    // is forked into it.
+    if let (Some(n), Some(host)) = (&spec.network, host_net.as_mut()) {
+        super::net::connect(host, n).map_err(|e| LaunchError::Net {
+            group: spec.group.clone(),
+            source: e,
+        })?;
+    }
+    drop(host_net);
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| LaunchError::sys("pipe", &spec.group, e))?;
     // The init's pid as this (the caller's) pid namespace sees it, for the init to print.
@@ -122,10 +139,9 @@ fn become_init(spec: &GroupSpec, ready: OwnedFd, pid: OwnedFd) -> ! {
     let _ = nix::unistd::write(&ready, b"ok");
     drop(ready);
     // The init holds no host file: stdio goes to the group's /dev/null.
-    for fd in 0..3 {
-        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-    }
+    let _ = nix::unistd::dup2_stdin(&null);
+    let _ = nix::unistd::dup2_stdout(&null);
+    let _ = nix::unistd::dup2_stderr(&null);
     drop(null);
     init_loop()
 }
@@ -144,8 +160,11 @@ fn prepare(spec: &GroupSpec) -> Result<std::fs::File, LaunchError> {
         group: spec.group.clone(),
         source: e,
     })?;
-    if spec.private_network {
-        super::net::loopback_up().map_err(|e| LaunchError::sys("bring up lo", &spec.group, e))?;
+    if spec.private_network && spec.network.is_none() {
+        super::net::loopback_up().map_err(|e| LaunchError::Net {
+            group: spec.group.clone(),
+            source: e,
+        })?;
     }
     std::fs::OpenOptions::new()
         .read(true)
@@ -160,17 +179,11 @@ fn prepare(spec: &GroupSpec) -> Result<std::fs::File, LaunchError> {
 
 /// The init's life: wait for signals, reap every exited process, forward some signals.
 fn init_loop() -> ! {
+    // The signals a shim forwards to its agent, and the children's exits.
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        set.add(s);
+    set.add(Signal::SIGCHLD);
+    for s in super::agent::FORWARDED {
+        set.add(*s);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     loop {

@@ -1,4 +1,4 @@
-//! `agent-supervisor bench build`: image build times on the example's `agent-python` image —
+//! `agent-bench build`: image build times on the example's `agent-python` image —
 //! cold, no-change rebuild, one agent file changed — beside the floor `tar c | zstd` and
 //! `tar c | gzip` of the same tree and `buildah bud` of that tree, in one run.
 //!

@@ -9,31 +9,21 @@
 //! ignored, so a write to a closed stderr fails with `EPIPE` instead of killing the shim.
 #![no_main]
 
-use std::path::Path;
-
-use agent_supervisor::launch;
+use agent_launch as launch;
 
 /// The process entry point, called by the C runtime.
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // Raw: nix's `signal` is an `unsafe fn` over the same call, so it adds nothing here.
     // SAFETY: setting SIGPIPE's disposition to "ignore" installs no handler; this process is
     // single-threaded here.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // std reads the arguments from the C runtime's own copy (glibc's init array).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let status = match (
-        args.get(1).and_then(|a| a.to_str()),
-        args.get(2),
-        args.len(),
-    ) {
-        (Some("__group-init"), Some(spec), 3) => launch::init::main(Path::new(spec)),
-        (Some("__agent"), Some(spec), 3) => launch::agent::main(Path::new(spec)),
-        (Some("__spawner"), None, 2) => launch::server::main(),
-        _ => {
-            eprintln!("usage: agent-launch __group-init SPEC | __agent SPEC | __spawner");
-            2
-        }
-    };
+    let status = launch::run_subcommand(args.get(1..).unwrap_or_default()).unwrap_or_else(|| {
+        eprintln!("usage: agent-launch __group-init SPEC | __agent SPEC | __spawner");
+        2
+    });
     // Flush what Rust buffered (the init's pid on stdout) before the C runtime exits.
     use std::io::Write;
     let _ = std::io::stdout().flush();

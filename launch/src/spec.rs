@@ -45,14 +45,28 @@ pub struct GroupSpec {
     pub root_dir: PathBuf,
     pub rootfs: RootfsSpec,
     pub binds: Vec<BindSpec>,
-    /// Own network namespace (loopback only for now) instead of the host's.
+    /// Own network namespace instead of the host's (loopback only, unless `network`).
     pub private_network: bool,
+    /// The private network's veth, bridge and address (`private_network` must be set).
+    #[serde(default)]
+    pub network: Option<NetSpec>,
     /// Paths hidden inside the group (files: /dev/null over them; dirs: empty read-only tmpfs).
     pub masked_paths: Vec<PathBuf>,
     /// Paths made read-only inside the group.
     pub readonly_paths: Vec<PathBuf>,
     /// Extra device nodes bound from the host (GPU passthrough).
     pub devices: Vec<PathBuf>,
+}
+
+/// A group's private network: `eth0` with `address/prefix` and the default route through
+/// `gateway` inside; the veth peer `host_veth` on the host's bridge `bridge`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetSpec {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub bridge: String,
+    pub host_veth: String,
 }
 
 /// A resource limit for the agent process (`setrlimit`).

@@ -3,24 +3,27 @@
 //! event with [`Instant::now`] as it arrives (file times are too coarse: the kernel hands
 //! out coarse, tick-granular timestamps to files nobody asked about).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
 /// A file was opened.
-pub const OPENED: u32 = libc::IN_OPEN;
+pub const OPENED: AddWatchFlags = AddWatchFlags::IN_OPEN;
 /// A file opened for writing was closed.
-pub const WRITTEN: u32 = libc::IN_CLOSE_WRITE;
+pub const WRITTEN: AddWatchFlags = AddWatchFlags::IN_CLOSE_WRITE;
 /// A file was removed.
-pub const REMOVED: u32 = libc::IN_DELETE;
+pub const REMOVED: AddWatchFlags = AddWatchFlags::IN_DELETE;
 
 /// One event: when it arrived, its kind (one of the constants above) and the file name.
 #[derive(Debug, Clone)]
 pub struct FileEvent {
     pub at: Instant,
-    pub mask: u32,
+    pub mask: AddWatchFlags,
     pub name: String,
 }
 
@@ -41,30 +44,11 @@ pub struct Watcher {
 impl Watcher {
     /// Watches `dirs` for opens, writes and removals of the files in them.
     pub fn new(dirs: &[&Path]) -> Result<Watcher, String> {
-        // SAFETY: inotify_init1 takes flags and returns a new fd or -1; no memory is shared.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!(
-                "inotify_init1: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| format!("inotify_init1: {e}"))?;
         for d in dirs {
-            let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes())
-                .map_err(|_| format!("{} contains a NUL byte", d.display()))?;
-            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-            let wd = unsafe {
-                libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), OPENED | WRITTEN | REMOVED)
-            };
-            if wd < 0 {
-                return Err(format!(
-                    "inotify_add_watch {}: {}",
-                    d.display(),
-                    std::io::Error::last_os_error()
-                ));
-            }
+            fd.add_watch(*d, OPENED | WRITTEN | REMOVED)
+                .map_err(|e| format!("inotify_add_watch {}: {e}", d.display()))?;
         }
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -81,22 +65,22 @@ impl Watcher {
     }
 
     /// The first event of kind `mask` on `name` that arrived at or after `since`.
-    pub fn first(&self, name: &str, mask: u32, since: Instant) -> Option<Mark> {
+    pub fn first(&self, name: &str, mask: AddWatchFlags, since: Instant) -> Option<Mark> {
         let ev = self.events.lock().ok()?;
         ev.iter()
             .enumerate()
-            .find(|(_, e)| e.at >= since && e.mask & mask != 0 && e.name == name)
+            .find(|(_, e)| e.at >= since && e.mask.intersects(mask) && e.name == name)
             .map(|(seq, e)| Mark { at: e.at, seq })
     }
 
     /// The first event of kind `mask` on `name` after the event `after` (events read
     /// together share their time: the order is the kernel's).
-    pub fn next(&self, name: &str, mask: u32, after: Mark) -> Option<Mark> {
+    pub fn next(&self, name: &str, mask: AddWatchFlags, after: Mark) -> Option<Mark> {
         let ev = self.events.lock().ok()?;
         ev.iter()
             .enumerate()
             .skip(after.seq + 1)
-            .find(|(_, e)| e.mask & mask != 0 && e.name == name)
+            .find(|(_, e)| e.mask.intersects(mask) && e.name == name)
             .map(|(seq, e)| Mark { at: e.at, seq })
     }
 }
@@ -111,47 +95,26 @@ impl Drop for Watcher {
 }
 
 /// The thread: waits for events (100 ms at a time, to see `stop`) and records them.
-fn read_events(fd: OwnedFd, events: &Mutex<Vec<FileEvent>>, stop: &AtomicBool) {
-    let mut buf = vec![0u8; 64 * 1024];
+fn read_events(fd: Inotify, events: &Mutex<Vec<FileEvent>>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `p` is one live pollfd for the duration of the call.
-        if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
+        let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if !poll(&mut p, PollTimeout::from(100u8)).is_ok_and(|n| n > 0) {
             continue;
         }
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let Ok(read) = fd.read_events() else { continue };
         let at = Instant::now();
-        if n <= 0 {
-            continue;
-        }
-        let parsed = parse(&buf[..n as usize], at);
+        let parsed = read.into_iter().map(|e| FileEvent {
+            at,
+            mask: e.mask,
+            name: e
+                .name
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        });
         if let Ok(mut ev) = events.lock() {
             ev.extend(parsed);
         }
     }
-}
-
-/// `struct inotify_event`s: wd, mask, cookie, len (4 bytes each), then `len` bytes of name.
-fn parse(mut b: &[u8], at: Instant) -> Vec<FileEvent> {
-    let word = |b: &[u8], i: usize| -> Option<u32> {
-        Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
-    };
-    let mut out = Vec::new();
-    while let (Some(mask), Some(len)) = (word(b, 4), word(b, 12)) {
-        let end = 16 + len as usize;
-        let Some(raw) = b.get(16..end) else { break };
-        let name = String::from_utf8_lossy(raw)
-            .trim_end_matches('\0')
-            .to_string();
-        out.push(FileEvent { at, mask, name });
-        b = &b[end..];
-    }
-    out
 }
 
 #[cfg(test)]

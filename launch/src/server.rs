@@ -27,10 +27,11 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
@@ -66,28 +67,22 @@ pub fn main() -> i32 {
         };
     let sock: RawFd = 0;
     loop {
+        // `sock` is stdin (fd 0).
+        let stdin = std::io::stdin();
         let mut fds = [
-            libc::pollfd {
-                fd: sock,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: signals.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
-        // SAFETY: `fds` is a live array of two pollfd structs for the whole call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
             continue;
         }
-        if fds[1].revents != 0 {
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let (request, signalled) = (ready(&fds[0]), ready(&fds[1]));
+        if signalled {
             while let Ok(Some(_)) = signals.read_signal() {}
             reap_children();
         }
-        if fds[0].revents != 0 && serve_one(sock) == Served::End {
+        if request && serve_one(sock) == Served::End {
             break;
         }
     }
@@ -219,8 +214,8 @@ fn launch(answer: OwnedFd, verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<Ow
         Ok(ForkResult::Parent { child }) => {
             drop(stdio);
             match super::pidfd_open(child.as_raw()) {
-                Some(pidfd) => reply(to, &format!("ok {}", child.as_raw()), Some(&pidfd)),
-                None => {
+                Ok(pidfd) => reply(to, &format!("ok {}", child.as_raw()), Some(&pidfd)),
+                Err(_) => {
                     // Not ours to watch: it must not run ("error" means nothing started).
                     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                     reply(to, "error: pidfd_open of the launched process failed", None)
@@ -236,10 +231,13 @@ fn launch(answer: OwnedFd, verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<Ow
 /// what runs; then the launch path itself, and exit with its
 /// status (never back into the server's loop, whose descriptors the launch path closed).
 fn become_launched(verb: &str, arg: &OsStr, label: &OsStr, stdio: Vec<OwnedFd>) -> ! {
-    for (target, fd) in stdio.iter().enumerate() {
-        // SAFETY: dup2 onto the standard descriptors of this single-threaded process; the
-        // sources stay open until dropped below.
-        unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) };
+    let onto = [
+        nix::unistd::dup2_stdin::<&OwnedFd>,
+        nix::unistd::dup2_stdout,
+        nix::unistd::dup2_stderr,
+    ];
+    for (dup2, fd) in onto.iter().zip(&stdio) {
+        let _ = dup2(fd);
     }
     drop(stdio);
     let _ = SigSet::all().thread_unblock();
@@ -288,6 +286,7 @@ fn rename_cmdline(args: &[&OsStr]) {
     }
     let Some(mut map) = mm_map() else { return };
     let len = text.len();
+    // Raw: nix 0.31 has no wrapper for `PR_SET_MM`; its `mmap_anonymous` is as unsafe as this.
     // SAFETY: a fresh private anonymous mapping of `len` bytes, written within its bounds and
     // never unmapped (the kernel reads the command line from it for the process's life);
     // prctl reads the `PrctlMmMap` we pass for the duration of the call.

@@ -1,6 +1,8 @@
 //! The privileged launch path, in the style of Firecracker's jailer: small, single-threaded
-//! programs (hidden subcommands of `agent-supervisor`) that the daemon execs. Nothing here
-//! runs inside the tokio daemon. The order of steps is documented in `docs/launcher.md`.
+//! programs (the `agent-launch` binary, and the same hidden subcommands of `agent-supervisor`)
+//! that the daemon execs or has its launch server fork. Nothing here runs inside the tokio
+//! daemon, and this crate has no async runtime in its dependency tree. The order of steps is
+//! documented in `docs/launcher.md`.
 //!
 //! - [`init`]: `__group-init SPEC` builds a group's namespaces, root and PID 1;
 //! - [`agent`]: `__agent SPEC` starts one agent in a running group and stays as its shim;
@@ -8,15 +10,21 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod client;
 pub mod init;
 pub mod logfile;
 pub mod mounts;
 pub mod net;
+pub mod rtnl;
 pub mod sandbox;
 pub mod server;
 pub mod spec;
 
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// Errors of the launch path; each names the group or agent and the step.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +67,12 @@ pub enum LaunchError {
     },
     #[error("group {group}: {message}")]
     Init { group: String, message: String },
+    #[error("group {group}: network: {source}")]
+    Net {
+        group: String,
+        #[source]
+        source: crate::rtnl::RtnlError,
+    },
     #[error("group {group}: bad launch spec: {message}")]
     Spec { group: String, message: String },
     #[error("agent {agent}: {message}")]
@@ -93,8 +107,27 @@ impl LaunchError {
     }
 }
 
+/// Runs the launcher subcommand `args` names (a program's arguments after its name:
+/// `__group-init SPEC`, `__agent SPEC` or `__spawner`) and returns its exit status; `None`
+/// when `args` is none of them. For a binary that has the launch path built in (the
+/// launcher `Pod` execs is `agent-launch`, or the running program when none is next to it).
+pub fn run_subcommand(args: &[std::ffi::OsString]) -> Option<i32> {
+    let spec = || args.get(1).map(Path::new);
+    match (args.first().and_then(|a| a.to_str()), args.len()) {
+        (Some("__group-init"), 2) => spec().map(init::main),
+        (Some("__agent"), 2) => spec().map(agent::main),
+        (Some("__spawner"), 1) => Some(server::main()),
+        _ => None,
+    }
+}
+
+/// The `PATH` a launched program is searched on, and that an agent gets, when nothing sets
+/// one (its image or configuration).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Closes every fd above 2 (step 1 of every launch path).
 pub fn close_inherited_fds() {
+    // Raw: nix 0.31 has no close_range wrapper.
     // SAFETY: close_range only closes descriptors; nothing of ours above 2 is open yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 }
@@ -111,19 +144,22 @@ pub fn join_cgroup(procs: &[PathBuf]) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// A pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+), if the process exists.
-pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+/// A pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+); an error (`ESRCH`) if it is gone.
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // Raw: nix 0.31 has no pidfd_open wrapper.
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let raw = i32::try_from(raw).ok().filter(|&fd| fd >= 0)?;
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let raw = i32::try_from(raw).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: `raw` is a descriptor just returned to us and owned by nothing else.
-    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// Sends SIGKILL to the process a pidfd names (never to a process that reused its pid).
-pub fn pidfd_kill(fd: &std::os::fd::OwnedFd) {
-    use std::os::fd::AsRawFd;
+pub fn pidfd_kill(fd: &OwnedFd) {
+    // Raw: nix 0.31 has no pidfd_send_signal wrapper.
     // SAFETY: pidfd_send_signal with a live pidfd, no siginfo and no flags.
     unsafe {
         libc::syscall(
@@ -137,30 +173,26 @@ pub fn pidfd_kill(fd: &std::os::fd::OwnedFd) {
 }
 
 /// Waits up to `timeout` until `fd` is readable (a pidfd: its process has exited).
-pub fn wait_readable(fd: &std::os::fd::OwnedFd, timeout: std::time::Duration) -> bool {
-    use std::os::fd::AsRawFd;
-    let deadline = std::time::Instant::now() + timeout;
+pub fn wait_readable(fd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
     loop {
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        match unsafe { libc::poll(&mut pfd, 1, ms) } {
-            n if n > 0 => return true,
-            0 => return false,
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return false,
             // EINTR: wait again for what is left.
-            _ => continue,
+            Err(_) => continue,
         }
     }
 }
 
-/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
+/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22): with the
+/// pid, it names one process (a recycled pid has another start time).
 pub fn proc_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
+    // The command name (field 2) may hold spaces and parentheses: fields count from its end.
+    let after = stat.get(stat.rfind(')')? + 2..)?;
     after.split_whitespace().nth(19)?.parse().ok()
 }

@@ -1,0 +1,72 @@
+//! The `agent-bench` binary: benchmarks that print a table comparing agent-supervisor with its
+//! peers in one run (`launch`, `supervise`, `build`). Kept out of `agent-supervisor`, the
+//! product binary; it runs `agent-supervisor` and `agent-launch` from its own directory.
+
+use std::process::ExitCode;
+
+use agent_bench::{build, launch, supervise};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "agent-bench",
+    version,
+    about = "Benchmarks that print a table comparing agent-supervisor with its peers, in one run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Launch-to-exit time of /bin/true in a group, beside fork+exec, unshare, crun and runc.
+    Launch {
+        /// Runs per contender.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+    },
+    /// Image build times of the example's agent-python image beside tar | zstd and tar | gzip.
+    Build {
+        /// Rebuilds measured per kind.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// The same stand-in agents under agent-supervisor and supervisord: time to all RUNNING,
+    /// restart latency after kill -9, daemon RSS, idle CPU, time to stop all.
+    Supervise {
+        /// Number of stand-in agents.
+        #[arg(long, default_value_t = 77)]
+        agents: usize,
+        /// kill -9 restarts measured per supervisor.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    // The launcher's subcommands: `Pod` execs this executable for them when no
+    // `agent-launch` is next to it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(status) = agent_launch::run_subcommand(&args) {
+        return ExitCode::from(u8::try_from(status).unwrap_or(255));
+    }
+    let (name, result) = match Cli::parse().command {
+        Cmd::Launch { runs } => ("launch", launch::run(runs).map_err(|e| e.to_string())),
+        Cmd::Supervise { agents, kills } => (
+            "supervise",
+            supervise::run(agents, kills).map_err(|e| e.to_string()),
+        ),
+        Cmd::Build { runs } => ("build", build::run(runs)),
+    };
+    match result {
+        Ok(table) => {
+            print!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agent-bench {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
