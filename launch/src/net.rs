@@ -27,6 +27,11 @@ pub fn host_socket() -> Result<Rtnl, RtnlError> {
 /// address and the default route through the bridge.
 pub fn connect(host: &mut Rtnl, n: &NetSpec) -> Result<(), RtnlError> {
     let ns = std::fs::File::open("/proc/thread-self/ns/net").map_err(RtnlError::Socket)?;
+    // The kernel removes a veth pair after its namespace is gone, in the background: an
+    // earlier run of this group (it never runs twice at once) may still hold the name.
+    if let Some(stale) = host.link_index(&n.host_veth)? {
+        host.delete(&n.host_veth, stale)?;
+    }
     host.add_veth(&n.host_veth, GROUP_IFACE, ns.as_fd())?;
     let bridge = host.ensure_bridge(&n.bridge)?;
     host.add_address(&n.bridge, bridge, n.gateway, n.prefix)?;

@@ -108,11 +108,7 @@ impl Rtnl {
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, RtnlError> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(
-            &format!("link {name}"),
-            RouteNetlinkMessage::GetLink(m),
-            0,
-        ) {
+        match self.request(&format!("link {name}"), RouteNetlinkMessage::GetLink(m), 0) {
             Ok(reply) => Ok(reply.into_iter().find_map(|r| match r {
                 RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
                 _ => None,
@@ -156,14 +152,20 @@ impl Rtnl {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         m.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         match self.request(
             &format!("bridge {name}"),
             RouteNetlinkMessage::NewLink(m),
             NLM_F_CREATE | NLM_F_EXCL,
         ) {
             // Another group's init made it meanwhile.
-            Ok(_) | Err(RtnlError::Kernel { errno: libc::EEXIST, .. }) => {}
+            Ok(_)
+            | Err(RtnlError::Kernel {
+                errno: libc::EEXIST,
+                ..
+            }) => {}
             Err(e) => return Err(e),
         }
         self.link_index(name)?.ok_or_else(|| RtnlError::Kernel {
@@ -209,7 +211,11 @@ impl Rtnl {
             RouteNetlinkMessage::NewAddress(m),
             NLM_F_CREATE | NLM_F_EXCL,
         ) {
-            Ok(_) | Err(RtnlError::Kernel { errno: libc::EEXIST, .. }) => Ok(()),
+            Ok(_)
+            | Err(RtnlError::Kernel {
+                errno: libc::EEXIST,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -235,7 +241,7 @@ impl Rtnl {
 
 impl Rtnl {
     /// Deletes link `index`.
-    fn delete(&mut self, what: &str, index: u32) -> Result<(), RtnlError> {
+    pub fn delete(&mut self, what: &str, index: u32) -> Result<(), RtnlError> {
         let mut m = LinkMessage::default();
         m.header.index = index;
         self.request(&format!("link {what}"), RouteNetlinkMessage::DelLink(m), 0)

@@ -193,12 +193,27 @@ pub struct HealthPlan {
 /// What a health check does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// Connect to `127.0.0.1:port`.
-    Tcp(u16),
-    /// `GET path` on `127.0.0.1:port`; 2xx and 3xx are healthy.
-    Http { port: u16, path: String },
+    /// Connect to `addr:port` (`127.0.0.1` on the host network, the group's address in a
+    /// private one).
+    Tcp { addr: std::net::Ipv4Addr, port: u16 },
+    /// `GET path` on `addr:port`; 2xx and 3xx are healthy.
+    Http {
+        addr: std::net::Ipv4Addr,
+        port: u16,
+        path: String,
+    },
     /// Run a command; exit 0 is healthy.
     Exec(Vec<String>),
+}
+
+impl Probe {
+    /// Probes the agent at `at` instead of the loopback (an agent of a private group).
+    pub fn reach_at(&mut self, at: std::net::Ipv4Addr) {
+        match self {
+            Probe::Tcp { addr, .. } | Probe::Http { addr, .. } => *addr = at,
+            Probe::Exec(_) => {}
+        }
+    }
 }
 
 /// Where an agent's shim writes its output.

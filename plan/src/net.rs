@@ -318,7 +318,13 @@ impl SystemNet {
             n.hosts.push((ip, names));
         }
         for (hname, h) in &l.system.hosts {
-            if let Some(ip) = host_ip(l, hname) {
+            // Its own host, for a private group, is the bridge's address.
+            let ip = if hname == viewer_host && private {
+                Some(local)
+            } else {
+                host_ip(l, hname)
+            };
+            if let Some(ip) = ip {
                 n.hosts.push((ip, vec![hname.clone()]));
             }
             n.env

@@ -1,6 +1,7 @@
 //! [`Plan::resolve`]: a loaded system file, one host and its image store in, a [`HostPlan`]
 //! out, or every finding that stops it, each naming the field it is about.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use agent_config::model::{Agent, Group, NetworkMode, SeccompMode, TcpTarget};
@@ -248,6 +249,12 @@ impl Resolver<'_> {
             {
                 if private {
                     by_name(&mut plan.env);
+                    // The daemon probes from the host: at the group's address.
+                    if let Some(addr) = self.sysnet.and_then(|n| n.addresses.get(name)) {
+                        if let Some(h) = plan.health.as_mut() {
+                            h.probe.reach_at(*addr);
+                        }
+                    }
                 }
                 plan.names_env = names
                     .env
@@ -558,13 +565,17 @@ impl Resolver<'_> {
 /// and the agent has none.
 fn probe(h: &agent_config::model::Health, port: Option<u16>) -> Option<Probe> {
     if let Some(t) = h.tcp {
-        return Some(Probe::Tcp(match t {
-            TcpTarget::Port(p) => p.0,
-            TcpTarget::AgentPort => port?,
-        }));
+        return Some(Probe::Tcp {
+            addr: Ipv4Addr::LOCALHOST,
+            port: match t {
+                TcpTarget::Port(p) => p.0,
+                TcpTarget::AgentPort => port?,
+            },
+        });
     }
     if let Some(path) = &h.http {
         return Some(Probe::Http {
+            addr: Ipv4Addr::LOCALHOST,
             port: port?,
             path: path.clone(),
         });

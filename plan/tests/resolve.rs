@@ -90,7 +90,13 @@ fn resolves_one_host_with_merged_environment() {
     assert_eq!(env(&p, "back", "AGENT_NAME"), Some("back"));
     assert_eq!(env(&p, "store", "SECRET"), None);
     let front = p.agent("front").unwrap();
-    assert_eq!(front.health.as_ref().unwrap().probe, Probe::Tcp(7001));
+    assert_eq!(
+        front.health.as_ref().unwrap().probe,
+        Probe::Tcp {
+            addr: std::net::Ipv4Addr::LOCALHOST,
+            port: 7001
+        }
+    );
     assert_eq!(front.ports, [7001]);
     assert_eq!(front.restart.policy, agent_config::model::Policy::Always);
     assert!(front.log.stdout.ends_with("front.stdout.log"));

@@ -186,7 +186,10 @@ pub fn sync(plan: &agent_plan::HostPlan) -> Result<(), NftError> {
 
 /// Removes `table` (nothing when it does not exist).
 pub fn remove(table: &str) -> Result<(), NftError> {
-    nft(table, &format!("table ip {table}\ndelete table ip {table}\n"))
+    nft(
+        table,
+        &format!("table ip {table}\ndelete table ip {table}\n"),
+    )
 }
 
 /// Whether the kernel has the table `table`.
@@ -208,7 +211,9 @@ fn nft(table: &str, script: &str) -> Result<(), NftError> {
         .spawn()
         .map_err(NftError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(NftError::Spawn)?;
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(NftError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(NftError::Spawn)?;
     if out.status.success() {
@@ -253,7 +258,10 @@ mod tests {
         assert!(s.contains(
             "ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080 dnat to 10.88.1.7:80"
         ));
-        assert!(!s.contains("    tcp dport"), "every forward is for local addresses only");
+        assert!(
+            !s.contains("    tcp dport"),
+            "every forward is for local addresses only"
+        );
     }
 
     #[test]

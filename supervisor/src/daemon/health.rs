@@ -18,15 +18,15 @@ pub async fn check(p: &Probe, timeout: Duration) -> Result<(), String> {
 
 async fn run(p: &Probe) -> Result<(), String> {
     match p {
-        Probe::Tcp(port) => tokio::net::TcpStream::connect(("127.0.0.1", *port))
+        Probe::Tcp { addr, port } => tokio::net::TcpStream::connect((*addr, *port))
             .await
             .map(|_| ())
-            .map_err(|e| format!("tcp 127.0.0.1:{port}: {e}")),
-        Probe::Http { port, path } => {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", *port))
+            .map_err(|e| format!("tcp {addr}:{port}: {e}")),
+        Probe::Http { addr, port, path } => {
+            let mut s = tokio::net::TcpStream::connect((*addr, *port))
                 .await
-                .map_err(|e| format!("http 127.0.0.1:{port}: {e}"))?;
-            let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: agent-supervisor\r\n\r\n");
+                .map_err(|e| format!("http {addr}:{port}: {e}"))?;
+            let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}:{port}\r\nUser-Agent: agent-supervisor\r\n\r\n");
             s.write_all(req.as_bytes())
                 .await
                 .map_err(|e| format!("http {path}: {e}"))?;

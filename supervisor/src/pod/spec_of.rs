@@ -203,7 +203,10 @@ mod tests {
                 on_unhealthy: true,
             },
             health: Some(HealthPlan {
-                probe: Probe::Tcp(7001),
+                probe: Probe::Tcp {
+                    addr: std::net::Ipv4Addr::LOCALHOST,
+                    port: 7001,
+                },
                 timing: agent_config::defaults::HealthTiming {
                     interval: Duration::from_secs(1),
                     timeout: Duration::from_secs(1),
