@@ -29,10 +29,31 @@ pub fn connect(host: &mut Rtnl, n: &NetSpec) -> Result<(), RtnlError> {
     let ns = std::fs::File::open("/proc/thread-self/ns/net").map_err(RtnlError::Socket)?;
     // The kernel removes a veth pair after its namespace is gone, in the background: an
     // earlier run of this group (it never runs twice at once) may still hold the name.
-    if let Some(stale) = host.link_index(&n.host_veth)? {
-        host.delete(&n.host_veth, stale)?;
+    // Deleting it races with the kernel's own removal (ENODEV: gone meanwhile; EEXIST: the
+    // name is still being released), so a few tries, 1 ms apart.
+    let mut tries = 0;
+    loop {
+        if let Some(stale) = host.link_index(&n.host_veth)? {
+            match host.delete(&n.host_veth, stale) {
+                Ok(())
+                | Err(RtnlError::Kernel {
+                    errno: libc::ENODEV,
+                    ..
+                }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match host.add_veth(&n.host_veth, GROUP_IFACE, ns.as_fd()) {
+            Err(RtnlError::Kernel {
+                errno: libc::EEXIST,
+                ..
+            }) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            other => break other?,
+        }
     }
-    host.add_veth(&n.host_veth, GROUP_IFACE, ns.as_fd())?;
     let bridge = host.ensure_bridge(&n.bridge)?;
     host.add_address(&n.bridge, bridge, n.gateway, n.prefix)?;
     host.set_up(&n.bridge, bridge, None)?;

@@ -84,6 +84,9 @@ fn snapshot() -> Snapshot {
                 memory_limit_bytes: Some(1 << 30),
                 cpu_seconds: Some(12.25),
                 pids: Some(7),
+                address: Some("10.88.1.7".into()),
+                network_rx_bytes: Some(1000),
+                network_tx_bytes: Some(2000),
             },
             GroupStatus {
                 host: "h1".into(),
@@ -93,6 +96,9 @@ fn snapshot() -> Snapshot {
                 memory_limit_bytes: None,
                 cpu_seconds: None,
                 pids: None,
+                address: None,
+                network_rx_bytes: None,
+                network_tx_bytes: None,
             },
         ],
     }
@@ -307,6 +313,7 @@ fn status_text_json_and_exit_codes() {
         "STATE",
         "HEALTH",
         "PID",
+        "ADDRESS",
         "UPTIME",
         "RESTARTS",
         "MEMORY",

@@ -185,6 +185,35 @@ fn private_groups_talk_by_name_publish_ports_and_leave_nothing() {
             "front -> {name}:8002: {r:?}"
         );
     }
+    // Status shows each group's address, /metrics its veth's bytes.
+    let st: Value = serde_json::from_slice(&ctl(&f, &["status", "--json"]).stdout).unwrap();
+    let api = st["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "api")
+        .unwrap()
+        .clone();
+    let addr = api["address"].as_str().unwrap().to_string();
+    assert!(addr.starts_with("10.89.0."), "{api}");
+    assert!(api["network_rx_bytes"].as_u64().unwrap() > 0, "{api}");
+    let table_out = text(&ctl(&f, &["status"]));
+    assert!(
+        table_out.contains("ADDRESS") && table_out.contains(&addr),
+        "{table_out}"
+    );
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", f.port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut m = String::new();
+        s.read_to_string(&mut m).unwrap();
+        m
+    };
+    assert!(
+        metrics.contains("container_network_receive_bytes_total{host=\"h1\",group=\"api\"}"),
+        "{metrics}"
+    );
     // The host by its name is the bridge's address; the published port answers there.
     assert!(connect_from(front, "h1", pub_port).is_ok());
     // The daemon's loopback-only listener (127.0.0.1:<port>) is out of reach: the group's

@@ -242,6 +242,7 @@ fn status_table(s: &Snapshot) -> String {
         "STATE",
         "HEALTH",
         "PID",
+        "ADDRESS",
         "UPTIME",
         "RESTARTS",
         "MEMORY",
@@ -249,7 +250,14 @@ fn status_table(s: &Snapshot) -> String {
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for a in &s.agents {
-        rows.push(row(a));
+        // A private group's address; `host` for the host's network.
+        let address = s
+            .groups
+            .iter()
+            .find(|g| g.group == a.group)
+            .and_then(|g| g.address.clone())
+            .unwrap_or_else(|| "host".to_string());
+        rows.push(row(a, address));
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
@@ -270,7 +278,7 @@ fn status_table(s: &Snapshot) -> String {
     out
 }
 
-fn row(a: &AgentStatus) -> Vec<String> {
+fn row(a: &AgentStatus, address: String) -> Vec<String> {
     let running = matches!(a.state, AgentState::Running | AgentState::Stopping);
     let mut last = a
         .last_exit
@@ -286,6 +294,7 @@ fn row(a: &AgentStatus) -> Vec<String> {
         a.pid
             .filter(|_| running)
             .map_or("-".into(), |p| p.to_string()),
+        address,
         a.uptime_seconds
             .filter(|_| running)
             .map_or("-".into(), uptime),

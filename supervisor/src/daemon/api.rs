@@ -119,6 +119,15 @@ pub struct GroupStatus {
     pub memory_limit_bytes: Option<u64>,
     pub cpu_seconds: Option<f64>,
     pub pids: Option<u64>,
+    /// The group's address on the host's bridge (`network: private`); `None` on the host's
+    /// network.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Bytes the group received and sent through its veth pair (private groups).
+    #[serde(default)]
+    pub network_rx_bytes: Option<u64>,
+    #[serde(default)]
+    pub network_tx_bytes: Option<u64>,
 }
 
 /// Everything the daemon knows, at one moment.

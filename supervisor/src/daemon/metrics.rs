@@ -28,6 +28,8 @@
 //! | `container_spec_memory_limit_bytes` | gauge | the group's `memory.max`; absent when unlimited |
 //! | `container_cpu_usage_seconds_total` | counter | CPU time of the group |
 //! | `agent_supervisor_group_pids` | gauge | processes in the group (cAdvisor has no exact equivalent) |
+//! | `container_network_receive_bytes_total` | counter | bytes a private group received through its veth (cAdvisor's name) |
+//! | `container_network_transmit_bytes_total` | counter | bytes a private group sent through its veth |
 //! | `agent_supervisor_build_info{version}` | gauge | always 1 |
 //! | `agent_supervisor_daemon_start_time_seconds` | gauge | Unix time the daemon started |
 //!
@@ -100,6 +102,8 @@ pub fn render_openmetrics(snapshot: &Snapshot) -> String {
     let memory_limit = IntGauge::default();
     let cpu = FloatCounter::default();
     let pids = IntGauge::default();
+    let net_rx = IntCounter::default();
+    let net_tx = IntCounter::default();
     let build = IntGauge::default();
     let daemon_start = FloatGauge::default();
 
@@ -156,6 +160,12 @@ pub fn render_openmetrics(snapshot: &Snapshot) -> String {
         }
         if let Some(p) = g.pids {
             pids.get_or_create(&l).set(saturating_i64(p));
+        }
+        if let Some(b) = g.network_rx_bytes {
+            net_rx.get_or_create(&l).inc_by(b);
+        }
+        if let Some(b) = g.network_tx_bytes {
+            net_tx.get_or_create(&l).inc_by(b);
         }
     }
 
@@ -217,6 +227,18 @@ pub fn render_openmetrics(snapshot: &Snapshot) -> String {
         "agent_supervisor_group_pids",
         "Processes (tasks) in the group's cgroup",
         pids,
+    );
+    registry.register_with_unit(
+        "container_network_receive",
+        "Bytes the group received through its veth pair (private groups)",
+        Unit::Bytes,
+        net_rx,
+    );
+    registry.register_with_unit(
+        "container_network_transmit",
+        "Bytes the group sent through its veth pair (private groups)",
+        Unit::Bytes,
+        net_tx,
     );
     registry.register(
         "agent_supervisor_build_info",

@@ -66,6 +66,10 @@ impl Core {
             .groups
             .iter()
             .map(|(name, g)| {
+                let net = self.plan.groups.get(name).and_then(|p| match &p.network {
+                    agent_plan::NetworkPlan::Private(n) => Some(n.clone()),
+                    agent_plan::NetworkPlan::Host => None,
+                });
                 let row = GroupStatus {
                     host: self.host.clone(),
                     group: name.clone(),
@@ -74,8 +78,12 @@ impl Core {
                     memory_limit_bytes: None,
                     cpu_seconds: None,
                     pids: None,
+                    address: net.as_ref().map(|n| n.address.to_string()),
+                    network_rx_bytes: None,
+                    network_tx_bytes: None,
                 };
-                (row, g.pod.as_ref().map(|p| p.cgroup.clone()))
+                let veth = net.filter(|_| g.pod.is_some()).map(|n| n.host_veth);
+                (row, g.pod.as_ref().map(|p| p.cgroup.clone()), veth)
             })
             .collect();
         let head = Snapshot {
@@ -96,12 +104,18 @@ impl Core {
                 .collect();
             let groups = groups
                 .into_iter()
-                .map(|(mut row, cg)| {
+                .map(|(mut row, cg, veth)| {
                     let stats = cg.map(|c| c.stats()).unwrap_or_default();
                     row.memory_usage_bytes = stats.memory_usage;
                     row.memory_limit_bytes = stats.memory_limit;
                     row.cpu_seconds = stats.cpu_usage_seconds;
                     row.pids = stats.pids_current;
+                    if let Some(v) = veth {
+                        // The host end's counters, seen from the group: what the host end
+                        // sent, the group received.
+                        row.network_rx_bytes = veth_counter(&v, "tx_bytes");
+                        row.network_tx_bytes = veth_counter(&v, "rx_bytes");
+                    }
                     row
                 })
                 .collect();
@@ -334,4 +348,13 @@ pub fn parse_signal(s: &str) -> Option<Signal> {
         format!("SIG{up}")
     };
     name.parse().ok()
+}
+
+/// A counter of a host interface (`/sys/class/net/<iface>/statistics/<name>`).
+fn veth_counter(iface: &str, name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
