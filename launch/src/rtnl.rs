@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -32,6 +32,15 @@ pub enum RtnlError {
     #[error("{what}: the kernel's reply could not be read: {message}")]
     Reply { what: String, message: String },
 }
+
+/// What a request's reply held besides its acknowledgement.
+enum Reply {
+    Link { index: u32 },
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const RTM_NEWLINK: u16 = 16;
 
 /// A route netlink socket of the network namespace the calling thread was in when it was
 /// opened (it stays there when the thread moves to another one).
@@ -57,7 +66,7 @@ impl Rtnl {
         what: &str,
         msg: RouteNetlinkMessage,
         flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
+    ) -> Result<Vec<Reply>, RtnlError> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -71,33 +80,47 @@ impl Rtnl {
             what: what.to_string(),
             message,
         };
+        // Replies are read by hand (header, error code, a link's index): parsing them into
+        // `RouteNetlinkMessage` links every parser of the crate into the launcher, which
+        // doubled its size and the memory of every shim forked from the launch server.
         let mut out = Vec::new();
         loop {
             let (data, _) = self.socket.recv_from_full().map_err(RtnlError::Socket)?;
             let mut at = 0;
             while at < data.len() {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
-                    .map_err(|e| reply(e.to_string()))?;
-                let len = msg.header.length as usize;
+                let msg =
+                    NetlinkBuffer::new_checked(&data[at..]).map_err(|e| reply(e.to_string()))?;
+                let len = msg.length() as usize;
                 if len == 0 {
                     return Err(reply("a message of length 0".to_string()));
                 }
-                at += len;
-                if msg.header.sequence_number != self.seq {
+                at += (len + 3) & !3;
+                if msg.sequence_number() != self.seq {
                     continue;
                 }
-                match msg.payload {
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(out),
-                            Some(code) => Err(RtnlError::Kernel {
+                let payload = msg.payload();
+                let word = |i: usize| -> Result<i32, RtnlError> {
+                    payload
+                        .get(i..i + 4)
+                        .and_then(|b| b.try_into().ok())
+                        .map(i32::from_ne_bytes)
+                        .ok_or_else(|| reply(format!("a message of {} bytes", payload.len())))
+                };
+                match msg.message_type() {
+                    NLMSG_ERROR => {
+                        return match word(0)? {
+                            0 => Ok(out),
+                            code => Err(RtnlError::Kernel {
                                 what: what.to_string(),
-                                errno: -code.get(),
+                                errno: -code,
                             }),
                         }
                     }
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    NLMSG_DONE => return Ok(out),
+                    // struct ifinfomsg: family, pad, type (u16), index (i32), ...
+                    RTM_NEWLINK => out.push(Reply::Link {
+                        index: word(4)? as u32,
+                    }),
                     _ => {}
                 }
             }
@@ -109,10 +132,7 @@ impl Rtnl {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         match self.request(&format!("link {name}"), RouteNetlinkMessage::GetLink(m), 0) {
-            Ok(reply) => Ok(reply.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
-                _ => None,
-            })),
+            Ok(reply) => Ok(reply.into_iter().map(|Reply::Link { index }| index).next()),
             Err(RtnlError::Kernel { errno, .. }) if errno == libc::ENODEV => Ok(None),
             Err(e) => Err(e),
         }
