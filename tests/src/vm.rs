@@ -50,6 +50,7 @@ pub const MODULES: &[&str] = &[
     "9pnet_virtio",
     "9p",
     "veth",
+    "bridge",
     "tun",
     "wireguard",
     "overlay",
