@@ -30,22 +30,33 @@ use super::table::{measure, measure_interleaved, ms, render, Contender, Row, Sta
 pub const NEW_GROUP: &str = "agent-supervisor: new group + agent";
 /// agent-supervisor: one agent per run in a group started once.
 pub const IN_GROUP: &str = "agent-supervisor: agent in a running group";
+/// The same two, the group on a private network (veth pair, bridge port, address, route).
+pub const NEW_GROUP_NET: &str = "agent-supervisor: new group + agent, private network";
+pub const IN_GROUP_NET: &str = "agent-supervisor: agent in a running private group";
 pub const FORK_EXEC: &str = "fork+exec /bin/true";
 pub const UNSHARE: &str = "unshare -pfmnui --fork /bin/true";
 /// The baseline of the ratios and of the target.
 pub const UNSHARE_CHROOT: &str = "unshare -pfmnui --fork chroot / /bin/true";
+/// The floor of a private network with the usual tools.
+pub const NETNS_FLOOR: &str = "ip netns add + veth + address + ip netns exec true";
 pub const CRUN: &str = "crun run";
 pub const RUNC: &str = "runc run";
 /// Every row of the table starts with one of these labels, in this order.
 pub const CONTENDERS: &[&str] = &[
     NEW_GROUP,
     IN_GROUP,
+    NEW_GROUP_NET,
+    IN_GROUP_NET,
     FORK_EXEC,
     UNSHARE,
     UNSHARE_CHROOT,
+    NETNS_FLOOR,
     CRUN,
     RUNC,
 ];
+
+/// The target of the private network: it adds at most this much to a new group's median.
+pub const NET_TARGET: Duration = Duration::from_millis(1);
 
 /// Untimed runs of each contender before its timed runs.
 pub const WARMUP: usize = 5;
@@ -112,6 +123,11 @@ pub fn run(runs: usize) -> Result<String, BenchError> {
         .find(|r| r.label == NEW_GROUP)
         .and_then(|r| r.result.as_ref().ok());
     out.push_str(&verdict(ours, baseline));
+    let net = rows
+        .iter()
+        .find(|r| r.label == NEW_GROUP_NET)
+        .and_then(|r| r.result.as_ref().ok());
+    out.push_str(&net_verdict(ours, net));
     Ok(out)
 }
 
@@ -155,6 +171,7 @@ fn host_view_rows(runs: usize, notes: &mut Vec<String>) -> (Vec<Row>, Option<Vec
     let phases: RefCell<Vec<Phases>> = RefCell::new(Vec::with_capacity(WARMUP + runs));
     let sys = BenchSystem::new();
     let group = sys.as_ref().ok().map(BenchSystem::start_group);
+    let net_group = sys.as_ref().ok().map(BenchSystem::start_private_group);
     if let Ok(s) = &sys {
         let how = if s.forked() {
             "forked by its launch server (`__spawner`), as the daemon does".to_string()
@@ -190,9 +207,21 @@ fn host_view_rows(runs: usize, notes: &mut Vec<String>) -> (Vec<Row>, Option<Vec
                     }
                     None => {}
                 }
+                slots.push(Slot::Run(Contender::new(NEW_GROUP_NET, || {
+                    sys.new_private_group_and_agent().map(drop)
+                })));
+                match &net_group {
+                    Some(Ok(g)) => {
+                        slots.push(Slot::Run(Contender::new(IN_GROUP_NET, || g.agent_in())))
+                    }
+                    Some(Err(e)) => {
+                        slots.push(reason(IN_GROUP_NET, format!("cannot start the group: {e}")))
+                    }
+                    None => {}
+                }
             }
             Err(e) => {
-                for label in [NEW_GROUP, IN_GROUP] {
+                for label in [NEW_GROUP, IN_GROUP, NEW_GROUP_NET, IN_GROUP_NET] {
                     slots.push(reason(
                         label,
                         format!("cannot set up the bench system: {e}"),
@@ -216,11 +245,22 @@ fn host_view_rows(runs: usize, notes: &mut Vec<String>) -> (Vec<Row>, Option<Vec
                 }))),
             }
         }
+        match which("ip") {
+            None => slots.push(reason(
+                NETNS_FLOOR,
+                "not installed: apt-get install iproute2".into(),
+            )),
+            Some(ip) => slots.push(Slot::Run(Contender::new(NETNS_FLOOR, move || {
+                netns_floor(&ip)
+            }))),
+        }
         measure_slots(slots, runs)
     };
-    if let Some(Ok(g)) = group {
-        if let Err(e) = g.stop() {
-            notes.push(format!("stopping the group of \"{IN_GROUP}\": {e}"));
+    for (g, label) in [(group, IN_GROUP), (net_group, IN_GROUP_NET)] {
+        if let Some(Ok(g)) = g {
+            if let Err(e) = g.stop() {
+                notes.push(format!("stopping the group of \"{label}\": {e}"));
+            }
         }
     }
     // The bench system (its directory and cgroup slice) goes before the mount namespace
@@ -339,6 +379,37 @@ fn spawn(mut cmd: Command) -> Result<(), String> {
     }
 }
 
+/// A network namespace with a veth pair, an address and a process in it, with `ip`, then
+/// all of it removed: what a private network costs with the usual tools.
+fn netns_floor(ip: &std::path::Path) -> Result<(), String> {
+    let ns = format!("asb{}", std::process::id());
+    let run = |args: &[&str]| {
+        let mut c = Command::new(ip);
+        c.args(args);
+        spawn(c)
+    };
+    let made = run(&["netns", "add", &ns])
+        .and_then(|()| {
+            run(&[
+                "link",
+                "add",
+                &format!("{ns}h"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
+            ])
+        })
+        .and_then(|()| run(&["-n", &ns, "addr", "add", "10.199.78.2/24", "dev", "eth0"]))
+        .and_then(|()| run(&["-n", &ns, "link", "set", "eth0", "up"]))
+        .and_then(|()| run(&["netns", "exec", &ns, "/bin/true"]));
+    let removed = run(&["netns", "del", &ns]);
+    made.and(removed)
+}
+
 fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -348,7 +419,7 @@ fn kernel() -> String {
 /// What each row measures, one line per contender (every run is timed from spawn to the
 /// moment everything it set up is gone again).
 fn legend() -> String {
-    let rows: [(&str, &str); 7] = [
+    let rows: [(&str, &str); 10] = [
         (
             NEW_GROUP,
             "Pod::start (group and init cgroups, spec, __group-init until the init is \
@@ -361,6 +432,17 @@ fn legend() -> String {
             "agent cgroup and spec, the __agent shim until /bin/true exited, the agent's \
              cgroup removed (the supervisor's restart path)",
         ),
+        (
+            NEW_GROUP_NET,
+            "the same with the group on a private network: the launcher adds a veth pair \
+             (one end moved into the group), a port on the host's bridge, the group's address, \
+             loopback and a default route over rtnetlink; the kernel removes the pair with the \
+             namespace",
+        ),
+        (
+            IN_GROUP_NET,
+            "an agent in a running private group (the shim joins its network namespace too)",
+        ),
         (FORK_EXEC, "spawn and wait, no isolation"),
         (
             UNSHARE,
@@ -369,6 +451,12 @@ fn legend() -> String {
         (
             UNSHARE_CHROOT,
             "the same and chroot to / (the baseline of the ratios and the target)",
+        ),
+        (
+            NETNS_FLOOR,
+            "the private network's floor with iproute2: `ip netns add`, a veth pair into it, \
+             an address, the link up, `ip netns exec` of /bin/true, `ip netns del` (six \
+             processes)",
         ),
         (
             CRUN,
@@ -439,6 +527,31 @@ fn verdict(ours: Option<&Stats>, baseline: Option<Duration>) -> String {
         }
         _ => format!(
             "target: cannot be evaluated: \"{NEW_GROUP}\" or \"{UNSHARE_CHROOT}\" has no numbers\n"
+        ),
+    }
+}
+
+/// The private network's target: what it adds to a new group's median.
+fn net_verdict(host: Option<&Stats>, private: Option<&Stats>) -> String {
+    match (host, private) {
+        (Some(h), Some(p)) => {
+            let added = p.median.saturating_sub(h.median);
+            format!(
+                "target: the private network adds <= {} ms to the median of a new group: {} ms \
+                 ({} vs {} ms): {}\n",
+                ms(NET_TARGET),
+                ms(added),
+                ms(p.median),
+                ms(h.median),
+                if added <= NET_TARGET {
+                    "MET"
+                } else {
+                    "NOT MET"
+                }
+            )
+        }
+        _ => format!(
+            "target: cannot be evaluated: \"{NEW_GROUP}\" or \"{NEW_GROUP_NET}\" has no numbers\n"
         ),
     }
 }

@@ -16,6 +16,11 @@ use agent_supervisor::spawner::Io;
 /// started once (their contenders are measured interleaved, so they must not share a name).
 const GROUP: &str = "bench-new";
 const RUNNING_GROUP: &str = "bench-running";
+/// The same two on a private network (`network: private`, no egress: no nftables rule).
+pub const NET_GROUP: &str = "bench-net-new";
+pub const RUNNING_NET_GROUP: &str = "bench-net-running";
+/// The bench host's group subnet: its own, so no other bridge on this machine has it.
+const SUBNET: &str = "10.199.77.0/24";
 /// Each group's one agent (agent names are unique across a system): `<group>-true`.
 fn agent_name(group: &str) -> String {
     format!("{group}-true")
@@ -73,18 +78,21 @@ impl BenchSystem {
         }
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let file = dir.join("system.yaml");
-        let group = |name: &str| {
+        let group = |name: &str, network: &str| {
             format!(
-                "  {name}:\n    host: {HOST}\n    image: host\n    agents:\n\
+                "  {name}:\n    host: {HOST}\n    image: host\n    network: {network}\n    agents:\n\
                  \x20     - name: {}\n        command: [/bin/true]\n",
                 agent_name(name)
             )
         };
+        let private = "{mode: private, egress: false}";
         let text = format!(
-            "hosts:\n  {HOST}: {{address: 127.0.0.1, role: primary}}\n\
-             daemon: {{run_dir: {run}, cgroup_root: {slice}}}\ngroups:\n{}{}",
-            group(GROUP),
-            group(RUNNING_GROUP),
+            "hosts:\n  {HOST}: {{address: 127.0.0.1, role: primary, network: {{subnet: {SUBNET}}}}}\n\
+             daemon: {{run_dir: {run}, cgroup_root: {slice}}}\ngroups:\n{}{}{}{}",
+            group(GROUP, "host"),
+            group(RUNNING_GROUP, "host"),
+            group(NET_GROUP, private),
+            group(RUNNING_NET_GROUP, private),
             run = run_dir.display(),
         );
         // From here on, dropping `cleanup` removes the directory and the slice.
@@ -136,8 +144,17 @@ impl BenchSystem {
 
     /// One whole lifecycle: start the group, run the agent to its exit, stop the group.
     pub fn new_group_and_agent(&self) -> Result<Phases, String> {
+        self.lifecycle(GROUP)
+    }
+
+    /// [`BenchSystem::new_group_and_agent`] of the group on the private network.
+    pub fn new_private_group_and_agent(&self) -> Result<Phases, String> {
+        self.lifecycle(NET_GROUP)
+    }
+
+    fn lifecycle(&self, group: &str) -> Result<Phases, String> {
         let t0 = Instant::now();
-        let pod = Pod::start(self.group(GROUP)?, &self.opts).map_err(|e| e.to_string())?;
+        let pod = Pod::start(self.group(group)?, &self.opts).map_err(|e| e.to_string())?;
         let t1 = Instant::now();
         let ran = self.run_agent(&pod, false);
         let t2 = Instant::now();
@@ -154,7 +171,16 @@ impl BenchSystem {
 
     /// Starts the long-lived group once, for [`RunningGroup::agent_in`].
     pub fn start_group(&self) -> Result<RunningGroup<'_>, String> {
-        let pod = Pod::start(self.group(RUNNING_GROUP)?, &self.opts).map_err(|e| e.to_string())?;
+        self.start(RUNNING_GROUP)
+    }
+
+    /// [`BenchSystem::start_group`] on the private network.
+    pub fn start_private_group(&self) -> Result<RunningGroup<'_>, String> {
+        self.start(RUNNING_NET_GROUP)
+    }
+
+    fn start(&self, group: &str) -> Result<RunningGroup<'_>, String> {
+        let pod = Pod::start(self.group(group)?, &self.opts).map_err(|e| e.to_string())?;
         Ok(RunningGroup { sys: self, pod })
     }
 
@@ -224,6 +250,10 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.run_dir);
+        // The private groups' bridge (their veths went with their namespaces).
+        let _ = agent_supervisor::launch::rtnl::delete_link(&agent_plan::net::bridge_name(
+            &self.run_dir,
+        ));
         if let Ok(layout) = Layout::detect() {
             if let Ok(root) = Cgroup::root(&layout, &self.slice) {
                 let _ = root.remove();

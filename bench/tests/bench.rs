@@ -42,6 +42,8 @@ fn bench_launch_prints_every_contender() {
     for label in [
         agent_bench::launch::NEW_GROUP,
         agent_bench::launch::IN_GROUP,
+        agent_bench::launch::NEW_GROUP_NET,
+        agent_bench::launch::IN_GROUP_NET,
         agent_bench::launch::FORK_EXEC,
     ] {
         let row = t
