@@ -257,6 +257,19 @@ fn private_groups_talk_by_name_publish_ports_and_leave_nothing() {
     }
     assert!(connect_host(gw, pub_port).is_err(), "the old port is gone");
     assert_eq!(running(&f, 2), again, "nobody restarted");
+    // A reload that adds a group to the network starts only it; the running groups find it
+    // by name at once (their /etc/hosts is rewritten in place).
+    f.set_groups(&format!(
+        "{}  extra:\n    host: h1\n    network: private\n    agents:\n      - name: more\n        command: [python3, -m, http.server, '8003']\n        port: 8003\n        health: {{tcp: true, interval: 200ms}}\n",
+        TWO_GROUPS.replace("PUB", &(pub_port + 1).to_string())
+    ));
+    let out = ctl(&f, &["reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let three = running(&f, 3);
+    assert_eq!(pid_of(&three, "front"), pid_of(&again, "front"));
+    assert_eq!(pid_of(&three, "back"), pid_of(&again, "back"));
+    let r = connect_from(pid_of(&three, "front"), "more.extra", 8003);
+    assert!(r.is_ok(), "front -> more.extra: {r:?}");
     // A clean stop takes the bridge, the veths and the table with it.
     let veths: Vec<String> = links("asv");
     let out = ctl(&f, &["shutdown"]);
