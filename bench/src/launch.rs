@@ -382,7 +382,11 @@ fn spawn(mut cmd: Command) -> Result<(), String> {
 /// A network namespace with a veth pair, an address and a process in it, with `ip`, then
 /// all of it removed: what a private network costs with the usual tools.
 fn netns_floor(ip: &std::path::Path) -> Result<(), String> {
-    let ns = format!("asb{}", std::process::id());
+    // A new name every run: the kernel removes the last run's veth in the background, after
+    // its namespace is gone (as it does for ours).
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ns = format!("asb{:x}{n:x}", std::process::id());
     let run = |args: &[&str]| {
         let mut c = Command::new(ip);
         c.args(args);

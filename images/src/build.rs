@@ -21,7 +21,7 @@ use crate::oci::{
     host_architecture, Descriptor, History, ImageConfig, Manifest, RootFs, MEDIA_CONFIG,
     MEDIA_MANIFEST,
 };
-use crate::pycheck::{Checker, PyError};
+use crate::pycheck::{Checker, CheckerError, PyError};
 use crate::recipe::{load_recipe, Base, Recipe, RecipeError, Step};
 use crate::store::{check_name, parse_json, Store, StoreError};
 use crate::walk::{self, WalkError, WalkStats};
@@ -357,7 +357,7 @@ struct Builder<'a> {
     /// A copy step may check Python sources: start the checker at the first rebuilt layer.
     wants_python: bool,
     /// The Python checker, once started (or why it could not be).
-    checker: Option<Result<Checker, String>>,
+    checker: Option<Result<Checker, CheckerError>>,
 }
 
 impl Builder<'_> {
@@ -544,13 +544,13 @@ impl Builder<'_> {
             }
         }
         for (i, p) in recipe.ignore.iter().enumerate() {
-            ig.add(p).map_err(|message| BuildError::Ignore {
+            ig.add(p).map_err(|e| BuildError::Ignore {
                 recipe: self.recipe(),
                 source: IgnoreError {
                     source_name: "ignore".to_string(),
                     line: i + 1,
                     pattern: p.clone(),
-                    message,
+                    message: e.to_string(),
                 },
             })?;
         }

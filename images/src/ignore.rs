@@ -42,18 +42,18 @@ impl Ignore {
     /// Adds the lines of an ignore file; `source_name` names it in errors.
     pub fn add_lines(&mut self, source_name: &str, text: &str) -> Result<(), IgnoreError> {
         for (i, raw) in text.lines().enumerate() {
-            self.add(raw).map_err(|message| IgnoreError {
+            self.add(raw).map_err(|e| IgnoreError {
                 source_name: source_name.to_string(),
                 line: i + 1,
                 pattern: raw.to_string(),
-                message,
+                message: e.to_string(),
             })?;
         }
         Ok(())
     }
 
     /// Adds one pattern line (comments and blank lines are accepted and do nothing).
-    pub fn add(&mut self, raw: &str) -> Result<(), String> {
+    pub fn add(&mut self, raw: &str) -> Result<(), regex::Error> {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             return Ok(());
@@ -66,8 +66,7 @@ impl Ignore {
         if cleaned.is_empty() {
             return Ok(());
         }
-        let full =
-            Regex::new(&format!("^{}$", glob_to_regex(&cleaned))).map_err(|e| e.to_string())?;
+        let full = Regex::new(&format!("^{}$", glob_to_regex(&cleaned)))?;
         let comps = cleaned
             .split('/')
             .map(|c| {
@@ -77,8 +76,7 @@ impl Ignore {
                     Regex::new(&format!("^{}$", glob_to_regex(c))).map(Some)
                 }
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .collect::<Result<Vec<_>, _>>()?;
         self.patterns.push(Pattern {
             negated,
             full,

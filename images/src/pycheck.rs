@@ -63,7 +63,7 @@ pub struct Checker {
 
 impl Checker {
     /// Starts `python`; `Err` says why it cannot run.
-    pub fn start(python: &str) -> Result<Checker, String> {
+    pub fn start(python: &str) -> Result<Checker, CheckerError> {
         let mut child = Command::new(python)
             // -W ignore: compile()'s warnings (e.g. invalid escapes) are not errors.
             .args(["-I", "-S", "-W", "ignore", "-c", CHECKER])
@@ -71,12 +71,15 @@ impl Checker {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot run Python interpreter {python:?}: {e}"))?;
+            .map_err(|e| CheckerError::Spawn {
+                python: python.to_string(),
+                message: e.to_string(),
+            })?;
         let stdin = child.stdin.take();
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| "interpreter stdout is not piped".to_string())?;
+        let stdout = child.stdout.take().ok_or_else(|| CheckerError::Spawn {
+            python: python.to_string(),
+            message: "its stdout is not piped".to_string(),
+        })?;
         let stderr = child.stderr.take().map(|mut e| {
             std::thread::spawn(move || {
                 let mut tail = Vec::new();
@@ -105,7 +108,7 @@ impl Checker {
     ///
     /// `Err` when the interpreter does not answer (it exited; the message has its stderr);
     /// `Ok(errors)` otherwise.
-    pub fn check(&mut self, files: &[(String, PathBuf)]) -> Result<Vec<PyError>, String> {
+    pub fn check(&mut self, files: &[(String, PathBuf)]) -> Result<Vec<PyError>, CheckerError> {
         if files.is_empty() {
             return Ok(Vec::new());
         }
@@ -113,7 +116,7 @@ impl Checker {
         for (_, host) in files {
             let b = host.as_os_str().as_encoded_bytes();
             if b.contains(&b'\n') {
-                return Err(format!("{}: a newline in the path", host.display()));
+                return Err(CheckerError::Path { path: host.clone() });
             }
             input.extend_from_slice(b);
             input.push(b'\n');
@@ -146,7 +149,7 @@ impl Checker {
     }
 
     /// Why the interpreter stopped answering: its exit status and stderr.
-    fn failure(&mut self, why: &str) -> String {
+    fn failure(&mut self, why: &str) -> CheckerError {
         self.stdin = None;
         let status = self
             .child
@@ -157,12 +160,29 @@ impl Checker {
             .take()
             .and_then(|t| t.join().ok())
             .unwrap_or_default();
-        format!(
-            "Python interpreter {:?} failed ({why}), exited with {status}: {}",
-            self.python,
-            stderr.trim()
-        )
+        CheckerError::Failed {
+            python: self.python.clone(),
+            why: why.to_string(),
+            status,
+            stderr: stderr.trim().to_string(),
+        }
     }
+}
+
+/// The checker could not run or stopped answering (the build goes on, with a warning).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckerError {
+    #[error("cannot run Python interpreter {python:?}: {message}")]
+    Spawn { python: String, message: String },
+    #[error("{}: a newline in the path", path.display())]
+    Path { path: PathBuf },
+    #[error("Python interpreter {python:?} failed ({why}), exited with {status}: {stderr}")]
+    Failed {
+        python: String,
+        why: String,
+        status: String,
+        stderr: String,
+    },
 }
 
 impl Drop for Checker {

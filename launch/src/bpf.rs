@@ -94,7 +94,7 @@ impl Asm {
     }
 
     /// Resolves labels into relative jumps (at most 255 instructions forward).
-    fn assemble(self) -> Result<BpfProgram, String> {
+    fn assemble(self) -> Result<BpfProgram, BpfError> {
         let mut at = vec![0usize; self.labels];
         let mut pc = 0;
         for op in &self.ops {
@@ -106,16 +106,14 @@ impl Asm {
         let mut prog = Vec::with_capacity(pc);
         for op in &self.ops {
             let here = prog.len();
-            let jump = |l: &Label| -> Result<u32, String> {
+            let jump = |l: &Label| -> Result<u32, BpfError> {
                 at[*l]
                     .checked_sub(here + 1)
                     .filter(|d| *d <= usize::from(u8::MAX))
                     .map(|d| d as u32)
-                    .ok_or_else(|| {
-                        format!(
-                            "seccomp filter: jump from {here} to {} out of range",
-                            at[*l]
-                        )
+                    .ok_or(BpfError::Jump {
+                        from: here,
+                        to: at[*l],
                     })
             };
             let ins = |code, jt, jf, k| sock_filter { code, jt, jf, k };
@@ -133,20 +131,31 @@ impl Asm {
     }
 }
 
+/// A seccomp program that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BpfError {
+    #[error("seccomp filter: syscall number {0} out of range")]
+    Syscall(i64),
+    #[error("seccomp filter: syscall number {0} is listed twice")]
+    Twice(u32),
+    #[error("seccomp filter: jump from {from} to {to} out of range")]
+    Jump { from: usize, to: usize },
+}
+
 /// The program: kill the process on another architecture; refuse x32 numbers; answer
 /// `rules`; allow everything else.
-pub fn program(rules: &[(i64, Verdict)]) -> Result<BpfProgram, String> {
+pub fn program(rules: &[(i64, Verdict)]) -> Result<BpfProgram, BpfError> {
     let mut rules: Vec<(u32, Verdict)> = rules
         .iter()
         .map(|&(nr, v)| {
             u32::try_from(nr)
                 .map(|nr| (nr, v))
-                .map_err(|_| format!("seccomp filter: syscall number {nr} out of range"))
+                .map_err(|_| BpfError::Syscall(nr))
         })
         .collect::<Result<_, _>>()?;
     rules.sort_by_key(|r| r.0);
-    if rules.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err("seccomp filter: a syscall number is listed twice".into());
+    if let Some(w) = rules.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(BpfError::Twice(w[0].0));
     }
     let mut a = Asm {
         ops: Vec::new(),

@@ -27,43 +27,19 @@ pub fn host_socket() -> Result<Rtnl, RtnlError> {
 /// address and the default route through the bridge.
 pub fn connect(host: &mut Rtnl, n: &NetSpec) -> Result<(), RtnlError> {
     let ns = std::fs::File::open("/proc/thread-self/ns/net").map_err(RtnlError::Socket)?;
-    // The kernel removes a veth pair after its namespace is gone, in the background: an
-    // earlier run of this group (it never runs twice at once) may still hold the name.
-    // Deleting it races with the kernel's own removal (ENODEV: gone meanwhile; EEXIST: the
-    // name is still being released), so a few tries, 1 ms apart.
-    let mut tries = 0;
-    loop {
-        if let Some(stale) = host.link_index(&n.host_veth)? {
-            match host.delete(&n.host_veth, stale) {
-                Ok(())
-                | Err(RtnlError::Kernel {
-                    errno: libc::ENODEV,
-                    ..
-                }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        match host.add_veth(&n.host_veth, GROUP_IFACE, ns.as_fd()) {
-            Err(RtnlError::Kernel {
-                errno: libc::EEXIST,
-                ..
-            }) if tries < 100 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            other => break other?,
-        }
-    }
+    // The kernel removes a veth pair in the background once its namespace is gone, so the
+    // name of the last run's pair may still be taken: this launcher's pid makes it unique
+    // among the live ones.
+    let veth = format!("{}{:x}", n.veth_prefix, std::process::id());
+    host.add_veth(&veth, GROUP_IFACE, ns.as_fd())?;
     let bridge = host.ensure_bridge(&n.bridge)?;
     host.add_address(&n.bridge, bridge, n.gateway, n.prefix)?;
     host.set_up(&n.bridge, bridge, None)?;
-    let veth = host
-        .link_index(&n.host_veth)?
-        .ok_or_else(|| RtnlError::Kernel {
-            what: format!("veth {}", n.host_veth),
-            errno: libc::ENODEV,
-        })?;
-    host.set_up(&n.host_veth, veth, Some(bridge))?;
+    let index = host.link_index(&veth)?.ok_or_else(|| RtnlError::Kernel {
+        what: format!("veth {veth}"),
+        errno: libc::ENODEV,
+    })?;
+    host.set_up(&veth, index, Some(bridge))?;
     let mut inside = Rtnl::open()?;
     loopback(&mut inside)?;
     let eth = inside

@@ -40,7 +40,7 @@ pub enum SandboxError {
     #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(nix::Error),
     #[error("cannot build the seccomp filter: {0}")]
-    SeccompBuild(String),
+    SeccompBuild(super::bpf::BpfError),
     #[error("cannot install the seccomp filter: {0}")]
     SeccompApply(seccompiler::Error),
     #[error("unknown rlimit {0:?} (use nofile, nproc, core, memlock, stack, as, fsize, cpu)")]

@@ -59,14 +59,15 @@ pub struct GroupSpec {
 }
 
 /// A group's private network: `eth0` with `address/prefix` and the default route through
-/// `gateway` inside; the veth peer `host_veth` on the host's bridge `bridge`.
+/// `gateway` inside; the veth peer (`veth_prefix` and the launcher's pid in hex) on the host's
+/// bridge `bridge`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NetSpec {
     pub address: std::net::Ipv4Addr,
     pub prefix: u8,
     pub gateway: std::net::Ipv4Addr,
     pub bridge: String,
-    pub host_veth: String,
+    pub veth_prefix: String,
 }
 
 /// A resource limit for the agent process (`setrlimit`).

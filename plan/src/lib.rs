@@ -122,17 +122,17 @@ pub enum NetworkPlan {
     Private(PrivateNet),
 }
 
-/// A private group's network: `eth0` with `address/prefix` inside, the peer `host_veth` on
-/// the host's bridge, the default route through the bridge's address.
+/// A private group's network: `eth0` with `address/prefix` inside, its peer on the host's
+/// bridge, the default route through the bridge's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrivateNet {
     pub address: std::net::Ipv4Addr,
     pub prefix: u8,
     pub gateway: std::net::Ipv4Addr,
     pub bridge: String,
-    /// The host end of the group's veth pair (at most 15 bytes, derived from the host's
-    /// run directory and the group's name).
-    pub host_veth: String,
+    /// The name of the host end of the group's veth pair without the launcher's pid (9 bytes,
+    /// derived from the host's run directory and the group's name).
+    pub veth_prefix: String,
     /// Whether traffic beyond the host is masqueraded (else dropped).
     pub egress: bool,
     /// Published ports of the group's agents.

@@ -120,12 +120,15 @@ pub fn bridge_name(run_dir: &std::path::Path) -> String {
     format!("asbr{:08x}", fnv64(dir_bytes(run_dir)) as u32)
 }
 
-/// The host end of a group's veth pair: `asv` and 11 hex digits of run directory and group.
-pub fn veth_name(run_dir: &std::path::Path, group: &str) -> String {
+/// The prefix of the host end of a group's veth pair: `asv` and 6 hex digits of run
+/// directory and group; the launcher adds its pid in hex (at most 6 digits), so a new pair
+/// never waits for the kernel to release the name of the last run's (it removes a pair in
+/// the background once its namespace is gone). At most 15 bytes in all (IFNAMSIZ is 16).
+pub fn veth_prefix(run_dir: &std::path::Path, group: &str) -> String {
     let mut b = dir_bytes(run_dir).to_vec();
     b.push(0);
     b.extend_from_slice(group.as_bytes());
-    format!("asv{:011x}", fnv64(&b) & 0xfff_ffff_ffff)
+    format!("asv{:06x}", fnv64(&b) & 0xff_ffff)
 }
 
 /// The host's nftables table.
@@ -387,10 +390,10 @@ mod tests {
         let a = std::path::Path::new("/run/agent-supervisor");
         let b = std::path::Path::new("/tmp/t/run");
         assert_eq!(bridge_name(a).len(), 12);
-        assert!(veth_name(a, "a-very-long-group-name").len() <= 15);
+        assert_eq!(veth_prefix(a, "a-very-long-group-name").len(), 9);
         assert_ne!(bridge_name(a), bridge_name(b));
-        assert_ne!(veth_name(a, "web"), veth_name(a, "db"));
-        assert_eq!(veth_name(a, "web"), veth_name(a, "web"), "stable");
+        assert_ne!(veth_prefix(a, "web"), veth_prefix(a, "db"));
+        assert_eq!(veth_prefix(a, "web"), veth_prefix(a, "web"), "stable");
         assert!(table_name(a).starts_with("agent_supervisor_"));
     }
 

@@ -377,7 +377,7 @@ impl Resolver<'_> {
             prefix: host.subnet.prefix,
             gateway: host.subnet.gateway(),
             bridge: host.bridge.clone(),
-            host_veth: net::veth_name(&daemon.run_dir, name),
+            veth_prefix: net::veth_prefix(&daemon.run_dir, name),
             egress: g.network.as_ref().and_then(|n| n.egress).unwrap_or(true),
             publish,
         }))

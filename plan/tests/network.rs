@@ -118,7 +118,7 @@ fn private_groups_get_stable_addresses_in_their_hosts_subnet() {
     assert_ne!(web.address, api.address);
     assert!(web.egress && !api.egress);
     assert_eq!(web.bridge, net.bridge);
-    assert!(web.host_veth.len() <= 15 && web.host_veth != api.host_veth);
+    assert!(web.veth_prefix.len() == 9 && web.veth_prefix != api.veth_prefix);
     assert_eq!(web.publish.len(), 1);
     assert_eq!(
         (web.publish[0].host_port, web.publish[0].port),

@@ -221,7 +221,12 @@ fn crashes_back_off_exponentially_reset_after_a_stable_run_and_end_fatal() {
     let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("gaps between starts: {gaps:?}");
     // The first restart is immediate; then the backoff grows: 100 ms, 200 ms, 400 ms (cap).
-    assert!(gaps[0] < 0.09, "first restart immediate: {gaps:?}");
+    // (Each gap also holds the crasher's own start-up, which a loaded machine stretches:
+    // immediate means no backoff, so shorter than the first backed-off gap.)
+    assert!(
+        gaps[0] < 0.25 && gaps[0] < gaps[1],
+        "first restart immediate: {gaps:?}"
+    );
     assert!(gaps[1] >= 0.09 && gaps[1] < 0.5, "{gaps:?}");
     assert!(gaps[2] >= 0.19 && gaps[2] > gaps[1], "{gaps:?}");
     // After the stable run the count starts again: immediate restart.

@@ -330,11 +330,11 @@ fn a_hundred_private_group_cycles_leave_no_veth_or_namespace() {
     }
     // The kernel removes the last pair in the background once its namespace is gone.
     let t = Instant::now();
-    while !links(&n.host_veth).is_empty() {
+    while !links(&n.veth_prefix).is_empty() {
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "veth {} left",
-            n.host_veth
+            n.veth_prefix
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -32,19 +32,50 @@ pub fn state_path(run_dir: &Path) -> PathBuf {
     run_dir.join("state.json")
 }
 
-/// Reads the state; a missing or unreadable file is an empty state (reported by the caller).
-pub fn load(path: &Path) -> Result<State, String> {
+/// The state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Reads the state; a missing file is an empty state, an unreadable one an error (the
+/// caller reports it and starts empty).
+pub fn load(path: &Path) -> Result<State, PersistError> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| PersistError::Json {
+            path: path.to_path_buf(),
+            source,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(PersistError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// Writes the state atomically (temporary file + rename).
-pub fn save(path: &Path, state: &State) -> Result<(), String> {
+pub fn save(path: &Path, state: &State) -> Result<(), PersistError> {
     let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec(state).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PersistError::Io { path, source }
+    };
+    let bytes = serde_json::to_vec(state).map_err(|source| PersistError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }

@@ -61,7 +61,7 @@ pub fn net_spec(g: &GroupPlan) -> Option<NetSpec> {
             prefix: n.prefix,
             gateway: n.gateway,
             bridge: n.bridge.clone(),
-            host_veth: n.host_veth.clone(),
+            veth_prefix: n.veth_prefix.clone(),
         }),
     }
 }

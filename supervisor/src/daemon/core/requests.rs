@@ -82,8 +82,8 @@ impl Core {
                     network_rx_bytes: None,
                     network_tx_bytes: None,
                 };
-                let veth = net.filter(|_| g.pod.is_some()).map(|n| n.host_veth);
-                (row, g.pod.as_ref().map(|p| p.cgroup.clone()), veth)
+                let init = net.and(g.pod.as_ref()).map(|p| p.init_pid);
+                (row, g.pod.as_ref().map(|p| p.cgroup.clone()), init)
             })
             .collect();
         let head = Snapshot {
@@ -104,17 +104,15 @@ impl Core {
                 .collect();
             let groups = groups
                 .into_iter()
-                .map(|(mut row, cg, veth)| {
+                .map(|(mut row, cg, init)| {
                     let stats = cg.map(|c| c.stats()).unwrap_or_default();
                     row.memory_usage_bytes = stats.memory_usage;
                     row.memory_limit_bytes = stats.memory_limit;
                     row.cpu_seconds = stats.cpu_usage_seconds;
                     row.pids = stats.pids_current;
-                    if let Some(v) = veth {
-                        // The host end's counters, seen from the group: what the host end
-                        // sent, the group received.
-                        row.network_rx_bytes = veth_counter(&v, "tx_bytes");
-                        row.network_tx_bytes = veth_counter(&v, "rx_bytes");
+                    if let Some((rx, tx)) = init.and_then(group_eth0) {
+                        row.network_rx_bytes = Some(rx);
+                        row.network_tx_bytes = Some(tx);
                     }
                     row
                 })
@@ -350,11 +348,17 @@ pub fn parse_signal(s: &str) -> Option<Signal> {
     name.parse().ok()
 }
 
-/// A counter of a host interface (`/sys/class/net/<iface>/statistics/<name>`).
-fn veth_counter(iface: &str, name: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{name}"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// Bytes received and sent by `eth0` of the network namespace of `pid` (a group's init):
+/// `/proc/<pid>/net/dev` shows the interfaces of the process's own namespace.
+fn group_eth0(pid: i32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("eth0:"))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit.
+    Some((*f.first()?, *f.get(8)?))
 }
