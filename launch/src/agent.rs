@@ -47,7 +47,7 @@ const FLUSH_BEFORE_EXIT: Duration = Duration::from_secs(30);
 /// Entry point; returns the agent's exit status (code, 128 + signal, or 127).
 pub fn main(spec_path: &Path) -> i32 {
     close_inherited_fds();
-    let spec: AgentSpec = match read(spec_path) {
+    let mut spec: AgentSpec = match read(spec_path) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("agent-supervisor __agent: {e}");
@@ -61,7 +61,13 @@ pub fn main(spec_path: &Path) -> i32 {
         }
     }
     let mut logs = Vec::new();
-    let status = match run(&spec, &mut logs) {
+    // The agent's command and environment are the shim's largest data (every agent of the
+    // system by name is in it): `run` owns and frees them once the agent runs.
+    let command = (
+        std::mem::take(&mut spec.argv),
+        std::mem::take(&mut spec.env),
+    );
+    let status = match run(&spec, command, &mut logs) {
         Ok(record) => {
             finish_logs(&mut logs, FLUSH_BEFORE_RECORD);
             write_exit(&spec, &record);
@@ -199,7 +205,11 @@ fn start_logs(
 
 /// Runs the agent; `logs` gets the pumps of its log files when the spec has them (the
 /// caller finishes them, also when this fails).
-fn run(spec: &AgentSpec, logs: &mut Vec<StreamPump>) -> Result<ExitRecord, LaunchError> {
+fn run(
+    spec: &AgentSpec,
+    (spec_argv, spec_env): (Vec<String>, Vec<(String, String)>),
+    logs: &mut Vec<StreamPump>,
+) -> Result<ExitRecord, LaunchError> {
     let g = spec.group.as_str();
     let ns = open_ns(spec)?;
     // Everything the child needs is allocated before the fork.
@@ -215,8 +225,12 @@ fn run(spec: &AgentSpec, logs: &mut Vec<StreamPump>) -> Result<ExitRecord, Launc
         group: g.into(),
         source: e,
     })?;
-    let env: Vec<CString> = spec
-        .env
+    let path_var = spec_env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(super::DEFAULT_PATH, |(_, v)| v.as_str())
+        .to_string();
+    let env: Vec<CString> = spec_env
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}")))
         .collect::<Result<_, _>>()
@@ -224,8 +238,8 @@ fn run(spec: &AgentSpec, logs: &mut Vec<StreamPump>) -> Result<ExitRecord, Launc
             group: g.into(),
             message: m,
         })?;
-    let argv: Vec<CString> = spec
-        .argv
+    drop(spec_env);
+    let argv: Vec<CString> = spec_argv
         .iter()
         .map(|a| cstring(a))
         .collect::<Result<_, _>>()
@@ -239,12 +253,7 @@ fn run(spec: &AgentSpec, logs: &mut Vec<StreamPump>) -> Result<ExitRecord, Launc
             message: "empty command".into(),
         });
     }
-    let path_var = spec
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map_or(super::DEFAULT_PATH, |(_, v)| v.as_str())
-        .to_string();
+    drop(spec_argv);
 
     // Block the signals we wait for before forking, so none is lost.
     let mut waited = SigSet::empty();
@@ -322,6 +331,11 @@ fn run(spec: &AgentSpec, logs: &mut Vec<StreamPump>) -> Result<ExitRecord, Launc
             if let Some(p) = &spec.pid_file {
                 let _ = std::fs::write(p, format!("{}\n", child.as_raw()));
             }
+            // The agent runs: what only the child needed goes, and the heap's free pages go
+            // back to the kernel, for the shim's whole life (77 shims on one host).
+            drop((env, argv, path_var, filters, caps));
+            // SAFETY: malloc_trim only releases free heap memory; no pointer is invalidated.
+            unsafe { libc::malloc_trim(0) };
             let record = supervise(child, &signals, logs);
             drain(logs);
             Ok(record)
@@ -463,9 +477,14 @@ fn child(
             unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }
                 .map_err(|e| LaunchError::sys("reset signal dispositions", g, e))?;
         }
-        let prog = resolve(&spec.argv[0], path_var).ok_or_else(|| LaunchError::Exec {
+        // (`run` checked that there is one; the spec's own copy is gone by now.)
+        let arg0 = argv
+            .first()
+            .map(|a| a.to_string_lossy())
+            .unwrap_or_default();
+        let prog = resolve(&arg0, path_var).ok_or_else(|| LaunchError::Exec {
             agent: spec.agent.clone(),
-            message: format!("{}: not found in the group (PATH={path_var})", spec.argv[0]),
+            message: format!("{arg0}: not found in the group (PATH={path_var})"),
         })?;
         let prog = cstring(&prog.to_string_lossy()).map_err(|m| LaunchError::Spec {
             group: g.into(),

@@ -258,9 +258,10 @@ fn private_groups_talk_by_name_publish_ports_and_leave_nothing() {
     assert!(connect_host(gw, pub_port).is_err(), "the old port is gone");
     assert_eq!(running(&f, 2), again, "nobody restarted");
     // A reload that adds a group to the network starts only it; the running groups find it
-    // by name at once (their /etc/hosts is rewritten in place).
+    // by name at once (their /etc/hosts is rewritten in place). Its exec health check runs
+    // in its network namespace (127.0.0.1 is the agent's).
     f.set_groups(&format!(
-        "{}  extra:\n    host: h1\n    network: private\n    agents:\n      - name: more\n        command: [python3, -m, http.server, '8003']\n        port: 8003\n        health: {{tcp: true, interval: 200ms}}\n",
+        "{}  extra:\n    host: h1\n    network: private\n    agents:\n      - name: more\n        command: [python3, -m, http.server, '8003']\n        port: 8003\n        health: {{exec: [python3, -c, 'import socket; socket.create_connection((\"127.0.0.1\", 8003), 1)'], interval: 200ms}}\n",
         TWO_GROUPS.replace("PUB", &(pub_port + 1).to_string())
     ));
     let out = ctl(&f, &["reload"]);

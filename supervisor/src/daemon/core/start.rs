@@ -205,12 +205,29 @@ impl Core {
         else {
             return;
         };
+        let private = self
+            .agent_cfg(name)
+            .is_some_and(|(g, _)| matches!(g.network, agent_plan::NetworkPlan::Private(_)));
         let Some(a) = self.agents.get_mut(name) else {
             return;
         };
         let generation = a.generation;
         let Run::Running(p) = &mut a.run else {
             return;
+        };
+        // An exec probe of a private group runs in the group's network namespace, so its
+        // `localhost` is the agent's (tcp and http probes go to the group's address).
+        let probe = match (probe, p.pid) {
+            (agent_plan::Probe::Exec(argv), Some(pid)) if private => {
+                let mut wrapped = vec![
+                    "nsenter".to_string(),
+                    format!("--net=/proc/{pid}/ns/net"),
+                    "--".to_string(),
+                ];
+                wrapped.extend(argv);
+                agent_plan::Probe::Exec(wrapped)
+            }
+            (probe, _) => probe,
         };
         p.health.stop();
         let cancel = CancellationToken::new();
