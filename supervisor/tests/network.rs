@@ -35,26 +35,11 @@ fn fixture(name: &str, n: u8, groups: &str) -> Fixture {
 }
 
 fn ctl(f: &Fixture, args: &[&str]) -> Output {
-    Command::new(CTL)
-        .arg("-s")
-        .arg(f.socket())
-        .args(args)
-        .output()
-        .unwrap()
+    f.ctl(CTL, args)
 }
 
 fn start(f: &Fixture) -> Child {
-    let child = f.spawn_daemon();
-    let t = Instant::now();
-    while !f.socket().exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no control socket; daemon log:\n{}",
-            f.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child
+    f.start_daemon()
 }
 
 /// Waits until every agent is RUNNING and healthy; returns agent -> pid.

@@ -142,6 +142,32 @@ impl Fixture {
             .expect("spawn agent-supervisor daemon")
     }
 
+    /// [`Fixture::spawn_daemon`], returned once its control socket exists (panics with the
+    /// daemon's log after 30 s).
+    pub fn start_daemon(&self) -> Child {
+        let child = self.spawn_daemon();
+        let t = std::time::Instant::now();
+        while !self.socket().exists() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "no control socket; daemon log:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child
+    }
+
+    /// `supervisorctl` (the binary `ctl`) with this fixture's control socket and `args`.
+    pub fn ctl(&self, ctl: &str, args: &[&str]) -> Output {
+        Command::new(ctl)
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run supervisorctl")
+    }
+
     /// The daemon's log so far.
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
