@@ -3,42 +3,11 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
-use agent_plan::{diff, HostPlan, NetworkPlan, Plan};
+use agent_plan::{diff, HostPlan, NetworkPlan};
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("plan-net-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("agents")).unwrap();
-        std::fs::write(d.join("agents/a.py"), "print('a')\n").unwrap();
-        Dir(d)
-    }
-    fn write(&self, text: &str) {
-        std::fs::write(self.0.join("system.yaml"), text).unwrap();
-    }
-    fn plan(&self, host: &str) -> HostPlan {
-        let l = agent_config::load(&self.0.join("system.yaml")).unwrap();
-        Plan::resolve(&l, host, None).unwrap()
-    }
-    fn errors(&self, host: &str) -> Vec<String> {
-        let l = agent_config::load(&self.0.join("system.yaml")).unwrap();
-        Plan::resolve(&l, host, None)
-            .unwrap_err()
-            .iter()
-            .map(|f| format!("{}: {}", f.field.as_deref().unwrap_or("-"), f.message))
-            .collect()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Dir;
 
 const SYSTEM: &str = "\
 hosts:
@@ -102,8 +71,8 @@ fn names_of(p: &HostPlan, group: &str, ip: Ipv4Addr) -> Vec<String> {
 
 #[test]
 fn private_groups_get_stable_addresses_in_their_hosts_subnet() {
-    let d = Dir::new("addr");
-    d.write(SYSTEM);
+    let d = Dir::new("net-addr");
+    d.write("system.yaml", SYSTEM);
     let p = d.plan("mainpc");
     let (web, api) = (private(&p, "web"), private(&p, "api"));
     let net = p.network.as_ref().unwrap();
@@ -125,7 +94,7 @@ fn private_groups_get_stable_addresses_in_their_hosts_subnet() {
         (18080, 7001)
     );
     // Derived from the names, not from the order: a group put first changes nobody's.
-    d.write(&SYSTEM.replacen(
+    d.write("system.yaml", &SYSTEM.replacen(
         "groups:\n",
         "groups:\n  extra:\n    host: mainpc\n    network: private\n    agents:\n      - name: x\n        command: python3 agents/a.py\n",
         1,
@@ -140,8 +109,8 @@ fn private_groups_get_stable_addresses_in_their_hosts_subnet() {
 
 #[test]
 fn every_group_sees_every_name_and_the_environment_names_hosts_and_agents() {
-    let d = Dir::new("names");
-    d.write(SYSTEM);
+    let d = Dir::new("net-names");
+    d.write("system.yaml", SYSTEM);
     let p = d.plan("mainpc");
     let api = private(&p, "api").address;
     for viewer in ["web", "api", "cache"] {
@@ -178,10 +147,10 @@ fn every_group_sees_every_name_and_the_environment_names_hosts_and_agents() {
 
 #[test]
 fn a_new_group_renames_the_others_without_restarting_them() {
-    let d = Dir::new("reload");
-    d.write(SYSTEM);
+    let d = Dir::new("net-reload");
+    d.write("system.yaml", SYSTEM);
     let old = d.plan("mainpc");
-    d.write(&format!(
+    d.write("system.yaml", &format!(
         "{SYSTEM}  more:\n    host: mainpc\n    network: private\n    agents:\n      - name: extra\n        command: python3 agents/a.py\n        port: 7010\n"
     ));
     let new = d.plan("mainpc");
@@ -191,7 +160,7 @@ fn a_new_group_renames_the_others_without_restarting_them() {
     assert_eq!(x.renamed_groups, ["web", "api", "cache"]);
     assert!(x.netfilter);
     // A changed published port: the table is rewritten, nobody restarts.
-    d.write(&SYSTEM.replace("18080:7001", "18081:7001"));
+    d.write("system.yaml", &SYSTEM.replace("18080:7001", "18081:7001"));
     let x = diff(&old, &d.plan("mainpc"));
     assert!(
         x.restarted_agents.is_empty() && x.changed_groups.is_empty(),
@@ -199,10 +168,13 @@ fn a_new_group_renames_the_others_without_restarting_them() {
     );
     assert!(x.netfilter);
     // Turning egress off changes the group.
-    d.write(&SYSTEM.replace(
-        "network: private\n    agents:\n      - name: front",
-        "network: {mode: private, egress: false}\n    agents:\n      - name: front",
-    ));
+    d.write(
+        "system.yaml",
+        &SYSTEM.replace(
+            "network: private\n    agents:\n      - name: front",
+            "network: {mode: private, egress: false}\n    agents:\n      - name: front",
+        ),
+    );
     let x = diff(&old, &d.plan("mainpc"));
     assert_eq!(x.changed_groups, ["web"]);
     assert_eq!(x.restarted_agents, ["front"]);
@@ -210,28 +182,37 @@ fn a_new_group_renames_the_others_without_restarting_them() {
 
 #[test]
 fn network_errors_name_their_field() {
-    let d = Dir::new("errors");
-    d.write(&SYSTEM.replace(
-        "  pc2: {address: 192.0.2.20, role: secondary}",
-        "  pc2: {address: 192.0.2.20, role: secondary, network: {subnet: 10.88.0.0/16}}",
-    ));
+    let d = Dir::new("net-errors");
+    d.write(
+        "system.yaml",
+        &SYSTEM.replace(
+            "  pc2: {address: 192.0.2.20, role: secondary}",
+            "  pc2: {address: 192.0.2.20, role: secondary, network: {subnet: 10.88.0.0/16}}",
+        ),
+    );
     let e = d.errors("mainpc");
     assert!(
         e.iter().any(|m| m.starts_with("hosts.pc2.network.subnet: ")
             && m.contains("overlaps host mainpc's 10.88.1.0/24")),
         "{e:?}"
     );
-    d.write(&SYSTEM.replace(
-        "network: private\n    agents:\n      - name: front",
-        "network: {mode: private, address: 10.88.9.3}\n    agents:\n      - name: front",
-    ));
+    d.write(
+        "system.yaml",
+        &SYSTEM.replace(
+            "network: private\n    agents:\n      - name: front",
+            "network: {mode: private, address: 10.88.9.3}\n    agents:\n      - name: front",
+        ),
+    );
     let e = d.errors("mainpc");
     assert!(
         e.iter().any(|m| m.starts_with("groups.web.network: ")
             && m.contains("10.88.9.3 is not in the host's group subnet 10.88.1.0/24")),
         "{e:?}"
     );
-    d.write(&SYSTEM.replace("port: 6379", "port: 6379\n        publish: [6380]"));
+    d.write(
+        "system.yaml",
+        &SYSTEM.replace("port: 6379", "port: 6379\n        publish: [6380]"),
+    );
     let e = d.errors("mainpc");
     assert!(
         e.iter()
@@ -239,7 +220,7 @@ fn network_errors_name_their_field() {
                 && m.contains("give the group `network: private`")),
         "{e:?}"
     );
-    d.write(&SYSTEM.replace("18080:7001", "18080:7009"));
+    d.write("system.yaml", &SYSTEM.replace("18080:7001", "18080:7009"));
     let e = d.errors("mainpc");
     assert!(
         e.iter()

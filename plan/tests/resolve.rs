@@ -1,34 +1,10 @@
 //! `Plan::resolve` and `diff` on real system files in a temporary directory (no root).
 #![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
-use std::path::PathBuf;
-
 use agent_plan::{diff, HostPlan, Plan, Probe, RootfsPlan};
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("plan-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("agents")).unwrap();
-        std::fs::write(d.join("agents/a.py"), "print('a')\n").unwrap();
-        Dir(d)
-    }
-    fn write(&self, rel: &str, text: &str) {
-        std::fs::write(self.0.join(rel), text).unwrap();
-    }
-    fn plan(&self, host: &str) -> HostPlan {
-        let l = agent_config::load(&self.0.join("system.yaml")).unwrap();
-        Plan::resolve(&l, host, None).unwrap()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Dir;
 
 const SYSTEM: &str = "\
 hosts:
