@@ -290,6 +290,33 @@ fn port_in_use_on_this_machine() {
 }
 
 #[test]
+fn published_port_in_use_on_this_machine() {
+    // A private group's own port is in its own namespace: only the published one counts.
+    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let f = Fixture::new("pub-in-use");
+    f.write(
+        "system.yaml",
+        &BASE
+            .replace(
+                "    depends_on: [web]\n",
+                "    depends_on: [web]\n    network: private\n",
+            )
+            .replace(
+                "port: 18082",
+                &format!("port: {port}\n        publish: [\"{port}:{port}\"]"),
+            ),
+    );
+    let (code, out) = f.check(&["--host", "h1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("groups.db.agents[0].publish: port {port} of db:store (published) is already in use on this machine by")),
+        "{out}"
+    );
+    assert_eq!(out.matches(&format!("port {port} ")).count(), 1, "{out}");
+}
+
+#[test]
 fn missing_script_names_the_agent() {
     fails_with(
         "missing-script",

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use agent_supervisor_tests::fixture::{root_or_skip, Fixture};
@@ -59,12 +59,7 @@ impl<'a> Daemon<'a> {
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(CTL)
-            .arg("-s")
-            .arg(self.f.socket())
-            .args(args)
-            .output()
-            .expect("run supervisorctl")
+        self.f.ctl(CTL, args)
     }
 
     fn status(&self) -> Value {

@@ -20,29 +20,14 @@ struct Daemon<'a> {
 
 impl<'a> Daemon<'a> {
     fn start(f: &'a Fixture) -> Daemon<'a> {
-        let d = Daemon {
+        Daemon {
             f,
-            child: f.spawn_daemon(),
-        };
-        let t = Instant::now();
-        while !f.socket().exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no control socket; daemon log:\n{}",
-                f.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
+            child: f.start_daemon(),
         }
-        d
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(CTL)
-            .arg("-s")
-            .arg(self.f.socket())
-            .args(args)
-            .output()
-            .expect("run supervisorctl")
+        self.f.ctl(CTL, args)
     }
 
     fn agents(&self) -> Vec<Value> {

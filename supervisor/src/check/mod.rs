@@ -313,8 +313,13 @@ fn check_local(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
     for (port, label) in host_ports(l, host) {
         if let Some(x) = busy(port.0) {
             let (g, a) = label.split_once(':').unwrap_or((&label, ""));
+            // A private group's published port, or a host-network agent's own.
+            let (a, what) = match a.strip_suffix(" (published)") {
+                Some(a) => (a, "publish"),
+                None => (a, "port"),
+            };
             let field = agent_field(l, g, a)
-                .map(|p| format!("{p}.port"))
+                .map(|p| format!("{p}.{what}"))
                 .unwrap_or_default();
             // The agent itself, running under agent-supervisor, is not a clash.
             let own = format!("/{}/{g}/{a}", daemon.cgroup_root.trim_matches('/'));
@@ -341,6 +346,27 @@ fn check_local(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
                     "port {port} of {label} is already in use on this machine by {}",
                     owner(x)
                 ),
+            ));
+        }
+    }
+    // Private networks: the daemon writes their nftables table with `nft` (docs/network.md).
+    let private = s.groups.iter().find(|(_, g)| {
+        g.host == host
+            && g.network
+                .as_ref()
+                .is_some_and(|n| n.mode == agent_config::model::NetworkMode::Private)
+    });
+    if let Some((name, _)) = private {
+        let sbin = ["/usr/sbin/nft", "/sbin/nft"];
+        if find_program("nft", Path::new("/")).is_none()
+            && !sbin.iter().any(|p| Path::new(p).exists())
+        {
+            out.push(l.at(
+                Severity::Error,
+                "nftables",
+                &format!("groups.{name}.network"),
+                "private networks need nftables, and `nft` is not installed on this machine \
+                 (apt-get install nftables)",
             ));
         }
     }
