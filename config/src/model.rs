@@ -89,18 +89,39 @@ pub enum Role {
     Secondary,
 }
 
-/// WireGuard bridge settings of one host (used by the bridge; validated now).
+/// WireGuard bridge settings of one host: every host with a `bridge` is a peer of every other.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeSettings {
     /// This host's address inside the overlay, e.g. `10.77.0.1/24`.
     pub address: Option<String>,
-    /// UDP port WireGuard listens on.
+    /// UDP port WireGuard listens on (default 51820).
     pub listen_port: Option<Port>,
-    /// Path of this host's private key file.
+    /// Path of this host's private key file (`agent-supervisor bridge keygen` writes one).
     pub private_key_file: Option<PathBuf>,
     /// This host's public key (base64), as other hosts need it.
     pub public_key: Option<String>,
+    /// Where other hosts send this host's tunnel packets, `ip:port` or `name:port`, when it
+    /// is not the host's `address` and `listen_port` (behind NAT, another interface).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Seconds between keepalives sent to every peer (default 25; 0 = off).
+    #[serde(default)]
+    pub persistent_keepalive: Option<u16>,
+    /// `auto` (kernel WireGuard where the module loads, userspace otherwise), `kernel` or
+    /// `userspace`.
+    #[serde(default)]
+    pub implementation: Option<BridgeImplementation>,
+}
+
+/// Which WireGuard carries a host's bridge.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeImplementation {
+    #[default]
+    Auto,
+    Kernel,
+    Userspace,
 }
 
 /// An image definition: a recipe file the images crate builds, or (no recipe) an image that

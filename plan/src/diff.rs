@@ -31,6 +31,8 @@ pub struct PlanDiff {
     pub renamed_groups: Vec<String>,
     /// Whether the host's nftables table (masquerading, published ports) must be rewritten.
     pub netfilter: bool,
+    /// Whether the bridge (its keys, port, address or peers) must be configured anew.
+    pub bridge: bool,
 }
 
 impl PlanDiff {
@@ -45,6 +47,7 @@ impl PlanDiff {
             && self.daemon_settings.is_empty()
             && self.renamed_groups.is_empty()
             && !self.netfilter
+            && !self.bridge
     }
 }
 
@@ -126,6 +129,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDiff {
         }
     }
     d.netfilter = netfilter_of(old) != netfilter_of(new);
+    d.bridge = old.bridge != new.bridge;
     let (a, b) = (&old.daemon, &new.daemon);
     macro_rules! field {
         ($($f:ident),*) => {$(

@@ -20,11 +20,13 @@ use agent_config::defaults::{EffectiveDaemon, EffectiveRestart, HealthTiming};
 use agent_config::model::{Condition, Resources};
 use indexmap::IndexMap;
 
+pub mod bridge;
 mod diff;
 mod env;
 pub mod net;
 mod resolve;
 
+pub use bridge::{BridgePeer, BridgePlan};
 pub use diff::{diff, PlanDiff};
 pub use resolve::{Findings, Plan, IMAGE_MISSING, STATIC_CODES};
 
@@ -41,6 +43,8 @@ pub struct HostPlan {
     pub daemon: EffectiveDaemon,
     /// The bridge and nftables table of this host's private groups (`None` when it has none).
     pub network: Option<HostNetPlan>,
+    /// This host's end of the WireGuard bridge (`None` when it has no `bridge` section).
+    pub bridge: Option<bridge::BridgePlan>,
     /// This host's groups, in the order of the system file.
     pub groups: IndexMap<String, GroupPlan>,
 }

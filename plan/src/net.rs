@@ -290,6 +290,20 @@ impl SystemNet {
     /// What a group on `viewer_host` sees (`private`: it has its own network namespace).
     pub fn names(&self, l: &Loaded, viewer_host: &str, private: bool) -> Names {
         let mut n = Names::default();
+        // Through the bridge, when both ends have one, a host is its overlay address.
+        let overlay = |h: &str| {
+            l.system
+                .hosts
+                .get(h)?
+                .bridge
+                .as_ref()
+                .and_then(crate::bridge::overlay_address)
+        };
+        let through_bridge = overlay(viewer_host).is_some();
+        let reach = |h: &str| match overlay(h) {
+            Some((ip, _)) if through_bridge => Some(ip),
+            _ => host_ip(l, h),
+        };
         // A host-network group on the viewer's host: its loopback for host-network viewers,
         // the host's bridge address for private ones (the host's own side of the bridge).
         let local = if private {
@@ -303,7 +317,7 @@ impl SystemNet {
             let ip = match self.addresses.get(gname) {
                 Some(ip) => Some(*ip),
                 None if g.host == viewer_host => Some(local),
-                None => host_ip(l, &g.host),
+                None => reach(&g.host),
             };
             let Some(ip) = ip else { continue };
             let mut names = vec![gname.clone()];
@@ -325,20 +339,29 @@ impl SystemNet {
             let ip = if hname == viewer_host && private {
                 Some(local)
             } else {
-                host_ip(l, hname)
+                reach(hname)
             };
             if let Some(ip) = ip {
                 n.hosts.push((ip, vec![hname.clone()]));
             }
-            n.env
-                .push((format!("{}_IP", env_name(hname)), h.address.clone()));
+            let env_ip = match overlay(hname) {
+                Some((ip, _)) if through_bridge => ip.to_string(),
+                _ => h.address.clone(),
+            };
+            n.env.push((format!("{}_IP", env_name(hname)), env_ip));
         }
         if let Some((pname, p)) = l.system.hosts.iter().find(|(_, h)| h.role == Role::Primary) {
             let listen = defaults::daemon(&l.system, pname).http_listen;
             let port = listen.rsplit(':').next().unwrap_or("9000");
             n.env.push((
                 "OBSERVABILITY_ENDPOINT".into(),
-                format!("http://{}:{port}/metrics", p.address),
+                format!(
+                    "http://{}:{port}/metrics",
+                    match overlay(pname) {
+                        Some((ip, _)) if through_bridge => ip.to_string(),
+                        _ => p.address.clone(),
+                    }
+                ),
             ));
         }
         n

@@ -25,7 +25,7 @@ pub const IMAGE_MISSING: &str = "image-missing";
 
 /// Codes of findings that depend on the system file only, not on the machine a host's plan
 /// is resolved on (networks, published ports): `check` reports them for every host.
-pub const STATIC_CODES: &[&str] = &["network", "publish"];
+pub const STATIC_CODES: &[&str] = &["network", "publish", "bridge"];
 
 /// The resolver.
 pub struct Plan;
@@ -134,6 +134,15 @@ impl Plan {
                 bridge: net::bridge_name(&daemon.run_dir),
                 table: net::table_name(&daemon.run_dir),
             });
+        let bridge = match crate::bridge::resolve(l, host, &daemon.run_dir, sysnet.as_ref()) {
+            Ok(b) => b,
+            Err(errors) => {
+                for (field, message) in errors {
+                    out.push(l.at(Severity::Error, "bridge", &field, message));
+                }
+                None
+            }
+        };
         let mut r = Resolver {
             l,
             store,
@@ -158,6 +167,7 @@ impl Plan {
             dir: l.dir.clone(),
             daemon,
             network: host_net,
+            bridge,
             groups,
         };
         Ok((plan, out))

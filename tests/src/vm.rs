@@ -622,9 +622,15 @@ mod tests {
 
     #[test]
     fn only_the_guest_kernels_stall_detectors_count_as_a_stall() {
-        assert!(guest_stalled("[ 48.5] watchdog: BUG: soft lockup - CPU#0 stuck for 45s!"));
-        assert!(guest_stalled("rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"));
-        assert!(!guest_stalled("vm-init: running the script\nhungry exit 137"));
+        assert!(guest_stalled(
+            "[ 48.5] watchdog: BUG: soft lockup - CPU#0 stuck for 45s!"
+        ));
+        assert!(guest_stalled(
+            "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"
+        ));
+        assert!(!guest_stalled(
+            "vm-init: running the script\nhungry exit 137"
+        ));
     }
 
     #[test]
