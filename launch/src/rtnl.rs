@@ -40,6 +40,7 @@ const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 // Attributes (linux/if_link.h, if_addr.h, rtnetlink.h, veth.h).
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -48,8 +49,11 @@ const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const NLA_F_NESTED: u16 = 1 << 15;
+const NLM_F_REPLACE: u16 = 0x100;
 
 /// The body of one rtnetlink request (after `struct nlmsghdr`): a fixed header, then
 /// attributes (`struct rtattr`: length, type, value, padded to 4 bytes).
@@ -74,14 +78,19 @@ impl Body {
 
     /// `struct rtmsg` of a unicast IPv4 route in the main table, scope universe.
     fn route() -> Body {
+        Body::route_to(0, libc::RT_SCOPE_UNIVERSE)
+    }
+
+    /// struct rtmsg of a unicast route in the main table to a `prefix`-long destination.
+    fn route_to(prefix: u8, scope: u8) -> Body {
         let mut b = vec![
             libc::AF_INET as u8,
-            0,                   // destination prefix length: the default route
+            prefix,              // destination prefix length (0: the default route)
             0,                   // source prefix length
             0,                   // tos
             libc::RT_TABLE_MAIN, // table
             libc::RTPROT_BOOT,   // protocol
-            libc::RT_SCOPE_UNIVERSE,
+            scope,
             libc::RTN_UNICAST,
         ];
         b.extend_from_slice(&0u32.to_ne_bytes());
@@ -238,15 +247,21 @@ impl Rtnl {
 
     /// Creates the bridge `name` unless it exists; returns its index.
     pub fn ensure_bridge(&mut self, name: &str) -> Result<u32, RtnlError> {
+        self.ensure_link(name, "bridge")
+    }
+
+    /// Creates the link `name` of `kind` (`bridge`, `wireguard`) unless a link of that name
+    /// exists; returns its index. A kind the kernel does not know fails with `EOPNOTSUPP`.
+    pub fn ensure_link(&mut self, name: &str, kind: &str) -> Result<u32, RtnlError> {
         if let Some(i) = self.link_index(name)? {
             return Ok(i);
         }
         let body = Body::link(0, 0, 0).name(IFLA_IFNAME, name).nest(
             IFLA_LINKINFO,
-            Body(Vec::new()).name(IFLA_INFO_KIND, "bridge"),
+            Body(Vec::new()).name(IFLA_INFO_KIND, kind),
         );
         match self.request(
-            &format!("bridge {name}"),
+            &format!("{kind} {name}"),
             RTM_NEWLINK,
             body,
             NLM_F_CREATE | NLM_F_EXCL,
@@ -260,7 +275,7 @@ impl Rtnl {
             Err(e) => return Err(e),
         }
         self.link_index(name)?.ok_or_else(|| RtnlError::Kernel {
-            what: format!("bridge {name}"),
+            what: format!("{kind} {name}"),
             errno: libc::ENODEV,
         })
     }
@@ -321,6 +336,33 @@ impl Rtnl {
 }
 
 impl Rtnl {
+    /// Sets the MTU of link `index`.
+    pub fn set_mtu(&mut self, what: &str, index: u32, mtu: u32) -> Result<(), RtnlError> {
+        let body = Body::link(index, 0, 0).attr(IFLA_MTU, &mtu.to_ne_bytes());
+        self.request(&format!("MTU of {what}"), RTM_SETLINK, body, 0)
+            .map(drop)
+    }
+
+    /// Routes `dst/prefix` out of link `index` (made or replaced: a second call is fine).
+    pub fn replace_route(
+        &mut self,
+        what: &str,
+        dst: Ipv4Addr,
+        prefix: u8,
+        index: u32,
+    ) -> Result<(), RtnlError> {
+        let body = Body::route_to(prefix, libc::RT_SCOPE_LINK)
+            .attr(RTA_DST, &dst.octets())
+            .attr(RTA_OIF, &index.to_ne_bytes());
+        self.request(
+            &format!("route {dst}/{prefix} via {what}"),
+            RTM_NEWROUTE,
+            body,
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+
     /// Deletes link `index`.
     pub fn delete(&mut self, what: &str, index: u32) -> Result<(), RtnlError> {
         self.request(
