@@ -256,10 +256,9 @@ impl Rtnl {
         if let Some(i) = self.link_index(name)? {
             return Ok(i);
         }
-        let body = Body::link(0, 0, 0).name(IFLA_IFNAME, name).nest(
-            IFLA_LINKINFO,
-            Body(Vec::new()).name(IFLA_INFO_KIND, kind),
-        );
+        let body = Body::link(0, 0, 0)
+            .name(IFLA_IFNAME, name)
+            .nest(IFLA_LINKINFO, Body(Vec::new()).name(IFLA_INFO_KIND, kind));
         match self.request(
             &format!("{kind} {name}"),
             RTM_NEWLINK,

@@ -3,6 +3,7 @@
 //! The library holds the commands; `src/main.rs` (the `agent-supervisor` binary) and
 //! `src/bin/supervisorctl.rs` only parse arguments and print.
 
+pub mod bridge;
 pub mod build_run;
 pub mod bundle;
 pub mod cgroup;

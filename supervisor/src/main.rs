@@ -100,6 +100,11 @@ enum Cmd {
         /// The bundle directory to write (created; must be empty if it exists).
         dir: PathBuf,
     },
+    /// The WireGuard bridge between hosts.
+    Bridge {
+        #[command(subcommand)]
+        what: BridgeCmd,
+    },
     /// (internal) Build a group's namespaces and PID 1 from a launch spec; prints the init pid.
     #[command(name = "__group-init", hide = true)]
     GroupInit { spec: PathBuf },
@@ -109,6 +114,17 @@ enum Cmd {
     /// (internal) Fork server for `__group-init` and `__agent`, serving requests on stdin.
     #[command(name = "__spawner", hide = true)]
     Spawner,
+}
+
+#[derive(Subcommand)]
+enum BridgeCmd {
+    /// Make a host's key pair: writes the private key (mode 0600, never over a file) to
+    /// `--out` or prints it, and prints the public key, both as `wg genkey`/`wg pubkey` do.
+    Keygen {
+        /// The private key file to write (its `bridge.private_key_file`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +195,32 @@ fn main() -> ExitCode {
                     .map_err(|e| Box::new(e).into()),
             }
         })),
+        Cmd::Bridge {
+            what: BridgeCmd::Keygen { out },
+        } => {
+            let key = agent_wg::Key::generate();
+            match out {
+                Some(path) => match key.write_private(&path) {
+                    Ok(()) => {
+                        eprintln!(
+                            "wrote the private key to {} (mode 0600); its public key:",
+                            path.display()
+                        );
+                        println!("{}", key.public().to_base64());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("agent-supervisor bridge keygen: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                None => {
+                    println!("private_key: {}", key.to_base64());
+                    println!("public_key: {}", key.public().to_base64());
+                    ExitCode::SUCCESS
+                }
+            }
+        }
         Cmd::Bundle {
             config,
             host,

@@ -40,6 +40,9 @@ pub struct Ruleset {
     /// Addresses of the groups that reach nothing beyond the bridge.
     pub no_egress: Vec<Ipv4Addr>,
     pub forwards: Vec<Forward>,
+    /// The bridge's WireGuard interface: traffic to other hosts' groups leaves through it
+    /// unmasqueraded (the peer sees the group's own address) and is not `egress`.
+    pub tunnel: Option<String>,
 }
 
 /// `nft` failed; `stderr` is what it said.
@@ -62,6 +65,11 @@ impl Ruleset {
         let t = &self.table;
         let (net, prefix) = self.subnet;
         let br = &self.bridge;
+        // Interfaces inside the system: the group bridge and the tunnel to other hosts.
+        let inside = match &self.tunnel {
+            Some(t) => format!("{{ \"{br}\", \"{t}\" }}"),
+            None => format!("\"{br}\""),
+        };
         let mut s = String::new();
         // Declaring the table first makes the delete succeed when it does not exist yet.
         let _ = writeln!(s, "table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
@@ -72,7 +80,7 @@ impl Ruleset {
         if !self.egress.is_empty() {
             let _ = writeln!(
                 s,
-                "    ip saddr {} ip daddr != {net}/{prefix} oifname != \"{br}\" masquerade",
+                "    ip saddr {} ip daddr != {net}/{prefix} oifname != {inside} masquerade",
                 set(&self.egress)
             );
         }
@@ -93,7 +101,7 @@ impl Ruleset {
         if !self.no_egress.is_empty() {
             let _ = writeln!(
                 s,
-                "    iifname \"{br}\" ip saddr {} oifname != \"{br}\" drop",
+                "    iifname \"{br}\" ip saddr {} oifname != {inside} drop",
                 set(&self.no_egress)
             );
         }
@@ -140,6 +148,7 @@ impl Ruleset {
             egress: Vec::new(),
             no_egress: Vec::new(),
             forwards: Vec::new(),
+            tunnel: plan.bridge.as_ref().map(|b| b.interface.clone()),
         };
         for g in plan.groups.values() {
             let agent_plan::NetworkPlan::Private(n) = &g.network else {
@@ -244,7 +253,25 @@ mod tests {
                 addr: "10.88.1.7".parse().unwrap(),
                 port: 80,
             }],
+            tunnel: None,
         }
+    }
+
+    #[test]
+    fn traffic_through_the_tunnel_is_neither_masqueraded_nor_egress() {
+        let s = Ruleset {
+            tunnel: Some("aswg0".into()),
+            ..ruleset()
+        }
+        .script();
+        assert!(
+            s.contains("oifname != { \"asbr0\", \"aswg0\" } masquerade"),
+            "{s}"
+        );
+        assert!(
+            s.contains("oifname != { \"asbr0\", \"aswg0\" } drop"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -101,6 +101,7 @@ fn snapshot() -> Snapshot {
                 network_tx_bytes: None,
             },
         ],
+        bridge: None,
     }
 }
 

@@ -1,10 +1,12 @@
 //! WireGuard for agent-supervisor's bridge: keys in WireGuard's own format ([`keys`]), the
 //! wanted state of a device ([`DeviceConfig`]) and what a device reports ([`DeviceStats`]),
-//! applied to and read from a userspace WireGuard over its configuration protocol ([`uapi`]).
+//! applied to and read from a userspace WireGuard over its configuration protocol ([`uapi`])
+//! or from kernel WireGuard over generic netlink ([`kernel`]).
 //!
 //! No cryptography is written here: keys come from `x25519-dalek`, the tunnel itself from a
 //! maintained implementation (gotatun in `agent-bridge`, or the kernel's).
 
+pub mod kernel;
 pub mod keys;
 pub mod uapi;
 

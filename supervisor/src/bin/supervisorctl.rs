@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use agent_supervisor::daemon::api::{AgentState, AgentStatus, Response, Snapshot};
+use agent_supervisor::daemon::api::{AgentState, AgentStatus, BridgeStatus, Response, Snapshot};
 use agent_supervisor::daemon::http::percent_encode;
 use anyhow::{anyhow, Context};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -37,6 +37,13 @@ enum Cmd {
         /// Agents (`NAME`) or groups (`GROUP:*`); none: every agent.
         names: Vec<String>,
         /// Print the daemon's snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the WireGuard bridge's peers: endpoint, latest handshake, bytes, round-trip
+    /// time (exit status 3 when a peer does not answer through the tunnel).
+    Bridge {
+        /// Print the bridge's status as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -143,6 +150,28 @@ fn run(cmd: Cmd, socket: &Path) -> Result<u8, Failure> {
                 .iter()
                 .all(|a| a.state == AgentState::Running);
             Ok(if all_running { 0 } else { 3 })
+        }
+        Cmd::Bridge { json } => {
+            let Response::Status { snapshot } = call(socket, "GET", "/v1/status", None)? else {
+                return Err(anyhow!("the daemon answered status with something else").into());
+            };
+            let Some(b) = snapshot.bridge else {
+                return Err(anyhow!(
+                    "host {} has no bridge (give it `bridge:` in the system file)",
+                    snapshot.host
+                )
+                .into());
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&b).context("JSON")?);
+            } else {
+                print!("{}", bridge_table(&b));
+            }
+            Ok(if b.error.is_none() && b.peers.iter().all(|p| p.up) {
+                0
+            } else {
+                3
+            })
         }
         Cmd::Start { names } => action(socket, "start", &names),
         Cmd::Stop { names } => action(socket, "stop", &names),
@@ -259,7 +288,55 @@ fn status_table(s: &Snapshot) -> String {
             .unwrap_or_else(|| "host".to_string());
         rows.push(row(a, address));
     }
-    let widths: Vec<usize> = (0..header.len())
+    columns(rows)
+}
+
+/// The bridge's head line and one row per peer.
+fn bridge_table(b: &BridgeStatus) -> String {
+    let how = match (&b.implementation, b.pid) {
+        (Some(i), Some(pid)) => format!("{i}, pid {pid}"),
+        (Some(i), None) => i.clone(),
+        (None, _) => "down".to_string(),
+    };
+    let mut out = format!(
+        "interface {} ({how}), address {}, port {}, public key {}\n",
+        b.interface, b.address, b.listen_port, b.public_key
+    );
+    if let Some(e) = &b.error {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    let header = [
+        "PEER",
+        "ADDRESS",
+        "ENDPOINT",
+        "HANDSHAKE",
+        "RX",
+        "TX",
+        "RTT",
+        "UP",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for p in &b.peers {
+        rows.push(vec![
+            p.host.clone(),
+            p.address.clone(),
+            p.endpoint.clone().unwrap_or_else(|| "-".into()),
+            p.handshake_age_seconds
+                .map_or("never".into(), |a| format!("{a:.0}s ago")),
+            human_bytes(p.rx_bytes),
+            human_bytes(p.tx_bytes),
+            p.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms")),
+            if p.up { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    out.push_str(&columns(rows));
+    out
+}
+
+/// Rows as left-aligned columns; the first row is the header.
+fn columns(rows: Vec<Vec<String>>) -> String {
+    let n = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..n)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

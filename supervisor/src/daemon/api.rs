@@ -140,6 +140,47 @@ pub struct Snapshot {
     pub daemon_started_at: f64,
     pub agents: Vec<AgentStatus>,
     pub groups: Vec<GroupStatus>,
+    /// The host's end of the WireGuard bridge (`None`: the host has no `bridge`).
+    #[serde(default)]
+    pub bridge: Option<BridgeStatus>,
+}
+
+/// The host's end of the WireGuard bridge, as the daemon's bridge task last saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgeStatus {
+    pub interface: String,
+    /// `kernel` or `userspace`; `None` while it is not up.
+    pub implementation: Option<String>,
+    /// The `agent-bridge` process (userspace).
+    pub pid: Option<u32>,
+    /// This host's overlay address, `ip/prefix`.
+    pub address: String,
+    pub listen_port: u16,
+    pub public_key: String,
+    /// Why the bridge is not up, when it is not.
+    pub error: Option<String>,
+    pub peers: Vec<BridgePeerStatus>,
+}
+
+/// One other host, through the bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgePeerStatus {
+    pub host: String,
+    pub public_key: String,
+    /// Where its packets come from (or are sent, before the first one came).
+    pub endpoint: Option<String>,
+    /// The peer's overlay address.
+    pub address: String,
+    /// Unix time of the latest completed handshake.
+    pub latest_handshake: Option<f64>,
+    pub handshake_age_seconds: Option<f64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Round-trip time of the latest ICMP echo to the peer's overlay address, in
+    /// milliseconds (`None`: it did not answer within a second).
+    pub rtt_ms: Option<f64>,
+    /// Whether the latest echo through the tunnel was answered.
+    pub up: bool,
 }
 
 /// A request to the daemon's core. `targets` are agent names, `GROUP:*`, or `all`.

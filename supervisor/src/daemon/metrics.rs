@@ -88,6 +88,56 @@ pub fn render(snapshot: &Snapshot) -> String {
     to_classic(&render_openmetrics(snapshot))
 }
 
+/// `agent_supervisor_bridge_*`: one series per peer of the host's bridge.
+fn register_bridge(registry: &mut Registry, host: &str, b: &super::api::BridgeStatus) {
+    let up = IntGauge::default();
+    let age = FloatGauge::default();
+    let rtt = FloatGauge::default();
+    let rx = IntCounter::default();
+    let tx = IntCounter::default();
+    for p in &b.peers {
+        let l = labels(&[("host", host), ("peer", &p.host)]);
+        up.get_or_create(&l).set(i64::from(p.up));
+        if let Some(a) = p.handshake_age_seconds {
+            age.get_or_create(&l).set(a);
+        }
+        if let Some(r) = p.rtt_ms {
+            rtt.get_or_create(&l).set(r / 1e3);
+        }
+        rx.get_or_create(&l).inc_by(p.rx_bytes);
+        tx.get_or_create(&l).inc_by(p.tx_bytes);
+    }
+    registry.register(
+        "agent_supervisor_bridge_up",
+        "1 when the peer answered the latest echo through the tunnel",
+        up,
+    );
+    registry.register_with_unit(
+        "agent_supervisor_bridge_handshake_age",
+        "Time since the latest completed WireGuard handshake with the peer; absent before the first",
+        Unit::Seconds,
+        age,
+    );
+    registry.register_with_unit(
+        "agent_supervisor_bridge_rtt",
+        "Round-trip time of the latest echo to the peer's overlay address; absent when it went unanswered",
+        Unit::Seconds,
+        rtt,
+    );
+    registry.register_with_unit(
+        "agent_supervisor_bridge_receive",
+        "Bytes received from the peer through the tunnel",
+        Unit::Bytes,
+        rx,
+    );
+    registry.register_with_unit(
+        "agent_supervisor_bridge_transmit",
+        "Bytes sent to the peer through the tunnel",
+        Unit::Bytes,
+        tx,
+    );
+}
+
 /// The snapshot in the OpenMetrics text format.
 pub fn render_openmetrics(snapshot: &Snapshot) -> String {
     let mut registry = Registry::default();
@@ -251,6 +301,10 @@ pub fn render_openmetrics(snapshot: &Snapshot) -> String {
         Unit::Seconds,
         daemon_start,
     );
+
+    if let Some(b) = &snapshot.bridge {
+        register_bridge(&mut registry, host, b);
+    }
 
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -503,6 +557,7 @@ mod tests {
                 })
                 .collect(),
             groups: vec![],
+            bridge: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod bridge;
 pub mod control;
 pub mod core;
 pub mod health;
@@ -158,6 +159,16 @@ pub async fn run(
     let pod_opts = PodOptions::for_host(&plan)?.with_spawner();
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let cancel = CancellationToken::new();
+    // The bridge before any group: a key file others can read stops the daemon here.
+    let bridge = bridge::start(
+        host.clone(),
+        plan.bridge.clone(),
+        d.run_dir.clone(),
+        d.log_dir.join("bridge.log"),
+        cancel.clone(),
+    )
+    .await
+    .map_err(DaemonError::Config)?;
 
     // Control requests reach the core as events, with their reply channels.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<api::ControlMsg>(64);
@@ -169,7 +180,8 @@ pub async fn run(
             }
         }
     });
-    let core = Core::new(plan, pod_opts, tx.clone());
+    let mut core = Core::new(plan, pod_opts, tx.clone());
+    core.set_bridge(bridge);
     let done = CancellationToken::new();
     let core_done = done.clone();
     let core_task = tokio::spawn(async move {
@@ -243,5 +255,11 @@ pub async fn run(
     if let Err(e) = crate::launch::rtnl::delete_link(&bridge) {
         eprintln!("agent-supervisor: bridge {bridge}: {e}");
     }
+    // And the WireGuard end: its process, interface and socket.
+    let (tunnel, run_dir) = (
+        agent_plan::bridge::interface_name(&d.run_dir),
+        d.run_dir.clone(),
+    );
+    let _ = tokio::task::spawn_blocking(move || crate::bridge::tear_down(&tunnel, &run_dir)).await;
     Ok(())
 }

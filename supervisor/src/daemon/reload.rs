@@ -48,7 +48,13 @@ pub fn apply(core: &mut Core, plan: HostPlan) -> ReloadResult {
         .chain(d.removed_groups.iter())
         .cloned()
         .collect();
-    let (netfilter, renamed) = (d.netfilter.then(|| plan.clone()), d.renamed_groups.clone());
+    let (netfilter, renamed) = (
+        (d.netfilter || d.bridge).then(|| plan.clone()),
+        d.renamed_groups.clone(),
+    );
+    if d.bridge {
+        core.replan_bridge(plan.bridge.clone());
+    }
     core.set_plan(plan);
     // The kernel's rules and the hosts files of running groups: off the core task.
     let run_dir = core.plan.daemon.run_dir.clone();

@@ -146,6 +146,8 @@ pub struct Core {
     saved: Option<persist::State>,
     /// A reload left agents or groups to forget once they stopped.
     retiring: bool,
+    /// The bridge task's status and plan channel (set once, before [`Core::run`]).
+    bridge: Option<super::bridge::BridgeHandle>,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -172,9 +174,22 @@ impl Core {
             shutting_down: None,
             saved: None,
             retiring: false,
+            bridge: None,
         };
         core.sync_config();
         core
+    }
+
+    /// Gives the core the bridge task's handle.
+    pub fn set_bridge(&mut self, handle: super::bridge::BridgeHandle) {
+        self.bridge = Some(handle);
+    }
+
+    /// Sends a reload's bridge plan to the bridge task.
+    pub(crate) fn replan_bridge(&self, plan: Option<agent_plan::BridgePlan>) {
+        if let Some(b) = &self.bridge {
+            let _ = b.plans.send(plan);
+        }
     }
 
     /// Adds runtime records for every group and agent of this host not yet known.

@@ -93,6 +93,7 @@ impl Core {
             daemon_started_at: unix(self.started),
             agents: Vec::new(),
             groups: Vec::new(),
+            bridge: self.bridge.as_ref().and_then(|b| b.status.borrow().clone()),
         };
         tokio::task::spawn_blocking(move || {
             let agents = agents
