@@ -30,6 +30,8 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 pub const HEALTH_RETRIES: u32 = 3;
 pub const HEALTH_START_PERIOD: Duration = Duration::from_secs(0);
 pub const STOP_SIGNAL: &str = "SIGTERM";
+/// A bridge's UDP `listen_port` (WireGuard's own default).
+pub const BRIDGE_PORT: u16 = 51820;
 
 /// Binds are read-only unless they say `rw`.
 pub fn bind_readonly() -> bool {

@@ -3,6 +3,7 @@
 //! [`load::load`] reads it (every error with file:line:column and field path),
 //! [`validate::validate`] runs the static checks, [`defaults`] holds every default value.
 
+mod bridge;
 mod de;
 pub mod defaults;
 pub mod envfile;

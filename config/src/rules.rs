@@ -1,7 +1,7 @@
 //! Static checks of what the daemon or the kernel would refuse later: daemon paths, host
-//! addresses and the bridge, environment variables and env files, commands, binds, and
-//! dependencies that wait forever (cycles across groups and agents, `healthy` without a
-//! health check).
+//! addresses (the bridge: [`crate::bridge`]), environment variables and env files, commands,
+//! binds, and dependencies that wait forever (cycles across groups and agents, `healthy`
+//! without a health check).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,7 +23,7 @@ pub fn check(l: &Loaded, out: &mut Vec<Finding>) {
         }
     }
     hosts(l, out);
-    bridges(l, out);
+    crate::bridge::check(l, out);
     environment(l, out);
     commands(l, out);
     binds(l, out);
@@ -31,7 +31,7 @@ pub fn check(l: &Loaded, out: &mut Vec<Finding>) {
     cross_cycles(l, out);
 }
 
-fn err(l: &Loaded, code: &'static str, path: &str, msg: String) -> Finding {
+pub(crate) fn err(l: &Loaded, code: &'static str, path: &str, msg: String) -> Finding {
     l.at(Severity::Error, code, path, msg)
 }
 
@@ -190,135 +190,6 @@ fn hosts(l: &Loaded, out: &mut Vec<Finding>) {
             }
         }
     }
-}
-
-/// Parses `ADDRESS/PREFIX`.
-fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
-    let Some((a, p)) = s.split_once('/') else {
-        return Err(format!(
-            "bridge address {s:?} needs a prefix length, like 10.77.0.1/24"
-        ));
-    };
-    let ip: IpAddr = a
-        .parse()
-        .map_err(|_| format!("bridge address {s:?}: {a:?} is not an IP address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    match p.parse::<u8>() {
-        Ok(n) if n <= max => Ok((ip, n)),
-        _ => Err(format!(
-            "bridge address {s:?}: prefix length must be 0-{max}, got {p:?}"
-        )),
-    }
-}
-
-fn network(ip: IpAddr, prefix: u8) -> (u128, bool) {
-    match ip {
-        IpAddr::V4(v) => {
-            let bits = u32::from(v);
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix)
-            };
-            (u128::from(bits & mask), true)
-        }
-        IpAddr::V6(v) => {
-            let bits = u128::from(v);
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - prefix)
-            };
-            (bits & mask, false)
-        }
-    }
-}
-
-fn bridges(l: &Loaded, out: &mut Vec<Finding>) {
-    let mut seen: HashMap<IpAddr, &str> = HashMap::new();
-    let mut keys: HashMap<&str, &str> = HashMap::new();
-    let mut net: Option<((u128, bool), u8, &str)> = None;
-    for (name, h) in &l.system.hosts {
-        let Some(b) = &h.bridge else { continue };
-        let bp = format!("hosts.{name}.bridge");
-        if let Some(a) = &b.address {
-            match parse_cidr(a) {
-                Err(why) => out.push(err(l, "bridge", &format!("{bp}.address"), why)),
-                Ok((ip, prefix)) => {
-                    let host_bits_zero =
-                        network(ip, prefix).0 == network(ip, if ip.is_ipv4() { 32 } else { 128 }).0;
-                    if host_bits_zero && prefix < if ip.is_ipv4() { 31 } else { 127 } {
-                        out.push(err(
-                            l,
-                            "bridge",
-                            &format!("{bp}.address"),
-                            format!("bridge address {a} is the network address of its subnet; use a host address in it"),
-                        ));
-                    }
-                    if let Some(first) = seen.insert(ip, name) {
-                        out.push(err(
-                            l,
-                            "bridge",
-                            &format!("{bp}.address"),
-                            format!("bridge address {ip} of host {name} is also the bridge address of host {first}"),
-                        ));
-                    }
-                    match net {
-                        None => net = Some((network(ip, prefix), prefix, name)),
-                        Some((n, p, first)) => {
-                            if n != network(ip, p) || p != prefix {
-                                out.push(err(
-                                    l,
-                                    "bridge",
-                                    &format!("{bp}.address"),
-                                    format!("bridge address {a} of host {name} is not in the overlay network of host {first}; every host's bridge address must be in one subnet"),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(k) = &b.public_key {
-            if !is_wireguard_key(k) {
-                out.push(err(
-                    l,
-                    "bridge",
-                    &format!("{bp}.public_key"),
-                    "public_key is not a WireGuard key (44 characters of base64 ending in `=`, as `wg pubkey` prints)".into(),
-                ));
-            } else if let Some(first) = keys.insert(k.as_str(), name) {
-                out.push(err(
-                    l,
-                    "bridge",
-                    &format!("{bp}.public_key"),
-                    format!("host {name} has the same public_key as host {first}"),
-                ));
-            }
-        }
-        if let Some(f) = &b.private_key_file {
-            if f.as_os_str().is_empty() {
-                out.push(err(
-                    l,
-                    "bridge",
-                    &format!("{bp}.private_key_file"),
-                    "private_key_file is empty".into(),
-                ));
-            }
-        }
-    }
-}
-
-/// A WireGuard key: 32 bytes in base64 (43 characters and one `=`).
-fn is_wireguard_key(k: &str) -> bool {
-    let b = k.as_bytes();
-    b.len() == 44
-        && b[43] == b'='
-        && b[..43]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
-        // The last character before `=` carries 2 bits of padding that must be zero.
-        && b"AEIMQUYcgkosw048".contains(&b[42])
 }
 
 fn env_map<'a>(

@@ -482,3 +482,191 @@ fn run_group_daemon_and_bundle_refuse_an_invalid_file_naming_the_place() {
         "nothing is written for a refused file"
     );
 }
+
+/// Two hosts, `db` on h2, with these `bridge` sections (flow maps; `None`: that host has
+/// none).
+fn bridged(b1: Option<&str>, b2: Option<&str>) -> String {
+    let host = |name: &str, ip: &str, role: &str, b: Option<&str>| match b {
+        Some(b) => format!("  {name}:\n    address: {ip}\n    role: {role}\n    bridge: {b}\n"),
+        None => format!("  {name}:\n    address: {ip}\n    role: {role}\n"),
+    };
+    BASE.replace(
+        "  h1: {address: 10.0.0.1, role: primary}\n",
+        &(host("h1", "10.0.0.1", "primary", b1) + &host("h2", "10.0.0.2", "secondary", b2)),
+    )
+    .replace("  db:\n    host: h1", "  db:\n    host: h2")
+}
+
+/// Host `n`'s bridge section with the public key `public` and the private key file `file`.
+fn bridge(n: u8, public: &agent_wg::Key, file: &str) -> String {
+    format!(
+        "{{address: 10.77.0.{n}/24, public_key: \"{}\", private_key_file: {file}}}",
+        public.to_base64()
+    )
+}
+
+/// Writes a fresh private key file (mode 0600) and returns the key.
+fn key_file(f: &Fixture, rel: &str) -> agent_wg::Key {
+    let k = agent_wg::Key::generate();
+    k.write_private(&f.dir.join(rel)).unwrap();
+    k
+}
+
+/// The findings about bridges (fixtures are named `wg-*`, so no path says "bridge").
+fn bridge_lines(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| (l.starts_with("error") || l.starts_with("warning")) && l.contains("bridge"))
+        .collect()
+}
+
+#[test]
+fn a_correct_two_host_bridge_has_no_findings() {
+    let f = Fixture::new("wg-ok");
+    let (k1, k2) = (key_file(&f, "h1.key"), key_file(&f, "h2.key"));
+    f.write(
+        "system.yaml",
+        &bridged(
+            Some(&bridge(1, &k1.public(), "h1.key")),
+            Some(&bridge(2, &k2.public(), "h2.key")),
+        ),
+    );
+    for host in [[].as_slice(), &["--host", "h1"], &["--host", "h2"]] {
+        let (code, out) = f.check(host);
+        assert_eq!(code, 0, "{host:?}: {out}");
+        assert!(bridge_lines(&out).is_empty(), "{host:?}: {out}");
+    }
+}
+
+#[test]
+fn a_host_without_a_bridge_is_a_warning() {
+    let f = Fixture::new("wg-half");
+    let k1 = key_file(&f, "h1.key");
+    f.write(
+        "system.yaml",
+        &bridged(Some(&bridge(1, &k1.public(), "h1.key")), None),
+    );
+    let (code, out) = f.check(&["--host", "h1"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        bridge_lines(&out),
+        ["warning: system.yaml:7:5: hosts.h2: host h2 has no bridge section, but host h1 has one: its groups are not reachable through the bridge"
+            .replace("system.yaml", &f.dir.join("system.yaml").display().to_string())],
+        "{out}"
+    );
+}
+
+#[test]
+fn key_files_readable_by_others_or_malformed_are_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new("wg-keys");
+    let k1 = key_file(&f, "h1.key");
+    std::fs::set_permissions(f.dir.join("h1.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    f.write("h2.key", "not a key\n");
+    std::fs::set_permissions(f.dir.join("h2.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let other = agent_wg::Key::generate().public();
+    f.write(
+        "system.yaml",
+        &bridged(
+            Some(&bridge(1, &k1.public(), "h1.key")),
+            Some(&bridge(2, &other, "h2.key")),
+        ),
+    );
+    let (code, out) = f.check(&["--host", "h1"]);
+    assert_eq!(code, 1, "{out}");
+    let h1 = f.dir.join("h1.key").display().to_string();
+    let h2 = f.dir.join("h2.key").display().to_string();
+    let lines = bridge_lines(&out);
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].ends_with(&format!(":5:115: hosts.h1.bridge.private_key_file: host h1: the private key file {h1} has mode 0644: other users can read it; run `chmod 600 {h1}`")),
+        "{out}"
+    );
+    assert!(
+        lines[1].ends_with(&format!(":9:115: hosts.h2.bridge.private_key_file: host h2: the private key file {h2} is not a WireGuard key (one line of 44 characters of base64, as `wg genkey` prints)")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_public_key_of_another_private_key_is_refused_with_the_right_one() {
+    let f = Fixture::new("wg-mismatch");
+    let k1 = key_file(&f, "h1.key");
+    let k2 = key_file(&f, "h2.key");
+    let wrong = agent_wg::Key::generate().public();
+    f.write(
+        "system.yaml",
+        &bridged(
+            Some(&bridge(1, &wrong, "h1.key")),
+            Some(&bridge(2, &k2.public(), "h2.key")),
+        ),
+    );
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{out}");
+    let lines = bridge_lines(&out);
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].ends_with(&format!(
+            ":5:49: hosts.h1.bridge.public_key: public_key of host h1 does not match the private key in {}; its public key is {}",
+            f.dir.join("h1.key").display(),
+            k1.public().to_base64()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_key_file_is_an_error_on_its_own_host_only() {
+    let f = Fixture::new("wg-missing");
+    let (p1, p2) = (
+        agent_wg::Key::generate().public(),
+        agent_wg::Key::generate().public(),
+    );
+    f.write(
+        "system.yaml",
+        &bridged(
+            Some(&bridge(1, &p1, "h1.key")),
+            Some(&bridge(2, &p2, "h2.key")),
+        ),
+    );
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 0, "no host is this machine: {out}");
+    for (host, other) in [("h1", "h2"), ("h2", "h1")] {
+        let (code, out) = f.check(&["--host", host]);
+        assert_eq!(code, 1, "{out}");
+        let lines = bridge_lines(&out);
+        assert_eq!(lines.len(), 1, "{out}");
+        assert!(
+            lines[0].contains(&format!("hosts.{host}.bridge.private_key_file: the private key file {} of host {host} does not exist on this machine, which is host {host}", f.dir.join(format!("{host}.key")).display())),
+            "{out}"
+        );
+        assert!(!out.contains(&format!("{other}.key")), "{out}");
+    }
+}
+
+#[test]
+fn a_key_file_path_every_host_writes_is_the_local_hosts() {
+    // The same path on every machine: here it holds h1's key, which is not h2's.
+    let f = Fixture::new("wg-shared");
+    let k1 = key_file(&f, "bridge.key");
+    let p2 = agent_wg::Key::generate().public();
+    f.write(
+        "system.yaml",
+        &bridged(
+            Some(&bridge(1, &k1.public(), "bridge.key")),
+            Some(&bridge(2, &p2, "bridge.key")),
+        ),
+    );
+    for host in [[].as_slice(), &["--host", "h1"]] {
+        let (code, out) = f.check(host);
+        assert_eq!(code, 0, "{host:?}: {out}");
+        assert!(bridge_lines(&out).is_empty(), "{host:?}: {out}");
+    }
+    let (code, out) = f.check(&["--host", "h2"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "hosts.h2.bridge.public_key: public_key of host h2 does not match the private key in"
+        ),
+        "{out}"
+    );
+}

@@ -1,6 +1,7 @@
 //! `agent-supervisor check`: every static and machine check of a system file, all findings
 //! at once, with a per-host summary.
 
+mod bridge;
 mod machine;
 mod python;
 mod summary;
@@ -82,6 +83,7 @@ pub fn run(path: &Path, opts: &Options) -> Report {
         check_plan(&loaded, h, &mut more);
     }
     check_static_plans(&loaded, local_host.as_deref(), &mut more);
+    bridge::check_keys(&loaded, local_host.as_deref(), &mut more);
     findings.extend(more.into_iter().filter(|f| !loaded.hides(f)));
     findings.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.at.cmp(&b.at)));
     let hosts = summarize(&loaded, local_host.as_deref());
@@ -121,14 +123,21 @@ fn check_plan(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
 }
 
 /// The other hosts' plans need their machines (env files, bind sources, images), but their
-/// networks and published ports are static: those findings count from any machine.
+/// networks, published ports and bridges are static: those findings count from any machine,
+/// except on a field the static checks already found wrong (one error per field).
 fn check_static_plans(l: &Loaded, local: Option<&str>, out: &mut Vec<Finding>) {
+    let before = out.len();
     for other in l.system.hosts.keys().filter(|h| Some(h.as_str()) != local) {
         let Ok((_, findings)) = agent_plan::Plan::resolve_partial(l, other, None) else {
             continue;
         };
         for f in findings {
+            let known_field = f.field.is_some()
+                && out[..before]
+                    .iter()
+                    .any(|o| o.is_error() && o.field == f.field);
             if agent_plan::STATIC_CODES.contains(&f.code)
+                && !known_field
                 && !out
                     .iter()
                     .any(|o| o.field == f.field && o.message == f.message)
