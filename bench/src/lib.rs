@@ -1,5 +1,7 @@
 //! Benchmarks that compare agent-supervisor with its peers in one run and print a table.
 
+pub mod bridge;
+pub mod bridge_lab;
 pub mod build;
 pub mod launch;
 pub mod oci;

@@ -1,10 +1,11 @@
 //! The `agent-bench` binary: benchmarks that print a table comparing agent-supervisor with its
-//! peers in one run (`launch`, `supervise`, `build`). Kept out of `agent-supervisor`, the
-//! product binary; it runs `agent-supervisor` and `agent-launch` from its own directory.
+//! peers in one run (`launch`, `supervise`, `build`, `bridge`). Kept out of `agent-supervisor`,
+//! the product binary; it runs `agent-supervisor`, `agent-launch` and `agent-bridge` from its
+//! own directory.
 
 use std::process::ExitCode;
 
-use agent_bench::{build, launch, supervise};
+use agent_bench::{bridge, build, launch, supervise};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -42,6 +43,13 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         kills: usize,
     },
+    /// Throughput (iperf3 TCP) and ping RTT between two network namespaces over the plain
+    /// veth, agent-bridge, wireguard-go, and agent-bridge to wireguard-go.
+    Bridge {
+        /// Seconds of iperf3 per path.
+        #[arg(long, default_value_t = 5)]
+        time: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +66,7 @@ fn main() -> ExitCode {
             supervise::run(agents, kills).map_err(|e| e.to_string()),
         ),
         Cmd::Build { runs } => ("build", build::run(runs)),
+        Cmd::Bridge { time } => ("bridge", bridge::run(time).map_err(|e| e.to_string())),
     };
     match result {
         Ok(table) => {
