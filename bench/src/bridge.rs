@@ -115,7 +115,7 @@ fn bridge_binary() -> Result<PathBuf, String> {
         Ok(exe)
     } else {
         Err(format!(
-            "no {BRIDGE_BIN} next to {} (build it: cargo build -p agent-bridge)",
+            "no {BRIDGE_BIN} next to {} (build it: cargo build -p agent-supervisor --bin agent-bridge)",
             me.display()
         ))
     }

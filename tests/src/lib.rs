@@ -2,4 +2,5 @@
 //! throwaway QEMU VM with a full cgroup v2 host.
 
 pub mod fixture;
+pub mod hosts;
 pub mod vm;
