@@ -124,10 +124,9 @@ fn unix(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One probe: the device's counters and an echo to every peer (in parallel threads, so
-/// one silent peer does not delay the others).
+/// One probe: an echo to every peer (in parallel threads, so one silent peer does not delay
+/// the others), then the device's counters.
 fn probe(p: &BridgePlan, device: Device, seq: u16) -> Result<BridgeStatus, String> {
-    let stats = bridge::read(p, device).map_err(|e| e.to_string())?;
     let echoes: Vec<(Ipv4Addr, std::thread::JoinHandle<Option<Duration>>)> = p
         .peers
         .iter()
@@ -143,6 +142,8 @@ fn probe(p: &BridgePlan, device: Device, seq: u16) -> Result<BridgeStatus, Strin
     for (to, h) in echoes {
         rtts.push((to, h.join().ok().flatten()));
     }
+    // Read after the echoes, so the counters include the handshake an echo may have caused.
+    let stats = bridge::read(p, device).map_err(|e| e.to_string())?;
     let now = SystemTime::now();
     let mut s = down_status(p, "");
     s.error = None;
