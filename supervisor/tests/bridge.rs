@@ -556,3 +556,68 @@ fn a_private_key_file_others_can_read_is_refused_with_its_path() {
         "nothing started: {log}"
     );
 }
+
+#[test]
+fn a_reload_reconfigures_the_bridge_without_restarting_agents() {
+    let test = "a_reload_reconfigures_the_bridge_without_restarting_agents";
+    if !root_or_skip(test) || !wg_installed(test) {
+        return;
+    }
+    let groups = "  web:\n    host: h1\n    network: private\n    agents:\n      - name: server\n        command: [python3, agents/server.py]\n        port: 8000\n        health: {tcp: true, interval: 1s}\n";
+    let mut two = TwoHosts::new(BIN, CTL, "reload", 4, groups, "");
+    two.file("agents/server.py", SERVER);
+    two.start(0);
+    two.start(1);
+    let b = two.wait_bridge(0, Duration::from_secs(20), "h1 sees h2 up", |b| {
+        peer(b, "h2")["up"] == true
+    });
+    let ifname = b["interface"].as_str().unwrap().to_string();
+    let keepalive = |two: &TwoHosts| {
+        let out = two
+            .in_host(0, "wg")
+            .args(["show", &ifname, "persistent-keepalive"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(keepalive(&two).ends_with("\t25"), "{}", keepalive(&two));
+    let status = |two: &TwoHosts| -> Value {
+        serde_json::from_slice(&two.ctl(0, &["status", "--json"]).stdout).unwrap()
+    };
+    let pid = wait_for(
+        "the server is healthy",
+        Duration::from_secs(30),
+        || {
+            let s = status(&two);
+            (s["agents"][0]["health"] == "healthy").then(|| s["agents"][0]["pid"].to_string())
+        },
+        || two.log(0),
+    );
+    let path = two.dir.join("system.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // h1's bridge only: the first `bridge: {` line.
+    let edited = text.replacen("\"}\n", "\", persistent_keepalive: 7}\n", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).unwrap();
+    let out = two.ctl(0, &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "the reload sets the new keepalive",
+        Duration::from_secs(10),
+        || keepalive(&two).ends_with("\t7").then(String::new),
+        || format!("{}\n{}", keepalive(&two), two.log(0)),
+    );
+    assert_eq!(
+        status(&two)["agents"][0]["pid"].to_string(),
+        pid,
+        "the agent kept running"
+    );
+    let b = two.wait_bridge(0, Duration::from_secs(10), "h2 still up", |b| {
+        peer(b, "h2")["up"] == true
+    });
+    assert_eq!(b["interface"], ifname.as_str());
+}
