@@ -89,13 +89,16 @@ pub fn render(snapshot: &Snapshot) -> String {
 }
 
 /// `agent_supervisor_bridge_*`: one series per peer of the host's bridge.
-fn register_bridge(registry: &mut Registry, host: &str, b: &super::api::BridgeStatus) {
+fn register_bridge(registry: &mut Registry, bridges: &[(&str, &super::api::BridgeStatus)]) {
     let up = IntGauge::default();
     let age = FloatGauge::default();
     let rtt = FloatGauge::default();
     let rx = IntCounter::default();
     let tx = IntCounter::default();
-    for p in &b.peers {
+    for (host, p) in bridges
+        .iter()
+        .flat_map(|(host, b)| b.peers.iter().map(move |p| (*host, p)))
+    {
         let l = labels(&[("host", host), ("peer", &p.host)]);
         up.get_or_create(&l).set(i64::from(p.up));
         if let Some(a) = p.handshake_age_seconds {
@@ -140,6 +143,21 @@ fn register_bridge(registry: &mut Registry, host: &str, b: &super::api::BridgeSt
 
 /// The snapshot in the OpenMetrics text format.
 pub fn render_openmetrics(snapshot: &Snapshot) -> String {
+    render_fleet_openmetrics(&[snapshot], &[])
+}
+
+/// Every host's series in one exposition (the primary's `/metrics`): the snapshots of the
+/// hosts that answered (a `host` label on every series), and per host of `hosts`
+/// `agent_supervisor_host_up` and `agent_supervisor_host_last_seen_seconds`.
+pub fn render_fleet(snapshots: &[&Snapshot], hosts: &[super::fleet::HostView]) -> String {
+    to_classic(&render_fleet_openmetrics(snapshots, hosts))
+}
+
+/// [`render_fleet`] in the OpenMetrics text format.
+pub fn render_fleet_openmetrics(
+    snapshots: &[&Snapshot],
+    hosts: &[super::fleet::HostView],
+) -> String {
     let mut registry = Registry::default();
     let state = IntGauge::default();
     let up = IntGauge::default();
@@ -157,65 +175,80 @@ pub fn render_openmetrics(snapshot: &Snapshot) -> String {
     let build = IntGauge::default();
     let daemon_start = FloatGauge::default();
 
-    let host = snapshot.host.as_str();
-    build
-        .get_or_create(&labels(&[("host", host), ("version", &snapshot.version)]))
-        .set(1);
-    daemon_start
-        .get_or_create(&labels(&[("host", host)]))
-        .set(snapshot.daemon_started_at);
-
-    for a in &snapshot.agents {
-        let l = labels(&[("host", &a.host), ("group", &a.group), ("agent", &a.agent)]);
-        for s in STATES {
-            let mut with_state = l.clone();
-            with_state.push(("state".to_string(), s.as_str().to_string()));
-            state
-                .get_or_create(&with_state)
-                .set(i64::from(s == a.state));
-        }
-        up.get_or_create(&l)
-            .set(i64::from(a.state == AgentState::Running));
-        match a.health {
-            Health::Healthy => {
-                healthy.get_or_create(&l).set(1);
-            }
-            Health::Unhealthy => {
-                healthy.get_or_create(&l).set(0);
-            }
-            Health::Unknown => {}
-        }
-        restarts.get_or_create(&l).inc_by(a.restarts);
-        ooms.get_or_create(&l).inc_by(a.oom_kills);
-        if let Some(code) = a.last_exit_code {
-            last_exit.get_or_create(&l).set(i64::from(code));
-        }
-        if let Some(t) = a.started_at {
-            start_time.get_or_create(&l).set(t);
-        }
-        if let Some(m) = a.memory_bytes {
-            memory.get_or_create(&l).set(saturating_i64(m));
+    let host_up = IntGauge::default();
+    let last_seen = FloatGauge::default();
+    for h in hosts {
+        let l = labels(&[("host", &h.host)]);
+        host_up.get_or_create(&l).set(i64::from(h.up));
+        if let Some(t) = h.last_seen {
+            last_seen.get_or_create(&l).set(t);
         }
     }
-    for g in &snapshot.groups {
-        let l = labels(&[("host", &g.host), ("group", &g.group)]);
-        if let Some(m) = g.memory_usage_bytes {
-            memory.get_or_create(&l).set(saturating_i64(m));
+    let mut bridges = Vec::new();
+    for snapshot in snapshots {
+        let host = snapshot.host.as_str();
+        build
+            .get_or_create(&labels(&[("host", host), ("version", &snapshot.version)]))
+            .set(1);
+        daemon_start
+            .get_or_create(&labels(&[("host", host)]))
+            .set(snapshot.daemon_started_at);
+        if let Some(b) = &snapshot.bridge {
+            bridges.push((host, b));
         }
-        if let Some(m) = g.memory_limit_bytes {
-            memory_limit.get_or_create(&l).set(saturating_i64(m));
+
+        for a in &snapshot.agents {
+            let l = labels(&[("host", &a.host), ("group", &a.group), ("agent", &a.agent)]);
+            for s in STATES {
+                let mut with_state = l.clone();
+                with_state.push(("state".to_string(), s.as_str().to_string()));
+                state
+                    .get_or_create(&with_state)
+                    .set(i64::from(s == a.state));
+            }
+            up.get_or_create(&l)
+                .set(i64::from(a.state == AgentState::Running));
+            match a.health {
+                Health::Healthy => {
+                    healthy.get_or_create(&l).set(1);
+                }
+                Health::Unhealthy => {
+                    healthy.get_or_create(&l).set(0);
+                }
+                Health::Unknown => {}
+            }
+            restarts.get_or_create(&l).inc_by(a.restarts);
+            ooms.get_or_create(&l).inc_by(a.oom_kills);
+            if let Some(code) = a.last_exit_code {
+                last_exit.get_or_create(&l).set(i64::from(code));
+            }
+            if let Some(t) = a.started_at {
+                start_time.get_or_create(&l).set(t);
+            }
+            if let Some(m) = a.memory_bytes {
+                memory.get_or_create(&l).set(saturating_i64(m));
+            }
         }
-        if let Some(c) = g.cpu_seconds {
-            cpu.get_or_create(&l).inc_by(c.max(0.0));
-        }
-        if let Some(p) = g.pids {
-            pids.get_or_create(&l).set(saturating_i64(p));
-        }
-        if let Some(b) = g.network_rx_bytes {
-            net_rx.get_or_create(&l).inc_by(b);
-        }
-        if let Some(b) = g.network_tx_bytes {
-            net_tx.get_or_create(&l).inc_by(b);
+        for g in &snapshot.groups {
+            let l = labels(&[("host", &g.host), ("group", &g.group)]);
+            if let Some(m) = g.memory_usage_bytes {
+                memory.get_or_create(&l).set(saturating_i64(m));
+            }
+            if let Some(m) = g.memory_limit_bytes {
+                memory_limit.get_or_create(&l).set(saturating_i64(m));
+            }
+            if let Some(c) = g.cpu_seconds {
+                cpu.get_or_create(&l).inc_by(c.max(0.0));
+            }
+            if let Some(p) = g.pids {
+                pids.get_or_create(&l).set(saturating_i64(p));
+            }
+            if let Some(b) = g.network_rx_bytes {
+                net_rx.get_or_create(&l).inc_by(b);
+            }
+            if let Some(b) = g.network_tx_bytes {
+                net_tx.get_or_create(&l).inc_by(b);
+            }
         }
     }
 
@@ -302,8 +335,21 @@ pub fn render_openmetrics(snapshot: &Snapshot) -> String {
         daemon_start,
     );
 
-    if let Some(b) = &snapshot.bridge {
-        register_bridge(&mut registry, host, b);
+    if !hosts.is_empty() {
+        registry.register(
+            "agent_supervisor_host_up",
+            "1 when the host's daemon answered the latest ask (this host: always)",
+            host_up,
+        );
+        registry.register_with_unit(
+            "agent_supervisor_host_last_seen",
+            "Unix time of the host's latest snapshot",
+            Unit::Seconds,
+            last_seen,
+        );
+    }
+    if !bridges.is_empty() {
+        register_bridge(&mut registry, &bridges);
     }
 
     let mut out = String::new();
@@ -559,6 +605,46 @@ mod tests {
             groups: vec![],
             bridge: None,
         }
+    }
+
+    #[test]
+    fn the_fleet_exposition_has_every_host_and_whether_it_answered() {
+        let mut other = snapshot(&["c"]);
+        other.host = "h2".into();
+        for a in &mut other.agents {
+            a.host = "h2".into();
+        }
+        let view = |host: &str, up: bool| super::super::fleet::HostView {
+            host: host.into(),
+            role: "secondary".into(),
+            up,
+            stale: !up,
+            last_seen: Some(5.0),
+            error: None,
+            snapshot: None,
+        };
+        let text = render_fleet(
+            &[&snapshot(&["a"]), &other],
+            &[view("h1", true), view("h2", false)],
+        );
+        assert!(
+            text.contains("agent_supervisor_agent_up{host=\"h1\",group=\"g\",agent=\"a\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("host=\"h2\""), "{text}");
+        assert!(
+            text.contains("agent_supervisor_host_up{host=\"h2\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("agent_supervisor_host_last_seen_seconds{host=\"h1\"} 5"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE agent_supervisor_agent_up ").count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]
