@@ -44,6 +44,8 @@ pub struct BridgePeer {
     /// Its group subnet (routed through the tunnel).
     pub subnet: Subnet,
     pub persistent_keepalive: u16,
+    /// The port of the peer's daemon (`daemon.http_listen`): reached on its overlay address.
+    pub daemon_port: u16,
 }
 
 impl BridgePeer {
@@ -139,6 +141,12 @@ pub fn resolve(
                 }
             }
         };
+        let listen = agent_config::defaults::daemon(&l.system, other).http_listen;
+        let daemon_port = listen
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(9000);
         peers.push(BridgePeer {
             host: other.clone(),
             public_key: key,
@@ -146,6 +154,7 @@ pub fn resolve(
             overlay,
             subnet: *subnet,
             persistent_keepalive: b.persistent_keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+            daemon_port,
         });
     }
     let (Some((address, prefix)), Some(public_key), Some(private_key_file)) =
