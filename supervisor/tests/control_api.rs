@@ -102,6 +102,7 @@ fn snapshot() -> Snapshot {
             },
         ],
         bridge: None,
+        gpu: None,
     }
 }
 

@@ -143,6 +143,9 @@ pub struct Snapshot {
     /// The host's end of the WireGuard bridge (`None`: the host has no `bridge`).
     #[serde(default)]
     pub bridge: Option<BridgeStatus>,
+    /// The host's GPUs (`None` when not read).
+    #[serde(default)]
+    pub gpu: Option<Box<crate::gpu_stats::GpuReport>>,
 }
 
 /// The host's end of the WireGuard bridge, as the daemon's bridge task last saw it.

@@ -334,6 +334,7 @@ mod tests {
                 }],
                 agents,
                 bridge: None,
+                gpu: None,
             }),
         }
     }

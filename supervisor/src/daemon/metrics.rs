@@ -141,6 +141,79 @@ fn register_bridge(registry: &mut Registry, bridges: &[(&str, &super::api::Bridg
     );
 }
 
+/// GPU series under DCGM exporter's names (`DCGM_FI_DEV_*`, labels `gpu`, `UUID`,
+/// `modelName`), each group's GPU memory, and whether NVML is there at all.
+fn register_gpus(registry: &mut Registry, gpus: &[(&str, &crate::gpu_stats::GpuReport)]) {
+    const MIB: u64 = 1 << 20;
+    let available = IntGauge::default();
+    let util = IntGauge::default();
+    let fb_used = IntGauge::default();
+    let fb_free = IntGauge::default();
+    let temp = IntGauge::default();
+    let power = FloatGauge::default();
+    let group_mem = IntGauge::default();
+    for (host, r) in gpus {
+        available
+            .get_or_create(&labels(&[("host", host)]))
+            .set(i64::from(r.nvml));
+        for d in &r.devices {
+            let index = d.index.to_string();
+            let l = labels(&[
+                ("host", host),
+                ("gpu", &index),
+                ("UUID", &d.uuid),
+                ("modelName", &d.name),
+            ]);
+            if let Some(u) = d.utilization_percent {
+                util.get_or_create(&l).set(i64::from(u));
+            }
+            if let Some(b) = d.memory_used_bytes {
+                fb_used.get_or_create(&l).set(saturating_i64(b / MIB));
+            }
+            if let Some(b) = d.memory_free_bytes {
+                fb_free.get_or_create(&l).set(saturating_i64(b / MIB));
+            }
+            if let Some(t) = d.temperature_celsius {
+                temp.get_or_create(&l).set(i64::from(t));
+            }
+            if let Some(w) = d.power_watts {
+                power.get_or_create(&l).set(w);
+            }
+        }
+        if r.nvml {
+            for (group, bytes) in &r.groups {
+                group_mem
+                    .get_or_create(&labels(&[("host", host), ("group", group)]))
+                    .set(saturating_i64(*bytes));
+            }
+        }
+    }
+    registry.register(
+        "agent_supervisor_gpu_nvml_available",
+        "1 when NVML (the NVIDIA driver's library) is loaded, 0 when it is absent: then there are no GPU series",
+        available,
+    );
+    registry.register("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %)", util);
+    registry.register(
+        "DCGM_FI_DEV_FB_USED",
+        "Framebuffer memory used (in MiB)",
+        fb_used,
+    );
+    registry.register(
+        "DCGM_FI_DEV_FB_FREE",
+        "Framebuffer memory free (in MiB)",
+        fb_free,
+    );
+    registry.register("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C)", temp);
+    registry.register("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W)", power);
+    registry.register_with_unit(
+        "agent_supervisor_group_gpu_memory",
+        "GPU memory used by the group's processes",
+        Unit::Bytes,
+        group_mem,
+    );
+}
+
 /// The snapshot in the OpenMetrics text format.
 pub fn render_openmetrics(snapshot: &Snapshot) -> String {
     render_fleet_openmetrics(&[snapshot], &[])
@@ -185,6 +258,7 @@ pub fn render_fleet_openmetrics(
         }
     }
     let mut bridges = Vec::new();
+    let mut gpus = Vec::new();
     for snapshot in snapshots {
         let host = snapshot.host.as_str();
         build
@@ -195,6 +269,9 @@ pub fn render_fleet_openmetrics(
             .set(snapshot.daemon_started_at);
         if let Some(b) = &snapshot.bridge {
             bridges.push((host, b));
+        }
+        if let Some(g) = &snapshot.gpu {
+            gpus.push((host, g.as_ref()));
         }
 
         for a in &snapshot.agents {
@@ -350,6 +427,9 @@ pub fn render_fleet_openmetrics(
     }
     if !bridges.is_empty() {
         register_bridge(&mut registry, &bridges);
+    }
+    if !gpus.is_empty() {
+        register_gpus(&mut registry, &gpus);
     }
 
     let mut out = String::new();
@@ -604,6 +684,7 @@ mod tests {
                 .collect(),
             groups: vec![],
             bridge: None,
+            gpu: None,
         }
     }
 
@@ -645,6 +726,51 @@ mod tests {
             1,
             "{text}"
         );
+    }
+
+    #[test]
+    fn gpu_series_use_dcgm_names_and_a_missing_nvml_is_said() {
+        use crate::gpu_stats::{GpuDevice, GpuReport};
+        let mut s = snapshot(&["a"]);
+        s.gpu = Some(Box::new(GpuReport {
+            nvml: false,
+            error: Some("NVML is not available".into()),
+            ..GpuReport::default()
+        }));
+        let text = render(&s);
+        assert!(
+            text.contains("agent_supervisor_gpu_nvml_available{host=\"h1\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("DCGM_FI_DEV_GPU_UTIL{"), "{text}");
+        s.gpu = Some(Box::new(GpuReport {
+            nvml: true,
+            error: None,
+            devices: vec![GpuDevice {
+                index: 0,
+                uuid: "GPU-1".into(),
+                name: "NVIDIA H100".into(),
+                utilization_percent: Some(37),
+                memory_used_bytes: Some(2 << 30),
+                memory_free_bytes: Some(78 << 30),
+                temperature_celsius: Some(41),
+                power_watts: Some(123.5),
+            }],
+            groups: vec![("g".into(), 3 << 20)],
+        }));
+        let text = render(&s);
+        let l = "host=\"h1\",gpu=\"0\",UUID=\"GPU-1\",modelName=\"NVIDIA H100\"";
+        for want in [
+            format!("DCGM_FI_DEV_GPU_UTIL{{{l}}} 37"),
+            format!("DCGM_FI_DEV_FB_USED{{{l}}} 2048"),
+            format!("DCGM_FI_DEV_FB_FREE{{{l}}} 79872"),
+            format!("DCGM_FI_DEV_GPU_TEMP{{{l}}} 41"),
+            format!("DCGM_FI_DEV_POWER_USAGE{{{l}}} 123.5"),
+            "agent_supervisor_group_gpu_memory_bytes{host=\"h1\",group=\"g\"} 3145728".to_string(),
+            "agent_supervisor_gpu_nvml_available{host=\"h1\"} 1".to_string(),
+        ] {
+            assert!(text.contains(&want), "{want} in\n{text}");
+        }
     }
 
     #[test]

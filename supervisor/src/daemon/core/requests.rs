@@ -94,6 +94,7 @@ impl Core {
             agents: Vec::new(),
             groups: Vec::new(),
             bridge: self.bridge.as_ref().and_then(|b| b.status.borrow().clone()),
+            gpu: None,
         };
         tokio::task::spawn_blocking(move || {
             let agents = agents
@@ -103,6 +104,16 @@ impl Core {
                     row
                 })
                 .collect();
+            let gpu_groups: Vec<(String, Vec<u32>)> = groups
+                .iter()
+                .map(|(row, cg, _)| {
+                    (
+                        row.group.clone(),
+                        cg.as_ref().map(|c| c.pids()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let gpu = Some(Box::new(crate::gpu_stats::read(&gpu_groups)));
             let groups = groups
                 .into_iter()
                 .map(|(mut row, cg, init)| {
@@ -121,6 +132,7 @@ impl Core {
             let snapshot = Snapshot {
                 agents,
                 groups,
+                gpu,
                 ..head
             };
             let _ = reply.send(Ok(Response::Status { snapshot }));
