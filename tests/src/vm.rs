@@ -43,7 +43,10 @@ mod image;
 use image::{cached_kernel, find_static_busybox, initramfs, kernel, Kernel};
 
 /// Modules loaded at boot, with their dependencies: `virtio_pci`, `9pnet_virtio` and `9p` to
-/// reach the host's files, the rest for tests of the supervisor's networking and images.
+/// reach the host's files, the rest for tests of the supervisor's networking (`nf_tables`,
+/// `nft_chain_nat` and `nft_masq` for the nftables table a daemon with private groups
+/// writes; `crc32c_generic` first, as `libcrc32c`, which they need, only names it as a
+/// soft dependency and fails to load without it), its bridge (`wireguard`) and images.
 /// In Debian's 6.1 kernel all of them are modules (`=m`), none built in.
 pub const MODULES: &[&str] = &[
     "virtio_pci",
@@ -54,6 +57,10 @@ pub const MODULES: &[&str] = &[
     "tun",
     "wireguard",
     "overlay",
+    "crc32c_generic",
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_masq",
 ];
 
 /// Where kernel and initramfs are cached when `AGENT_SUPERVISOR_VM_CACHE` is not set.
