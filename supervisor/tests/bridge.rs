@@ -621,3 +621,49 @@ fn a_reload_reconfigures_the_bridge_without_restarting_agents() {
     });
     assert_eq!(b["interface"], ifname.as_str());
 }
+
+#[test]
+fn keygen_writes_a_private_key_that_wg_reads_and_never_overwrites() {
+    let test = "keygen_writes_a_private_key_that_wg_reads_and_never_overwrites";
+    if !wg_installed(test) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("as-keygen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("bridge.key");
+    let out = Command::new(BIN)
+        .args(["bridge", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let wg = Command::new("wg")
+        .arg("pubkey")
+        .stdin(std::fs::File::open(&key).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&wg.stdout).trim(), public);
+    let before = std::fs::read(&key).unwrap();
+    let again = Command::new(BIN)
+        .args(["bridge", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(err.contains(&key.display().to_string()), "{err}");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key file is untouched"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
