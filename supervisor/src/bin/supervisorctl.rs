@@ -1,12 +1,11 @@
 //! `supervisorctl`: the control client of the agent-supervisor daemon (HTTP over its Unix
-//! socket; the API is in `docs/api.md`).
+//! socket, with hyper on a current-thread tokio runtime; the API is in `docs/api.md`).
 //!
 //! Exit codes: 0 success; 1 the daemon refused or failed the request; 2 the daemon cannot be
 //! reached (not running, permission denied); 3 `status` listed an agent that is not RUNNING
 //! (as supervisord's `status`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,6 +13,12 @@ use agent_supervisor::daemon::api::{AgentState, AgentStatus, BridgeStatus, Respo
 use agent_supervisor::daemon::http::percent_encode;
 use anyhow::{anyhow, Context};
 use clap::{CommandFactory, Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::handshake;
+use hyper::header;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
 
 #[derive(Parser)]
 #[command(
@@ -445,32 +450,34 @@ fn http_failure(status: u16, body: &[u8], socket: &Path) -> Failure {
     }
 }
 
-fn connect(socket: &Path) -> Result<UnixStream, Failure> {
-    UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Failure {
-            code: 2,
-            message: format!(
-                "the agent-supervisor daemon is not running (no listener on {})",
-                socket.display()
-            ),
-        },
-        std::io::ErrorKind::PermissionDenied => Failure {
-            code: 2,
-            message: format!(
-                "permission denied on {}: run supervisorctl as root, or join the daemon's \
+async fn connect(socket: &Path) -> Result<UnixStream, Failure> {
+    UnixStream::connect(socket)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Failure {
+                code: 2,
+                message: format!(
+                    "the agent-supervisor daemon is not running (no listener on {})",
+                    socket.display()
+                ),
+            },
+            std::io::ErrorKind::PermissionDenied => Failure {
+                code: 2,
+                message: format!(
+                    "permission denied on {}: run supervisorctl as root, or join the daemon's \
                  control group (daemon.control_group in the system file)",
-                socket.display()
-            ),
-        },
-        _ => Failure {
-            code: 2,
-            message: format!("cannot connect to {}: {e}", socket.display()),
-        },
-    })
+                    socket.display()
+                ),
+            },
+            _ => Failure {
+                code: 2,
+                message: format!("cannot connect to {}: {e}", socket.display()),
+            },
+        })
 }
 
-/// Sends one HTTP/1.1 request and copies the answer's body to `out` as it arrives (chunked,
-/// `Content-Length`, or until the connection closes); returns the status.
+/// Sends one HTTP/1.1 request and copies the answer's body to `out` as it arrives, flushing
+/// after every piece (for `logs -f`); returns the status. An error answer is a [`Failure`].
 fn exchange(
     socket: &Path,
     method: &str,
@@ -478,90 +485,67 @@ fn exchange(
     body: Option<&serde_json::Value>,
     out: &mut dyn Write,
 ) -> Result<u16, Failure> {
-    let mut stream = connect(socket)?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: agent-supervisor\r\nUser-Agent: supervisorctl/{}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        agent_supervisor::VERSION,
-        body.len()
-    );
-    let io = |what: &str, e: std::io::Error| -> Failure {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("cannot start the client's I/O runtime")?;
+    runtime.block_on(exchange_on(socket, method, path, body, out))
+}
+
+async fn exchange_on(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    out: &mut dyn Write,
+) -> Result<u16, Failure> {
+    let stream = connect(socket).await?;
+    let failed = |what: &str, e: &dyn std::fmt::Display| -> Failure {
         anyhow!("cannot {what} the daemon on {}: {e}", socket.display()).into()
     };
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| io("send to", e))?;
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| io("read from", e))?;
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("malformed answer from {}: {line:?}", socket.display()))?;
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
-    loop {
-        line.clear();
-        if r.read_line(&mut line).map_err(|e| io("read from", e))? == 0 {
-            break;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.parse().ok();
-            } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = v.eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
+    let (mut sender, conn) = handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed("talk to", &e))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "agent-supervisor")
+        .header(
+            header::USER_AGENT,
+            format!("supervisorctl/{}", agent_supervisor::VERSION),
+        )
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONNECTION, "close")
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .with_context(|| format!("malformed request {method} {path}"))?;
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| failed("send to", &e))?;
+    let status = answer.status().as_u16();
+    let mut body = answer.into_body();
     // An error answer is collected (to print its message); a good one streams to `out`.
     let mut collected = Vec::new();
-    let sink: &mut dyn Write = if status == 200 { out } else { &mut collected };
-    let copied = if chunked {
-        copy_chunked(&mut r, sink)
-    } else if let Some(n) = length {
-        std::io::copy(&mut (&mut r).take(n as u64), sink).map(|_| ())
-    } else {
-        std::io::copy(&mut r, sink).map(|_| ())
-    };
-    match copied {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(status),
-        Err(e) => return Err(io("read from", e)),
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| failed("read from", &e))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if status != 200 {
+            collected.extend_from_slice(&data);
+            continue;
+        }
+        match out.write_all(&data).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(status),
+            Err(e) => return Err(anyhow!("cannot write the answer: {e}").into()),
+        }
     }
     if status != 200 {
         return Err(http_failure(status, &collected, socket));
     }
     Ok(status)
-}
-
-/// Copies a chunked body, flushing after every chunk (for `logs -f`).
-fn copy_chunked(r: &mut impl BufRead, out: &mut dyn Write) -> std::io::Result<()> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Err(bad("the answer ended in the middle of a chunk"));
-        }
-        let size_text = line.trim_end().split(';').next().unwrap_or_default();
-        let size =
-            usize::from_str_radix(size_text.trim(), 16).map_err(|_| bad("malformed chunk size"))?;
-        if size == 0 {
-            return Ok(());
-        }
-        let copied = std::io::copy(&mut r.by_ref().take(size as u64), out)?;
-        if copied != size as u64 {
-            return Err(bad("the answer ended in the middle of a chunk"));
-        }
-        out.flush()?;
-        line.clear();
-        r.read_line(&mut line)?;
-    }
 }

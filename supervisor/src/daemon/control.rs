@@ -187,11 +187,11 @@ struct EmptyBody {}
 impl Handler for Control {
     async fn handle(&self, req: http::Request, peer: Peer) -> http::Response {
         if let Err(message) = self.authorize(&peer) {
-            return http::Response::error(403, message);
+            return http::error(403, message);
         }
         match self.route(&req).await {
             Ok(resp) => resp,
-            Err(e) => http::Response::error(e.status, e.message),
+            Err(e) => http::error(e.status, e.message),
         }
     }
 }
@@ -222,35 +222,26 @@ impl Control {
         }
     }
 
+    /// The routes of the control API.
     async fn route(&self, req: &http::Request) -> Result<http::Response, ApiError> {
         let path = req.path.as_str();
-        let method = req.method.as_str();
-        let allow = |m: &str| {
-            if method == m {
-                Ok(())
-            } else {
-                Err(http::Response::method_not_allowed(method, path, m))
-            }
-        };
-        let request = match path {
-            "/v1/version" => allow("GET").map(|_| Request::Version),
-            "/v1/status" => allow("GET").and_then(|_| {
-                Ok(Request::Status {
-                    targets: query_targets(req).map_err(api_to_http)?,
-                })
-            }),
-            "/v1/start" | "/v1/stop" | "/v1/restart" => allow("POST").and_then(|_| {
-                let body: TargetsBody = parse_body(req).map_err(api_to_http)?;
-                let targets = checked_targets(body.targets, path).map_err(api_to_http)?;
-                Ok(match path {
+        let request = match (req.method.as_str(), path) {
+            ("GET", "/v1/version") => Request::Version,
+            ("GET", "/v1/status") => Request::Status {
+                targets: query_targets(req)?,
+            },
+            ("POST", "/v1/start" | "/v1/stop" | "/v1/restart") => {
+                let body: TargetsBody = parse_body(req)?;
+                let targets = checked_targets(body.targets, path)?;
+                match path {
                     "/v1/start" => Request::Start { targets },
                     "/v1/stop" => Request::Stop { targets },
                     _ => Request::Restart { targets },
-                })
-            }),
-            "/v1/signal" => allow("POST").and_then(|_| {
-                let body: SignalBody = parse_body(req).map_err(api_to_http)?;
-                let targets = checked_targets(body.targets, path).map_err(api_to_http)?;
+                }
+            }
+            ("POST", "/v1/signal") => {
+                let body: SignalBody = parse_body(req)?;
+                let targets = checked_targets(body.targets, path)?;
                 let signal = body.signal;
                 if signal.is_empty()
                     || signal.len() > 16
@@ -258,39 +249,29 @@ impl Control {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'+')
                 {
-                    return Err(api_to_http(ApiError::bad_request(format!(
+                    return Err(ApiError::bad_request(format!(
                         "{path}: malformed signal {signal:?} (expected a name like HUP or a number)"
-                    ))));
+                    )));
                 }
-                Ok(Request::Signal { signal, targets })
-            }),
-            "/v1/reload" | "/v1/shutdown" => allow("POST").and_then(|_| {
+                Request::Signal { signal, targets }
+            }
+            ("POST", "/v1/reload" | "/v1/shutdown") => {
                 if !req.body.iter().all(u8::is_ascii_whitespace) {
-                    let _: EmptyBody = parse_body(req).map_err(api_to_http)?;
+                    let _: EmptyBody = parse_body(req)?;
                 }
-                Ok(if path == "/v1/reload" {
+                if path == "/v1/reload" {
                     Request::Reload
                 } else {
                     Request::Shutdown
-                })
-            }),
-            _ => match path.strip_prefix("/v1/logs/") {
-                Some(agent) => {
-                    return match allow("GET") {
-                        Ok(()) => self.logs(agent, req).await,
-                        Err(resp) => Ok(resp),
-                    }
                 }
-                None => Err(http::Response::not_found(path)),
-            },
-        };
-        match request {
-            Ok(request) => {
-                let resp = self.ask(request).await?;
-                Ok(http::Response::json(200, &resp))
             }
-            Err(resp) => Ok(resp),
-        }
+            ("GET", _) if path.starts_with("/v1/logs/") => {
+                let agent = path.strip_prefix("/v1/logs/").unwrap_or_default();
+                return self.logs(agent, req).await;
+            }
+            _ => return Ok(http::unrouted(&req.method, path, allowed(path))),
+        };
+        Ok(http::json(200, &self.ask(request).await?))
     }
 
     /// Sends `request` to the core and waits for its answer.
@@ -390,16 +371,12 @@ impl Control {
             .await
             .map_err(|e| ApiError::internal(format!("/v1/logs/{agent}: {e}")))?
             .map_err(|e| ApiError::internal(format!("/v1/logs/{agent}: {e}")))?;
-            return Ok(http::Response::bytes(
-                200,
-                "text/plain; charset=utf-8",
-                tail,
-            ));
+            return Ok(http::bytes(200, "text/plain; charset=utf-8", tail));
         }
         let (tx, rx) = mpsc::channel(16);
         let cancel = self.cancel.clone();
         tokio::task::spawn_blocking(move || follow_file(&path, lines, &tx, &cancel));
-        Ok(http::Response::stream(200, "text/plain; charset=utf-8", rx))
+        Ok(http::stream(200, "text/plain; charset=utf-8", rx))
     }
 }
 
@@ -412,8 +389,16 @@ const BLOCK: u64 = 64 * 1024;
 const MAX_ROTATED: u32 = 100;
 const POLL: Duration = Duration::from_millis(200);
 
-fn api_to_http(e: ApiError) -> http::Response {
-    http::Response::error(e.status, e.message)
+/// The method a path of the control API takes (`Allow` of a `405`); `None`: no such route.
+fn allowed(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/version" | "/v1/status" => Some("GET"),
+        "/v1/start" | "/v1/stop" | "/v1/restart" | "/v1/signal" | "/v1/reload" | "/v1/shutdown" => {
+            Some("POST")
+        }
+        _ if path.starts_with("/v1/logs/") => Some("GET"),
+        _ => None,
+    }
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(req: &http::Request) -> Result<T, ApiError> {

@@ -607,47 +607,53 @@ impl Observability {
             request: Request::Status { targets: vec![] },
             reply,
         };
-        let unavailable = || http::Response::error(503, "the daemon's core is not answering");
+        let unavailable = || http::error(503, "the daemon's core is not answering");
         self.core.send(msg).await.map_err(|_| unavailable())?;
         match rx.await {
             Ok(Ok(Response::Status { snapshot })) => Ok(snapshot),
-            Ok(Ok(other)) => Err(http::Response::error(
+            Ok(Ok(other)) => Err(http::error(
                 500,
                 format!("the core answered a status request with {other:?}"),
             )),
-            Ok(Err(e)) => Err(http::Response::error(e.status, e.message)),
+            Ok(Err(e)) => Err(http::error(e.status, e.message)),
             Err(_) => Err(unavailable()),
         }
     }
+
+    /// `GET /metrics`: OpenMetrics when the client asks for it, else the classic format.
+    async fn metrics(&self, req: &http::Request) -> Result<http::Response, http::Response> {
+        let snapshot = self.snapshot().await?;
+        let openmetrics = req
+            .header("accept")
+            .is_some_and(|a| a.contains("application/openmetrics-text"));
+        Ok(if openmetrics {
+            http::bytes(200, OPENMETRICS_CONTENT_TYPE, render_openmetrics(&snapshot))
+        } else {
+            http::bytes(200, CONTENT_TYPE, render(&snapshot))
+        })
+    }
+
+    /// `GET /health`: `200` when every agent is RUNNING and healthy, else `503`.
+    async fn health(&self) -> Result<http::Response, http::Response> {
+        let report = health_report(&self.snapshot().await?);
+        Ok(http::json(if report.ok { 200 } else { 503 }, &report))
+    }
+}
+
+/// The method a path of this listener takes (`Allow` of a `405`); `None`: no such route.
+fn allowed(path: &str) -> Option<&'static str> {
+    matches!(path, "/metrics" | "/health").then_some("GET")
 }
 
 impl Handler for Observability {
+    /// The routes of the observability listener.
     async fn handle(&self, req: http::Request, _peer: Peer) -> http::Response {
-        let path = req.path.as_str();
-        if !matches!(path, "/metrics" | "/health") {
-            return http::Response::not_found(path);
-        }
-        if req.method != "GET" {
-            return http::Response::method_not_allowed(&req.method, path, "GET");
-        }
-        let snapshot = match self.snapshot().await {
-            Ok(s) => s,
-            Err(resp) => return resp,
+        let answer = match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/metrics") => self.metrics(&req).await,
+            ("GET", "/health") => self.health().await,
+            (_, path) => Ok(http::unrouted(&req.method, path, allowed(path))),
         };
-        if path == "/metrics" {
-            let openmetrics = req
-                .header("accept")
-                .is_some_and(|a| a.contains("application/openmetrics-text"));
-            if openmetrics {
-                let body = render_openmetrics(&snapshot).into_bytes();
-                http::Response::bytes(200, OPENMETRICS_CONTENT_TYPE, body)
-            } else {
-                http::Response::bytes(200, CONTENT_TYPE, render(&snapshot).into_bytes())
-            }
-        } else {
-            let report = health_report(&snapshot);
-            http::Response::json(if report.ok { 200 } else { 503 }, &report)
-        }
+        answer.unwrap_or_else(|resp| resp)
     }
 }
 
