@@ -19,7 +19,8 @@ use agent_supervisor::daemon::api::{
 };
 use agent_supervisor::daemon::control::{serve_control_with, ControlError};
 use agent_supervisor::daemon::http::ServerLimits;
-use agent_supervisor::daemon::metrics::{serve_http_with, HealthReport};
+use agent_supervisor::daemon::metrics::HealthReport;
+use agent_supervisor::daemon::observe::serve_http_with;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -103,6 +104,7 @@ fn snapshot() -> Snapshot {
         ],
         bridge: None,
         gpu: None,
+        others: Vec::new(),
     }
 }
 

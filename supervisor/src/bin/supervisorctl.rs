@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use agent_supervisor::daemon::api::{AgentState, AgentStatus, BridgeStatus, Response, Snapshot};
+use agent_supervisor::daemon::fleet::HostView;
 use agent_supervisor::daemon::http::percent_encode;
 use anyhow::{anyhow, Context};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -31,6 +32,10 @@ struct Cli {
     /// /run/agent-supervisor/control.sock].
     #[arg(long, short = 's', global = true)]
     socket: Option<PathBuf>,
+    /// Show another host of the system, as this daemon last saw it through the bridge
+    /// (`status` only).
+    #[arg(long = "host", short = 'H', global = true)]
+    host: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -44,6 +49,10 @@ enum Cmd {
         /// Print the daemon's snapshot as JSON.
         #[arg(long)]
         json: bool,
+        /// Every host of the system: this one, and the others as this daemon last saw them
+        /// through the bridge (exit status 3 also when a host does not answer).
+        #[arg(long)]
+        all_hosts: bool,
     },
     /// Show the WireGuard bridge's peers: endpoint, latest handshake, bytes, round-trip
     /// time (exit status 3 when a peer does not answer through the tunnel).
@@ -123,7 +132,16 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| std::env::var_os("AGENT_SUPERVISOR_SOCKET").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(agent_config::defaults::CONTROL_SOCKET));
-    match run(cli.command, &socket) {
+    let result = match (&cli.host, &cli.command) {
+        (Some(_), Cmd::Status { .. }) | (None, _) => run(cli.command, &socket, cli.host.as_deref()),
+        (Some(h), _) => Err(Failure {
+            code: 2,
+            message: format!(
+                "-H {h} works with `status` only; run other commands with the control socket of host {h}"
+            ),
+        }),
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("supervisorctl: {}", f.message);
@@ -132,9 +150,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Cmd, socket: &Path) -> Result<u8, Failure> {
+fn run(cmd: Cmd, socket: &Path, host: Option<&str>) -> Result<u8, Failure> {
     match cmd {
-        Cmd::Status { names, json } => {
+        Cmd::Status {
+            names,
+            json,
+            all_hosts,
+        } if all_hosts || host.is_some() => {
+            if !names.is_empty() {
+                return Err(
+                    anyhow!("--all-hosts and -H show whole hosts: give no agent names").into(),
+                );
+            }
+            let Response::Status { snapshot } = call(socket, "GET", "/v1/status", None)? else {
+                return Err(anyhow!("the daemon answered status with something else").into());
+            };
+            hosts_status(snapshot, host, json)
+        }
+        Cmd::Status { names, json, .. } => {
             let targets: Vec<String> = names.iter().map(|n| percent_encode(n, b":*")).collect();
             let path = if targets.is_empty() {
                 "/v1/status".to_string()
@@ -294,6 +327,72 @@ fn status_table(s: &Snapshot) -> String {
         rows.push(row(a, address));
     }
     columns(rows)
+}
+
+/// `status --all-hosts` and `-H HOST`: a head line and the table of each host shown.
+fn hosts_status(snapshot: Snapshot, only: Option<&str>, json: bool) -> Result<u8, Failure> {
+    let mut own = snapshot;
+    let others = std::mem::take(&mut own.others);
+    let mut views = vec![HostView {
+        host: own.host.clone(),
+        role: String::new(),
+        up: true,
+        stale: false,
+        last_seen: None,
+        error: None,
+        snapshot: Some(own),
+    }];
+    views.extend(others);
+    if let Some(h) = only {
+        views.retain(|v| v.host == h);
+        if views.is_empty() {
+            return Err(anyhow!(
+                "this daemon knows no host {h:?} (hosts reach each other through the bridge)"
+            )
+            .into());
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut ok = true;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views).context("JSON")?);
+    }
+    for (i, v) in views.iter().enumerate() {
+        let (host, up, error, last_seen, snap) =
+            (&v.host, &v.up, &v.error, &v.last_seen, &v.snapshot);
+        ok &= *up;
+        if let Some(s) = snap {
+            ok &= s.agents.iter().all(|a| a.state == AgentState::Running);
+        }
+        if json {
+            continue;
+        }
+        if i > 0 {
+            println!();
+        }
+        let seen = last_seen.map_or("never".to_string(), |t| {
+            format!("{:.0}s ago", (now - t).max(0.0))
+        });
+        match (up, error) {
+            (true, _) if i == 0 && only.is_none() => println!("== host {host} (this host)"),
+            (true, _) => println!("== host {host}: up (seen {seen})"),
+            (false, e) => println!(
+                "== host {host}: DOWN ({}; last seen {seen}){}",
+                e.as_deref().unwrap_or("no answer"),
+                if snap.is_some() {
+                    ", its last known state:"
+                } else {
+                    ""
+                }
+            ),
+        }
+        if let Some(s) = snap {
+            print!("{}", status_table(s));
+        }
+    }
+    Ok(if ok { 0 } else { 3 })
 }
 
 /// The bridge's head line and one row per peer.

@@ -142,10 +142,14 @@ pub struct Snapshot {
     pub groups: Vec<GroupStatus>,
     /// The host's end of the WireGuard bridge (`None`: the host has no `bridge`).
     #[serde(default)]
-    pub bridge: Option<BridgeStatus>,
+    pub bridge: Option<Box<BridgeStatus>>,
     /// The host's GPUs (`None` when not read).
     #[serde(default)]
     pub gpu: Option<Box<crate::gpu_stats::GpuReport>>,
+    /// The other hosts as this daemon last saw them (through the bridge); empty in the
+    /// snapshot another host asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<super::fleet::HostView>,
 }
 
 /// The host's end of the WireGuard bridge, as the daemon's bridge task last saw it.

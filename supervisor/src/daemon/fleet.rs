@@ -215,7 +215,7 @@ pub fn health_summary(views: &[HostView]) -> (u16, HealthSummary) {
             bridge: None,
         };
         if let Some(s) = &v.snapshot {
-            h.bridge = s.bridge.clone();
+            h.bridge = s.bridge.as_deref().cloned();
             for g in &s.groups {
                 h.groups.push(GroupSummary {
                     group: g.group.clone(),
@@ -335,6 +335,7 @@ mod tests {
                 agents,
                 bridge: None,
                 gpu: None,
+                others: Vec::new(),
             }),
         }
     }

@@ -1,4 +1,4 @@
-//! Prometheus metrics and the observability HTTP listener (`/metrics`, `/health`).
+//! Prometheus metrics: the exposition of one host or of every host (the listener is `observe.rs`).
 //!
 //! [`render`] builds a fresh `prometheus_client::Registry` from one [`Snapshot`] on every
 //! scrape. Series of agents and groups that no longer exist (removed by `reload`) therefore
@@ -32,27 +32,24 @@
 //! | `container_network_transmit_bytes_total` | counter | bytes a private group sent through its veth |
 //! | `agent_supervisor_build_info{version}` | gauge | always 1 |
 //! | `agent_supervisor_daemon_start_time_seconds` | gauge | Unix time the daemon started |
+//! | `agent_supervisor_bridge_up{peer}`, `_handshake_age_seconds`, `_rtt_seconds`, `_receive_bytes_total`, `_transmit_bytes_total` | | the WireGuard bridge, per peer |
+//! | `agent_supervisor_host_up`, `agent_supervisor_host_last_seen_seconds` | gauge | every host (the primary's fleet exposition) |
+//! | `agent_supervisor_gpu_nvml_available` | gauge | 1 when NVML is there; then `DCGM_FI_DEV_{GPU_UTIL,FB_USED,FB_FREE,GPU_TEMP,POWER_USAGE}{gpu,UUID,modelName}` and `agent_supervisor_group_gpu_memory_bytes` |
 //!
 //! `agent_supervisor_agent_healthy` is absent rather than -1 when the health is unknown (no
 //! health check, or none finished yet): -1 would poison `min()`/`avg()` and alert rules such as
 //! `agent_supervisor_agent_healthy < 1`; `absent()` and the state series cover the unknown case.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
-use super::api::{AgentState, ControlMsg, Health, Request, Response, Snapshot};
-use super::http::{self, Handler, Peer, ServerLimits};
+use super::api::{AgentState, Health, Snapshot};
 
 type Labels = Vec<(String, String)>;
 type IntGauge = Family<Labels, Gauge<i64, AtomicI64>>;
@@ -268,7 +265,7 @@ pub fn render_fleet_openmetrics(
             .get_or_create(&labels(&[("host", host)]))
             .set(snapshot.daemon_started_at);
         if let Some(b) = &snapshot.bridge {
-            bridges.push((host, b));
+            bridges.push((host, b.as_ref()));
         }
         if let Some(g) = &snapshot.gpu {
             gpus.push((host, g.as_ref()));
@@ -560,103 +557,6 @@ pub fn health_report(snapshot: &Snapshot) -> HealthReport {
     }
 }
 
-/// Errors of [`serve_http`].
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    #[error("cannot listen on {addr} for /metrics and /health: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
-
-/// Serves `GET /metrics` and `GET /health` on `listen` until `cancel`.
-pub async fn serve_http(
-    listen: SocketAddr,
-    core: mpsc::Sender<ControlMsg>,
-    cancel: CancellationToken,
-) -> Result<(), MetricsError> {
-    serve_http_with(listen, core, ServerLimits::default(), cancel).await
-}
-
-/// [`serve_http`] with explicit limits (tests use short timeouts).
-pub async fn serve_http_with(
-    listen: SocketAddr,
-    core: mpsc::Sender<ControlMsg>,
-    limits: ServerLimits,
-    cancel: CancellationToken,
-) -> Result<(), MetricsError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| MetricsError::Bind {
-            addr: listen,
-            source,
-        })?;
-    http::serve_tcp(listener, limits, Arc::new(Observability { core }), cancel).await;
-    Ok(())
-}
-
-struct Observability {
-    core: mpsc::Sender<ControlMsg>,
-}
-
-impl Observability {
-    async fn snapshot(&self) -> Result<Snapshot, http::Response> {
-        let (reply, rx) = oneshot::channel();
-        let msg = ControlMsg {
-            request: Request::Status { targets: vec![] },
-            reply,
-        };
-        let unavailable = || http::error(503, "the daemon's core is not answering");
-        self.core.send(msg).await.map_err(|_| unavailable())?;
-        match rx.await {
-            Ok(Ok(Response::Status { snapshot })) => Ok(snapshot),
-            Ok(Ok(other)) => Err(http::error(
-                500,
-                format!("the core answered a status request with {other:?}"),
-            )),
-            Ok(Err(e)) => Err(http::error(e.status, e.message)),
-            Err(_) => Err(unavailable()),
-        }
-    }
-
-    /// `GET /metrics`: OpenMetrics when the client asks for it, else the classic format.
-    async fn metrics(&self, req: &http::Request) -> Result<http::Response, http::Response> {
-        let snapshot = self.snapshot().await?;
-        let openmetrics = req
-            .header("accept")
-            .is_some_and(|a| a.contains("application/openmetrics-text"));
-        Ok(if openmetrics {
-            http::bytes(200, OPENMETRICS_CONTENT_TYPE, render_openmetrics(&snapshot))
-        } else {
-            http::bytes(200, CONTENT_TYPE, render(&snapshot))
-        })
-    }
-
-    /// `GET /health`: `200` when every agent is RUNNING and healthy, else `503`.
-    async fn health(&self) -> Result<http::Response, http::Response> {
-        let report = health_report(&self.snapshot().await?);
-        Ok(http::json(if report.ok { 200 } else { 503 }, &report))
-    }
-}
-
-/// The method a path of this listener takes (`Allow` of a `405`); `None`: no such route.
-fn allowed(path: &str) -> Option<&'static str> {
-    matches!(path, "/metrics" | "/health").then_some("GET")
-}
-
-impl Handler for Observability {
-    /// The routes of the observability listener.
-    async fn handle(&self, req: http::Request, _peer: Peer) -> http::Response {
-        let answer = match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/metrics") => self.metrics(&req).await,
-            ("GET", "/health") => self.health().await,
-            (_, path) => Ok(http::unrouted(&req.method, path, allowed(path))),
-        };
-        answer.unwrap_or_else(|resp| resp)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,6 +591,7 @@ mod tests {
             groups: vec![],
             bridge: None,
             gpu: None,
+            others: Vec::new(),
         }
     }
 

@@ -11,12 +11,14 @@ pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod observe;
 pub mod page;
 pub mod persist;
 pub mod pidfile;
 pub mod process;
 pub mod reload;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
@@ -108,6 +110,15 @@ fn lock(run_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError>
     Ok(f)
 }
 
+/// `primary` or `secondary`: the host's role in the system file.
+fn role_name(l: &agent_config::Loaded, host: &str) -> String {
+    match l.system.hosts.get(host).map(|h| h.role) {
+        Some(agent_config::model::Role::Primary) => "primary",
+        _ => "secondary",
+    }
+    .to_string()
+}
+
 /// The host's plan, with its image store; every finding that stops it in the error.
 pub fn resolve_plan(
     l: &agent_config::Loaded,
@@ -182,8 +193,27 @@ pub async fn run(
             }
         }
     });
+    // Every other bridged host is asked for its state through the tunnel.
+    let identity = observe::Identity {
+        host: host.clone(),
+        role: role_name(&l, &host),
+        order: l.system.hosts.keys().cloned().collect(),
+    };
+    let overlay = plan.bridge.as_ref().map(|b| (b.address, b.prefix));
+    let peers: Vec<fleet::Peer> = plan
+        .bridge
+        .iter()
+        .flat_map(|b| b.peers.iter())
+        .map(|p| fleet::Peer {
+            host: p.host.clone(),
+            role: role_name(&l, &p.host),
+            base: format!("http://{}:{}", p.overlay, p.daemon_port),
+        })
+        .collect();
+    let fleet = fleet::Fleet::start(peers, observe::fetch_snapshot, cancel.clone());
     let mut core = Core::new(plan, pod_opts, tx.clone());
     core.set_bridge(bridge);
+    core.set_fleet(fleet);
     let done = CancellationToken::new();
     let core_done = done.clone();
     let core_task = tokio::spawn(async move {
@@ -203,12 +233,27 @@ pub async fn run(
                 eprintln!("agent-supervisor: control socket {}: {e}", socket.display());
             }
         });
-        let (ctl, c) = (ctl_tx.clone(), cancel.clone());
+        let (c1, c2) = (cancel.clone(), cancel.clone());
+        let obs = observe::Observability::new(ctl_tx.clone(), identity);
+        let o2 = obs.clone();
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve_http(listen, ctl, c).await {
+            let limits = http::ServerLimits::default();
+            if let Err(e) = observe::serve(listen, o2, limits, c1).await {
                 eprintln!("agent-supervisor: http listener {listen}: {e}");
             }
         });
+        // The other hosts reach this one's listener on its overlay address, through the
+        // tunnel.
+        if let Some((ip, prefix)) = overlay {
+            let addr = SocketAddr::new(ip.into(), listen.port());
+            if addr != listen {
+                tokio::spawn(async move {
+                    if let Err(e) = observe::serve_overlay(addr, (ip, prefix), obs, c2).await {
+                        eprintln!("agent-supervisor: http listener {addr} (bridge): {e}");
+                    }
+                });
+            }
+        }
     }
     if let Some(f) = on_ready {
         f(ctl_tx.clone());

@@ -148,6 +148,8 @@ pub struct Core {
     retiring: bool,
     /// The bridge task's status and plan channel (set once, before [`Core::run`]).
     bridge: Option<super::bridge::BridgeHandle>,
+    /// The other hosts' views (set once, before [`Core::run`]).
+    fleet: Option<super::fleet::Fleet>,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -175,6 +177,7 @@ impl Core {
             saved: None,
             retiring: false,
             bridge: None,
+            fleet: None,
         };
         core.sync_config();
         core
@@ -183,6 +186,11 @@ impl Core {
     /// Gives the core the bridge task's handle.
     pub fn set_bridge(&mut self, handle: super::bridge::BridgeHandle) {
         self.bridge = Some(handle);
+    }
+
+    /// Gives the core the other hosts' views, for every snapshot.
+    pub fn set_fleet(&mut self, fleet: super::fleet::Fleet) {
+        self.fleet = Some(fleet);
     }
 
     /// Sends a reload's bridge plan to the bridge task.

@@ -93,8 +93,17 @@ impl Core {
             daemon_started_at: unix(self.started),
             agents: Vec::new(),
             groups: Vec::new(),
-            bridge: self.bridge.as_ref().and_then(|b| b.status.borrow().clone()),
+            bridge: self
+                .bridge
+                .as_ref()
+                .and_then(|b| b.status.borrow().clone())
+                .map(Box::new),
             gpu: None,
+            others: self
+                .fleet
+                .as_ref()
+                .map(|f| f.views.borrow().clone())
+                .unwrap_or_default(),
         };
         tokio::task::spawn_blocking(move || {
             let agents = agents
