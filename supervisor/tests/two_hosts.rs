@@ -83,6 +83,52 @@ fn both_hosts_of_the_example_run_on_one_machine_and_reach_each_other_by_name() {
         .find(|l| l.starts_with("mainpc  10.77.0.1"))
         .unwrap_or_default();
     assert!(bridge.ends_with("yes"), "the bridge peer is not up:\n{out}");
+    // The primary's summary covers both hosts, every agent healthy (`curl -f` passes).
+    let summary = Command::new("nsenter")
+        .args([
+            "--net=/run/netns/as-mainpc",
+            "--",
+            "curl",
+            "-sf",
+            "--max-time",
+            "5",
+        ])
+        .arg("http://127.0.0.1:9000/health_summary")
+        .output()
+        .unwrap();
+    assert!(
+        summary.status.success(),
+        "curl -f /health_summary: {}",
+        String::from_utf8_lossy(&summary.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&summary.stdout).unwrap();
+    assert_eq!(v["status"], "ok", "{v:#}");
+    assert_eq!(v["hosts_up"], 2, "{v:#}");
+    let per_host: Vec<u64> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["agents"].as_u64().unwrap())
+        .collect();
+    assert!(per_host.iter().all(|n| *n > 10), "{per_host:?}");
+    assert_eq!(v["agents"], v["agents_healthy"], "{v:#}");
+    let metrics = Command::new("nsenter")
+        .args([
+            "--net=/run/netns/as-mainpc",
+            "--",
+            "curl",
+            "-sf",
+            "--max-time",
+            "5",
+        ])
+        .arg("http://127.0.0.1:9000/metrics")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        text.contains("agent_supervisor_host_up{host=\"pc2\"} 1"),
+        "{text}"
+    );
     drop(down);
     let netns = String::from_utf8_lossy(
         &Command::new("ip")

@@ -40,8 +40,9 @@ pub struct HostView {
 pub struct Peer {
     pub host: String,
     pub role: String,
-    /// `http://ip:port` (its bridge address and daemon port).
-    pub base: String,
+    /// `http://ip:port` (its bridge address and daemon port, or its underlay address where
+    /// there is no bridge), or why it cannot be reached.
+    pub base: Result<String, String>,
 }
 
 fn unix_now() -> f64 {
@@ -111,11 +112,18 @@ async fn poll<F, Fut>(
         let asks: Vec<_> = peers
             .iter()
             .map(|p| {
-                let fut = fetch(format!("{}/v1/snapshot", p.base));
+                let fut = p
+                    .base
+                    .as_ref()
+                    .map(|base| fetch(format!("{base}/v1/snapshot")))
+                    .map_err(Clone::clone);
                 tokio::spawn(async move {
-                    match tokio::time::timeout(POLL_TIMEOUT, fut).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!("no answer within {POLL_TIMEOUT:?}")),
+                    match fut {
+                        Err(why) => Err(why),
+                        Ok(fut) => match tokio::time::timeout(POLL_TIMEOUT, fut).await {
+                            Ok(r) => r,
+                            Err(_) => Err(format!("no answer within {POLL_TIMEOUT:?}")),
+                        },
                     }
                 })
             })
