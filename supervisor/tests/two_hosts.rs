@@ -84,18 +84,26 @@ fn both_hosts_of_the_example_run_on_one_machine_and_reach_each_other_by_name() {
         .unwrap_or_default();
     assert!(bridge.ends_with("yes"), "the bridge peer is not up:\n{out}");
     // The primary's summary covers both hosts, every agent healthy (`curl -f` passes).
-    let summary = Command::new("nsenter")
-        .args([
-            "--net=/run/netns/as-mainpc",
-            "--",
-            "curl",
-            "-sf",
-            "--max-time",
-            "5",
-        ])
-        .arg("http://127.0.0.1:9000/health_summary")
-        .output()
-        .unwrap();
+    // (The primary asks PC2 every 2 s: its view may be one poll behind the script's wait.)
+    let t = std::time::Instant::now();
+    let summary = loop {
+        let s = Command::new("nsenter")
+            .args([
+                "--net=/run/netns/as-mainpc",
+                "--",
+                "curl",
+                "-sf",
+                "--max-time",
+                "5",
+            ])
+            .arg("http://127.0.0.1:9000/health_summary")
+            .output()
+            .unwrap();
+        if s.status.success() || t.elapsed() > std::time::Duration::from_secs(10) {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     assert!(
         summary.status.success(),
         "curl -f /health_summary: {}",
