@@ -85,6 +85,16 @@ import json, sys
 s = json.load(sys.stdin)
 print(next(g["address"] for g in s["groups"] if g["group"] == "infrastructure"))')
   in_ns pc2 python3 -c "import urllib.request; print(urllib.request.urlopen('http://$addr:7100/health', timeout=3).read().decode())"
+  echo "== MainPC (the primary) sees both hosts: curl http://127.0.0.1:9000/health_summary (in as-mainpc)"
+  in_ns mainpc python3 -c '
+import json, urllib.request, urllib.error
+try:
+    body = urllib.request.urlopen("http://127.0.0.1:9000/health_summary", timeout=3).read()
+except urllib.error.HTTPError as e:
+    body = e.read()
+s = json.loads(body)
+hosts = ", ".join("%s %d/%d" % (h["host"], h["agents_healthy"], h["agents"]) for h in s["hosts"])
+print("status %s: %d/%d hosts up, %d/%d agents healthy (%s)" % (s["status"], s["hosts_up"], len(s["hosts"]), s["agents_healthy"], s["agents"], hosts))'
 }
 
 up() {
