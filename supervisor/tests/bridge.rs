@@ -11,38 +11,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_supervisor_tests::fixture::root_or_skip;
-use agent_supervisor_tests::hosts::{ip, TwoHosts};
+use agent_supervisor_tests::hosts::{ip, wait_for, TwoHosts, ECHO_SERVER, FETCH_CLIENT};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
 const CTL: &str = env!("CARGO_BIN_EXE_supervisorctl");
 const BRIDGE: &str = env!("CARGO_BIN_EXE_agent-bridge");
-
-/// An HTTP server that answers `GET /X` with `echo X`.
-const SERVER: &str = r#"
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("echo " + self.path[1:] + "\n").encode()
-        self.send_response(200); self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("0.0.0.0", 8000), H).serve_forever()
-"#;
-
-/// Fetches `http://NAME:8000/MARKER-n` for each name given, forever, printing `OK name body`.
-const CLIENT: &str = r#"
-import sys, time, urllib.request
-n = 0
-while True:
-    n += 1
-    for name in sys.argv[1:]:
-        try:
-            body = urllib.request.urlopen(f"http://{name}:8000/SECRET-MARKER-{n}", timeout=2).read().decode().strip()
-            print("OK", name, body, flush=True)
-        except Exception as e:
-            print("FAIL", name, e, flush=True)
-    time.sleep(0.3)
-"#;
 
 fn wg_installed(test: &str) -> bool {
     let ok = Command::new("wireguard-go")
@@ -59,26 +33,6 @@ fn wg_installed(test: &str) -> bool {
         eprintln!("SKIP {test}: wireguard-go, wg or tcpdump missing");
     }
     ok
-}
-
-fn wait_for(
-    what: &str,
-    within: Duration,
-    mut cond: impl FnMut() -> Option<String>,
-    why: impl Fn() -> String,
-) -> String {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        assert!(
-            t.elapsed() < within,
-            "{what} (after {within:?}):\n{}",
-            why()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Stops a userspace WireGuard with SIGTERM (it removes its socket then); the socket goes
@@ -103,7 +57,7 @@ fn peer<'a>(bridge: &'a Value, host: &str) -> &'a Value {
 
 fn by_name_groups() -> String {
     "  web:\n    host: h1\n    network: private\n    agents:\n      - name: server\n        command: [python3, agents/server.py]\n        port: 8000\n        health: {tcp: true, interval: 1s}\n  \
-     front:\n    host: h2\n    network: private\n    agents:\n      - name: client\n        command: [python3, agents/client.py, server, server.web, server.web.h1, web]\n"
+     front:\n    host: h2\n    network: private\n    agents:\n      - name: client\n        command: [python3, agents/client.py, server, server.web, server.web.h1, web]\n        env: {MARKER: SECRET-MARKER}\n"
         .to_string()
 }
 
@@ -114,8 +68,8 @@ fn agents_reach_each_other_by_name_and_the_underlay_carries_only_the_tunnel() {
         return;
     }
     let mut two = TwoHosts::new(BIN, CTL, "byname", 0, &by_name_groups(), "");
-    two.file("agents/server.py", SERVER);
-    two.file("agents/client.py", CLIENT);
+    two.file("agents/server.py", ECHO_SERVER);
+    two.file("agents/client.py", FETCH_CLIENT);
     let pcap = two.dir.join("underlay.pcap");
     let h1 = two.hosts[0].clone();
     let h2 = two.hosts[1].clone();
@@ -295,7 +249,7 @@ fn our_end_and_a_wireguard_go_end_carry_traffic_both_ways() {
     }
     let groups = "  web:\n    host: h1\n    network: private\n    agents:\n      - name: server\n        command: [python3, agents/server.py]\n        port: 8000\n        health: {tcp: true, interval: 1s}\n";
     let mut two = TwoHosts::new(BIN, CTL, "wggo", 1, groups, "");
-    two.file("agents/server.py", SERVER);
+    two.file("agents/server.py", ECHO_SERVER);
     let (h1, h2) = (two.hosts[0].clone(), two.hosts[1].clone());
     // h2 is no daemon of ours: wireguard-go, configured with `wg` from the same system file's
     // keys and addresses.
@@ -565,7 +519,7 @@ fn a_reload_reconfigures_the_bridge_without_restarting_agents() {
     }
     let groups = "  web:\n    host: h1\n    network: private\n    agents:\n      - name: server\n        command: [python3, agents/server.py]\n        port: 8000\n        health: {tcp: true, interval: 1s}\n";
     let mut two = TwoHosts::new(BIN, CTL, "reload", 4, groups, "");
-    two.file("agents/server.py", SERVER);
+    two.file("agents/server.py", ECHO_SERVER);
     two.start(0);
     two.start(1);
     let b = two.wait_bridge(0, Duration::from_secs(20), "h1 sees h2 up", |b| {

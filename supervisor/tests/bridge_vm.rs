@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use agent_supervisor_tests::hosts::{ECHO_SERVER, FETCH_CLIENT};
 use agent_supervisor_tests::vm::{self, shell_quote, VmOptions};
 use serde_json::Value;
 
@@ -21,32 +22,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
 const CTL: &str = env!("CARGO_BIN_EXE_supervisorctl");
 // Named so that cargo builds it: the daemon finds it next to its own executable.
 const BRIDGE: &str = env!("CARGO_BIN_EXE_agent-bridge");
-
-/// An HTTP server that answers `GET /X` with `echo X`.
-const SERVER: &str = r#"
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("echo " + self.path[1:] + "\n").encode()
-        self.send_response(200); self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("0.0.0.0", 8000), H).serve_forever()
-"#;
-
-/// Fetches `http://NAME:8000/hello-n` for each name given, forever, printing `OK name body`.
-const CLIENT: &str = r#"
-import sys, time, urllib.request
-n = 0
-while True:
-    n += 1
-    for name in sys.argv[1:]:
-        try:
-            body = urllib.request.urlopen(f"http://{name}:8000/hello-{n}", timeout=2).read().decode().strip()
-            print("OK", name, body, flush=True)
-        except Exception as e:
-            print("FAIL", name, e, flush=True)
-    time.sleep(0.5)
-"#;
 
 /// The fixture directory, shared read-write with the guest; removed on drop.
 struct Dir(PathBuf);
@@ -224,8 +199,8 @@ fn kernel_wireguard_end_talks_to_the_userspace_end_in_the_vm() {
     for sub in ["agents", "keys", "h1/logs", "h2/logs"] {
         std::fs::create_dir_all(dir.0.join(sub)).unwrap();
     }
-    std::fs::write(dir.0.join("agents/server.py"), SERVER).unwrap();
-    std::fs::write(dir.0.join("agents/client.py"), CLIENT).unwrap();
+    std::fs::write(dir.0.join("agents/server.py"), ECHO_SERVER).unwrap();
+    std::fs::write(dir.0.join("agents/client.py"), FETCH_CLIENT).unwrap();
     let (yaml, keys) = system_yaml(&dir.0);
     std::fs::write(dir.0.join("system.yaml"), yaml).unwrap();
 

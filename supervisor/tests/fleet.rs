@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_supervisor_tests::fixture::root_or_skip;
-use agent_supervisor_tests::hosts::TwoHosts;
+use agent_supervisor_tests::hosts::{wait_for, TwoHosts};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
@@ -40,26 +40,6 @@ fn summary(two: &TwoHosts, i: usize) -> (u16, Value, f64) {
         serde_json::from_str(&body).unwrap_or(Value::Null),
         took,
     )
-}
-
-fn wait_for(
-    what: &str,
-    within: Duration,
-    mut cond: impl FnMut() -> Option<String>,
-    why: impl Fn() -> String,
-) -> String {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        assert!(
-            t.elapsed() < within,
-            "{what} (after {within:?}):\n{}",
-            why()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -343,3 +343,52 @@ impl Drop for TwoHosts {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An HTTP server on port 8000 that answers `GET /X` with `echo X` (an agent's script).
+pub const ECHO_SERVER: &str = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("echo " + self.path[1:] + "\n").encode()
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8000), H).serve_forever()
+"#;
+
+/// Fetches `http://NAME:8000/$MARKER-n` (`MARKER` from the environment, default `hello`) for
+/// each name given, forever, printing `OK name body` or `FAIL name why` (an agent's script).
+pub const FETCH_CLIENT: &str = r#"
+import os, sys, time, urllib.request
+marker = os.environ.get("MARKER", "hello")
+n = 0
+while True:
+    n += 1
+    for name in sys.argv[1:]:
+        try:
+            body = urllib.request.urlopen(f"http://{name}:8000/{marker}-{n}", timeout=2).read().decode().strip()
+            print("OK", name, body, flush=True)
+        except Exception as e:
+            print("FAIL", name, e, flush=True)
+    time.sleep(0.3)
+"#;
+
+/// Polls `cond` every 100 ms until it gives a value; panics with `why()` after `within`.
+pub fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut cond: impl FnMut() -> Option<T>,
+    why: impl Fn() -> String,
+) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            t.elapsed() < within,
+            "{what} (after {within:?}):\n{}",
+            why()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
