@@ -48,6 +48,17 @@ fn stop(child: &mut std::process::Child, ifname: &str) {
     let _ = std::fs::remove_file(format!("/var/run/wireguard/{ifname}.sock"));
 }
 
+/// Waits until a userspace WireGuard serves interface `ifname`'s configuration socket.
+fn wait_socket(ifname: &str) {
+    let socket = format!("/var/run/wireguard/{ifname}.sock");
+    wait_for(
+        &format!("the socket {socket}"),
+        Duration::from_secs(5),
+        || std::path::Path::new(&socket).exists().then_some(()),
+        String::new,
+    );
+}
+
 fn peer<'a>(bridge: &'a Value, host: &str) -> &'a Value {
     bridge["peers"]
         .as_array()
@@ -147,16 +158,7 @@ fn agents_reach_each_other_by_name_and_the_underlay_carries_only_the_tunnel() {
         c
     };
     let mut intruder = nsx(BRIDGE).arg(&wgx).stderr(Stdio::null()).spawn().unwrap();
-    wait_for(
-        "the intruder's device",
-        Duration::from_secs(5),
-        || {
-            std::path::Path::new(&format!("/var/run/wireguard/{wgx}.sock"))
-                .exists()
-                .then(String::new)
-        },
-        String::new,
-    );
+    wait_socket(&wgx);
     let set = nsx("wg")
         .args(["set", &wgx, "private-key"])
         .arg(&key)
@@ -269,16 +271,7 @@ fn our_end_and_a_wireguard_go_end_carry_traffic_both_ways() {
         }
     }
     let _go = Stop(go, wgo.clone());
-    wait_for(
-        "wireguard-go's socket",
-        Duration::from_secs(5),
-        || {
-            std::path::Path::new(&format!("/var/run/wireguard/{wgo}.sock"))
-                .exists()
-                .then(String::new)
-        },
-        String::new,
-    );
+    wait_socket(&wgo);
     let set = two
         .in_host(1, "wg")
         .args(["set", &wgo, "private-key"])

@@ -14,20 +14,34 @@ use agent_supervisor_tests::fixture::root_or_skip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
 
+fn netns_list() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `curl -sf` of the primary's observability port, in its namespace.
+fn curl_mainpc(path: &str) -> std::process::Output {
+    Command::new("nsenter")
+        .args([
+            "--net=/run/netns/as-mainpc",
+            "--",
+            "curl",
+            "-sf",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://127.0.0.1:9000{path}"))
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn both_hosts_of_the_example_run_on_one_machine_and_reach_each_other_by_name() {
     let test = "both_hosts_of_the_example_run_on_one_machine_and_reach_each_other_by_name";
     if !root_or_skip(test) {
         return;
     }
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .to_string();
+    let netns = netns_list();
     if netns.lines().any(|l| l.starts_with("as-mainpc")) {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -87,18 +101,7 @@ fn both_hosts_of_the_example_run_on_one_machine_and_reach_each_other_by_name() {
     // (The primary asks PC2 every 2 s: its view may be one poll behind the script's wait.)
     let t = std::time::Instant::now();
     let summary = loop {
-        let s = Command::new("nsenter")
-            .args([
-                "--net=/run/netns/as-mainpc",
-                "--",
-                "curl",
-                "-sf",
-                "--max-time",
-                "5",
-            ])
-            .arg("http://127.0.0.1:9000/health_summary")
-            .output()
-            .unwrap();
+        let s = curl_mainpc("/health_summary");
         if s.status.success() || t.elapsed() > std::time::Duration::from_secs(10) {
             break s;
         }
@@ -120,32 +123,14 @@ fn both_hosts_of_the_example_run_on_one_machine_and_reach_each_other_by_name() {
         .collect();
     assert!(per_host.iter().all(|n| *n > 10), "{per_host:?}");
     assert_eq!(v["agents"], v["agents_healthy"], "{v:#}");
-    let metrics = Command::new("nsenter")
-        .args([
-            "--net=/run/netns/as-mainpc",
-            "--",
-            "curl",
-            "-sf",
-            "--max-time",
-            "5",
-        ])
-        .arg("http://127.0.0.1:9000/metrics")
-        .output()
-        .unwrap();
+    let metrics = curl_mainpc("/metrics");
     let text = String::from_utf8_lossy(&metrics.stdout);
     assert!(
         text.contains("agent_supervisor_host_up{host=\"pc2\"} 1"),
         "{text}"
     );
     drop(down);
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .to_string();
+    let netns = netns_list();
     assert!(
         !netns.contains("as-mainpc") && !netns.contains("as-pc2"),
         "{netns}"
