@@ -269,7 +269,8 @@ pub async fn run(
         // tunnel.
         if let Some((ip, prefix)) = overlay {
             let addr = SocketAddr::new(ip.into(), listen.port());
-            if addr != listen {
+            // (A listener on every address serves the overlay address already.)
+            if addr != listen && !listen.ip().is_unspecified() {
                 tokio::spawn(async move {
                     if let Err(e) = observe::serve_overlay(addr, (ip, prefix), obs, c2).await {
                         eprintln!("agent-supervisor: http listener {addr} (bridge): {e}");
