@@ -24,7 +24,7 @@ use super::observe_http::{get, in_netns, Reply};
 use super::observe_lab::{Lab, Tools, HTTP_PORT};
 use super::observe_report::render;
 use super::supervise::machine_busy;
-use super::supervise_procs::{self as procs, CpuTime};
+use super::supervise_procs as procs;
 
 /// The targets.
 pub const TARGET_P99: Duration = Duration::from_millis(20);
@@ -122,15 +122,38 @@ pub struct Scrape {
     pub not_ok: usize,
 }
 
+/// CPU time used over a window: `utime + stime` of `/proc/PID/stat`, in clock ticks. Unlike
+/// a sum over `/proc/PID/task/*`, it keeps the time of threads that ended in the window
+/// (the runtime's blocking threads come and go); its resolution is one tick per window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IdleCpu {
+    pub ticks: u64,
+    /// Clock ticks per second.
+    pub hz: u64,
+    pub wall: Duration,
+}
+
+impl IdleCpu {
+    /// Percent of one core.
+    pub fn percent(&self) -> f64 {
+        self.ticks as f64 * self.resolution()
+    }
+
+    /// What one tick is in percent of one core over the window.
+    pub fn resolution(&self) -> f64 {
+        100.0 / self.hz.max(1) as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
 /// A host's daemon: its RSS and peak (KiB) after the scrapes, its RSS before them, its idle
-/// CPU (% of one core from utime+stime, and from schedstat).
+/// CPU.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonNumbers {
     pub host: String,
     pub rss_kib: Option<u64>,
     pub hwm_kib: Option<u64>,
     pub rss_before_kib: Option<u64>,
-    pub idle_cpu: Option<(f64, f64)>,
+    pub idle_cpu: Option<IdleCpu>,
 }
 
 /// Everything the report prints.
@@ -144,7 +167,7 @@ pub struct Report {
     pub rows: Vec<Scrape>,
     pub daemons: Vec<DaemonNumbers>,
     /// The bridge processes' idle CPU, when the bridges run as processes.
-    pub bridge_cpu: Option<f64>,
+    pub bridge_cpu: Option<IdleCpu>,
     pub metrics_series: usize,
     pub notes: Vec<String>,
 }
@@ -261,36 +284,35 @@ fn measure(lab: &mut Lab, python: &std::path::Path, r: &mut Report) -> Result<()
     let pids: Vec<Option<i32>> = lab.hosts.iter().map(|h| h.daemon_pid()).collect();
     let bridges: Vec<i32> = lab.hosts.iter().filter_map(|h| h.bridge_pid()).collect();
     progress(&format!("idle for {:?}", r.idle));
-    let sum = |pids: &[i32]| -> Option<CpuTime> {
-        let mut t = CpuTime::default();
-        for p in pids {
-            let c = procs::cpu_time(*p)?;
-            t.ns += c.ns;
-            t.ticks += c.ticks;
-        }
-        Some(t)
+    let ticks = |pids: &[i32]| -> Option<u64> {
+        pids.iter()
+            .map(|p| procs::cpu_time(*p).map(|c| c.ticks))
+            .sum()
     };
-    let before: Vec<Option<CpuTime>> = pids.iter().map(|p| p.and_then(procs::cpu_time)).collect();
-    let bridge_before = sum(&bridges);
+    let one = |p: Option<i32>| ticks(&p.into_iter().collect::<Vec<_>>());
+    let before: Vec<Option<u64>> = pids.iter().map(|p| one(*p)).collect();
+    let bridge_before = ticks(&bridges);
     let t = Instant::now();
     std::thread::sleep(r.idle);
     let wall = t.elapsed();
+    let hz = procs::clock_ticks();
+    let idle = |b: Option<u64>, a: Option<u64>| {
+        b.zip(a).map(|(b, a)| IdleCpu {
+            ticks: a.saturating_sub(b),
+            hz,
+            wall,
+        })
+    };
     for (i, h) in lab.hosts.iter().enumerate() {
-        let after = pids[i].and_then(procs::cpu_time);
         r.daemons.push(DaemonNumbers {
             host: h.name.clone(),
-            idle_cpu: before[i]
-                .zip(after)
-                .map(|(b, a)| procs::cpu_percent(b, a, wall))
-                .map(|(precise, ticks)| (ticks, precise)),
+            idle_cpu: idle(before[i], one(pids[i])),
             rss_before_kib: pids[i].and_then(procs::rss_kib),
             ..DaemonNumbers::default()
         });
     }
     if !bridges.is_empty() {
-        r.bridge_cpu = bridge_before
-            .zip(sum(&bridges))
-            .map(|(b, a)| procs::cpu_percent(b, a, wall).0);
+        r.bridge_cpu = idle(bridge_before, ticks(&bridges));
     }
     check_interrupted()?;
 
