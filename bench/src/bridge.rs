@@ -85,7 +85,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// SIGINT and SIGTERM set a flag instead of ending this process, so that it removes what
 /// it set up (its children run the default action: exec resets handled signals).
-fn catch_signals() -> Result<(), String> {
+pub fn catch_signals() -> Result<(), String> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(),
@@ -98,8 +98,13 @@ fn catch_signals() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether SIGINT or SIGTERM came since [`catch_signals`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 fn check_interrupted() -> Result<(), BenchError> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if interrupted() {
         Err(BenchError::Interrupted)
     } else {
         Ok(())

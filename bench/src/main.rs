@@ -1,11 +1,11 @@
 //! The `agent-bench` binary: benchmarks that print a table comparing agent-supervisor with its
-//! peers in one run (`launch`, `supervise`, `build`, `bridge`). Kept out of `agent-supervisor`,
-//! the product binary; it runs `agent-supervisor`, `agent-launch` and `agent-bridge` from its
-//! own directory.
+//! peers in one run (`launch`, `supervise`, `build`, `bridge`, `observe`). Kept out of
+//! `agent-supervisor`, the product binary; it runs `agent-supervisor`, `supervisorctl`,
+//! `agent-launch` and `agent-bridge` from its own directory.
 
 use std::process::ExitCode;
 
-use agent_bench::{bridge, build, launch, supervise};
+use agent_bench::{bridge, build, launch, observe, supervise};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -50,6 +50,20 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         time: u64,
     },
+    /// Observability of a two-host system (two network namespaces, the bridge between
+    /// them, 77 stand-in agents): latency of the primary's /metrics and /health_summary
+    /// beside a static file server, daemon RSS, idle CPU.
+    Observe {
+        /// Number of stand-in agents, split over the two hosts.
+        #[arg(long, default_value_t = 77)]
+        agents: usize,
+        /// Timed scrapes per endpoint.
+        #[arg(long, default_value_t = 500)]
+        scrapes: usize,
+        /// Seconds of the idle CPU window.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +81,14 @@ fn main() -> ExitCode {
         ),
         Cmd::Build { runs } => ("build", build::run(runs)),
         Cmd::Bridge { time } => ("bridge", bridge::run(time).map_err(|e| e.to_string())),
+        Cmd::Observe {
+            agents,
+            scrapes,
+            idle,
+        } => (
+            "observe",
+            observe::run(agents, scrapes, idle).map_err(|e| e.to_string()),
+        ),
     };
     match result {
         Ok(table) => {

@@ -285,7 +285,7 @@ pub fn run(agents: usize, kills: usize) -> Result<String, SuperviseError> {
 const BUSY_PERCENT: f64 = 15.0;
 
 /// How busy all CPUs were over `window` (from `/proc/stat`), in percent.
-fn machine_busy(window: Duration) -> f64 {
+pub fn machine_busy(window: Duration) -> f64 {
     // (busy, total) jiffies of the `cpu` line: idle and iowait are not busy.
     let read = || -> Option<(u64, u64)> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
