@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::api::{AgentState, Health, Snapshot};
 
 /// How often every other host is asked for its snapshot.
-pub const POLL_EVERY: Duration = Duration::from_secs(2);
+pub const POLL_EVERY: Duration = Duration::from_secs(5);
 /// How long one ask may take.
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
