@@ -33,6 +33,8 @@ pub struct PlanDiff {
     pub netfilter: bool,
     /// Whether the bridge (its keys, port, address or peers) must be configured anew.
     pub bridge: bool,
+    /// Whether the other hosts, or where they are asked, changed.
+    pub fleet: bool,
 }
 
 impl PlanDiff {
@@ -48,6 +50,7 @@ impl PlanDiff {
             && self.renamed_groups.is_empty()
             && !self.netfilter
             && !self.bridge
+            && !self.fleet
     }
 }
 
@@ -130,6 +133,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDiff {
     }
     d.netfilter = netfilter_of(old) != netfilter_of(new);
     d.bridge = old.bridge != new.bridge;
+    d.fleet = (&old.fleet, &old.hosts, &old.role) != (&new.fleet, &new.hosts, &new.role);
     let (a, b) = (&old.daemon, &new.daemon);
     macro_rules! field {
         ($($f:ident),*) => {$(

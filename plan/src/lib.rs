@@ -23,11 +23,13 @@ use indexmap::IndexMap;
 pub mod bridge;
 mod diff;
 mod env;
+pub mod fleet;
 pub mod net;
 mod resolve;
 
 pub use bridge::{BridgePeer, BridgePlan};
 pub use diff::{diff, PlanDiff};
+pub use fleet::FleetPeer;
 pub use resolve::{Findings, Plan, IMAGE_MISSING, STATIC_CODES};
 
 /// Everything one host runs, with the system-wide facts its agents need.
@@ -45,6 +47,12 @@ pub struct HostPlan {
     pub network: Option<HostNetPlan>,
     /// This host's end of the WireGuard bridge (`None` when it has no `bridge` section).
     pub bridge: Option<bridge::BridgePlan>,
+    /// `primary` or `secondary`.
+    pub role: String,
+    /// Every host of the system, in the file's order.
+    pub hosts: Vec<String>,
+    /// The other hosts, and where this host's daemon asks them for their state.
+    pub fleet: Vec<fleet::FleetPeer>,
     /// This host's groups, in the order of the system file.
     pub groups: IndexMap<String, GroupPlan>,
 }

@@ -167,6 +167,9 @@ impl Plan {
             dir: l.dir.clone(),
             daemon,
             network: host_net,
+            role: crate::fleet::role_name(l, host),
+            hosts: l.system.hosts.keys().cloned().collect(),
+            fleet: crate::fleet::peers(l, host, bridge.as_ref()),
             bridge,
             groups,
         };

@@ -35,15 +35,7 @@ pub struct HostView {
     pub snapshot: Option<Snapshot>,
 }
 
-/// Another host to ask: its name, role and where its daemon serves `/v1/snapshot`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub host: String,
-    pub role: String,
-    /// `http://ip:port` (its bridge address and daemon port, or its underlay address where
-    /// there is no bridge), or why it cannot be reached.
-    pub base: Result<String, String>,
-}
+pub use agent_plan::FleetPeer as Peer;
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -51,10 +43,24 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The other hosts' views, kept current by a polling task.
+/// The other hosts' views, kept current by a polling task; the hosts to ask can change
+/// (`reload`).
 #[derive(Debug, Clone)]
 pub struct Fleet {
     pub views: watch::Receiver<Vec<HostView>>,
+    peers: std::sync::Arc<watch::Sender<Vec<Peer>>>,
+}
+
+fn initial(p: &Peer) -> HostView {
+    HostView {
+        host: p.host.clone(),
+        role: p.role.clone(),
+        up: false,
+        stale: true,
+        last_seen: None,
+        error: Some("not asked yet".into()),
+        snapshot: None,
+    }
 }
 
 impl Fleet {
@@ -62,38 +68,34 @@ impl Fleet {
     pub fn none() -> Fleet {
         Fleet {
             views: watch::channel(Vec::new()).1,
+            peers: std::sync::Arc::new(watch::channel(Vec::new()).0),
         }
     }
 
-    /// Starts polling `peers` with `fetch` (one snapshot from a base URL, or why not) until
+    /// Starts polling `peers` with `fetch` (one snapshot from a URL, or why not) until
     /// `cancel`.
     pub fn start<F, Fut>(peers: Vec<Peer>, fetch: F, cancel: CancellationToken) -> Fleet
     where
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Snapshot, String>> + Send + 'static,
     {
-        let initial: Vec<HostView> = peers
-            .iter()
-            .map(|p| HostView {
-                host: p.host.clone(),
-                role: p.role.clone(),
-                up: false,
-                stale: true,
-                last_seen: None,
-                error: Some("not asked yet".into()),
-                snapshot: None,
-            })
-            .collect();
-        let (tx, views) = watch::channel(initial);
-        if !peers.is_empty() {
-            tokio::spawn(poll(peers, fetch, tx, cancel));
+        let (tx, views) = watch::channel(peers.iter().map(initial).collect());
+        let (peers_tx, peers_rx) = watch::channel(peers);
+        tokio::spawn(poll(peers_rx, fetch, tx, cancel));
+        Fleet {
+            views,
+            peers: std::sync::Arc::new(peers_tx),
         }
-        Fleet { views }
+    }
+
+    /// Asks these hosts from the next poll on (a host that stays keeps its view).
+    pub fn set_peers(&self, peers: Vec<Peer>) {
+        let _ = self.peers.send(peers);
     }
 }
 
 async fn poll<F, Fut>(
-    peers: Vec<Peer>,
+    peers: watch::Receiver<Vec<Peer>>,
     fetch: F,
     tx: watch::Sender<Vec<HostView>>,
     cancel: CancellationToken,
@@ -107,6 +109,10 @@ async fn poll<F, Fut>(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        let peers = peers.borrow().clone();
+        if peers.is_empty() && tx.borrow().is_empty() {
+            continue;
         }
         // Every host at once, each bounded by the timeout.
         let asks: Vec<_> = peers
@@ -133,7 +139,14 @@ async fn poll<F, Fut>(
             results.push(a.await.unwrap_or_else(|e| Err(e.to_string())));
         }
         tx.send_modify(|views| {
-            for (view, result) in views.iter_mut().zip(results) {
+            let mut next = Vec::new();
+            for (p, result) in peers.iter().zip(results) {
+                let mut view = views
+                    .iter()
+                    .find(|v| v.host == p.host)
+                    .cloned()
+                    .unwrap_or_else(|| initial(p));
+                view.role = p.role.clone();
                 match result {
                     Ok(s) => {
                         view.up = true;
@@ -148,7 +161,9 @@ async fn poll<F, Fut>(
                         view.error = Some(e);
                     }
                 }
+                next.push(view);
             }
+            *views = next;
         });
     }
 }

@@ -110,47 +110,6 @@ fn lock(run_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError>
     Ok(f)
 }
 
-/// Every other host and where its daemon is asked: its overlay address through the bridge,
-/// else (no bridge between the two) its `http_listen` when that is reachable from here.
-fn fleet_peers(
-    l: &agent_config::Loaded,
-    me: &str,
-    bridge: Option<&agent_plan::BridgePlan>,
-) -> Vec<fleet::Peer> {
-    let mut out = Vec::new();
-    for (name, h) in l.system.hosts.iter().filter(|(n, _)| *n != me) {
-        let through_bridge = bridge.and_then(|b| b.peers.iter().find(|p| &p.host == name));
-        let base = match through_bridge {
-            Some(p) => Ok(format!("http://{}:{}", p.overlay, p.daemon_port)),
-            None => {
-                let listen = agent_config::defaults::daemon(&l.system, name).http_listen;
-                match listen.parse::<SocketAddr>() {
-                    Ok(a) if a.ip().is_unspecified() => Ok(format!("http://{}:{}", h.address, a.port())),
-                    Ok(a) if !a.ip().is_loopback() => Ok(format!("http://{a}")),
-                    _ => Err(format!(
-                        "no bridge between {me} and {name}, and {name}'s daemon.http_listen {listen}                          is not reachable from another host"
-                    )),
-                }
-            }
-        };
-        out.push(fleet::Peer {
-            host: name.clone(),
-            role: role_name(l, name),
-            base,
-        });
-    }
-    out
-}
-
-/// `primary` or `secondary`: the host's role in the system file.
-fn role_name(l: &agent_config::Loaded, host: &str) -> String {
-    match l.system.hosts.get(host).map(|h| h.role) {
-        Some(agent_config::model::Role::Primary) => "primary",
-        _ => "secondary",
-    }
-    .to_string()
-}
-
 /// The host's plan, with its image store; every finding that stops it in the error.
 pub fn resolve_plan(
     l: &agent_config::Loaded,
@@ -228,12 +187,11 @@ pub async fn run(
     // Every other bridged host is asked for its state through the tunnel.
     let identity = observe::Identity {
         host: host.clone(),
-        role: role_name(&l, &host),
-        order: l.system.hosts.keys().cloned().collect(),
+        role: plan.role.clone(),
+        order: plan.hosts.clone(),
     };
     let overlay = plan.bridge.as_ref().map(|b| (b.address, b.prefix));
-    let peers = fleet_peers(&l, &host, plan.bridge.as_ref());
-    let fleet = fleet::Fleet::start(peers, observe::fetch_snapshot, cancel.clone());
+    let fleet = fleet::Fleet::start(plan.fleet.clone(), observe::fetch_snapshot, cancel.clone());
     let mut core = Core::new(plan, pod_opts, tx.clone());
     core.set_bridge(bridge);
     core.set_fleet(fleet);

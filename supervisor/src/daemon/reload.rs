@@ -55,6 +55,9 @@ pub fn apply(core: &mut Core, plan: HostPlan) -> ReloadResult {
     if d.bridge {
         core.replan_bridge(plan.bridge.clone());
     }
+    if d.fleet {
+        core.replan_fleet(plan.fleet.clone());
+    }
     core.set_plan(plan);
     // The kernel's rules and the hosts files of running groups: off the core task.
     let run_dir = core.plan.daemon.run_dir.clone();

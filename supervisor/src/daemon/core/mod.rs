@@ -193,6 +193,13 @@ impl Core {
         self.fleet = Some(fleet);
     }
 
+    /// Gives the fleet a reload's other hosts.
+    pub(crate) fn replan_fleet(&self, peers: Vec<agent_plan::FleetPeer>) {
+        if let Some(f) = &self.fleet {
+            f.set_peers(peers);
+        }
+    }
+
     /// Sends a reload's bridge plan to the bridge task.
     pub(crate) fn replan_bridge(&self, plan: Option<agent_plan::BridgePlan>) {
         if let Some(b) = &self.bridge {
