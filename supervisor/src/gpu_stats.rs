@@ -47,6 +47,11 @@ fn nvml() -> &'static Result<nvml_wrapper::Nvml, String> {
     })
 }
 
+/// Whether NVML is loaded (the first call tries to load it).
+pub fn nvml_loaded() -> bool {
+    nvml().is_ok()
+}
+
 /// Reads every GPU; `groups` are the host's groups with the pids of their processes (host
 /// pid namespace, as NVML reports them). Blocking (NVML calls): run it on a blocking thread.
 pub fn read(groups: &[(String, Vec<u32>)]) -> GpuReport {

@@ -113,8 +113,11 @@ impl Core {
                     row
                 })
                 .collect();
+            // The groups' pids only where there are GPUs to match them against.
+            let nvml = crate::gpu_stats::nvml_loaded();
             let gpu_groups: Vec<(String, Vec<u32>)> = groups
                 .iter()
+                .filter(|_| nvml)
                 .map(|(row, cg, _)| {
                     (
                         row.group.clone(),
