@@ -18,6 +18,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
 const CTL: &str = env!("CARGO_BIN_EXE_supervisorctl");
 const BRIDGE: &str = env!("CARGO_BIN_EXE_agent-bridge");
 
+/// One private group on h1 with the echo server (`agents/server.py`) as `server`.
+const WEB_ON_H1: &str = "  web:\n    host: h1\n    network: private\n    agents:\n      - name: server\n        command: [python3, agents/server.py]\n        port: 8000\n        health: {tcp: true, interval: 1s}\n";
+
 fn wg_installed(test: &str) -> bool {
     let ok = Command::new("wireguard-go")
         .arg("--version")
@@ -249,7 +252,7 @@ fn our_end_and_a_wireguard_go_end_carry_traffic_both_ways() {
     if !root_or_skip(test) || !wg_installed(test) {
         return;
     }
-    let groups = "  web:\n    host: h1\n    network: private\n    agents:\n      - name: server\n        command: [python3, agents/server.py]\n        port: 8000\n        health: {tcp: true, interval: 1s}\n";
+    let groups = WEB_ON_H1;
     let mut two = TwoHosts::new(BIN, CTL, "wggo", 1, groups, "");
     two.file("agents/server.py", ECHO_SERVER);
     let (h1, h2) = (two.hosts[0].clone(), two.hosts[1].clone());
@@ -510,7 +513,7 @@ fn a_reload_reconfigures_the_bridge_without_restarting_agents() {
     if !root_or_skip(test) || !wg_installed(test) {
         return;
     }
-    let groups = "  web:\n    host: h1\n    network: private\n    agents:\n      - name: server\n        command: [python3, agents/server.py]\n        port: 8000\n        health: {tcp: true, interval: 1s}\n";
+    let groups = WEB_ON_H1;
     let mut two = TwoHosts::new(BIN, CTL, "reload", 4, groups, "");
     two.file("agents/server.py", ECHO_SERVER);
     two.start(0);
