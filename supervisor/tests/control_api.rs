@@ -389,33 +389,7 @@ fn metrics_pass_promtool_and_health_reports() {
     );
     assert_eq!(body.matches("state=").count(), 5 * 7);
 
-    let promtool = Command::new("promtool").arg("--version").output();
-    if promtool.is_err() {
-        if std::env::var_os("CI").is_some() {
-            panic!("promtool is missing (apt-get install prometheus)");
-        }
-        eprintln!("SKIP promtool check: promtool is not installed");
-    } else {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(body.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "promtool check metrics failed:\n{text}\n{body}"
-        );
+    if let Some(text) = agent_supervisor_tests::fixture::promtool_check(&body) {
         assert!(text.trim().is_empty(), "promtool lint problems:\n{text}");
     }
 

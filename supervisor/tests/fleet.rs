@@ -8,7 +8,6 @@
 //! every endpoint answers in under a second.
 #![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_supervisor_tests::fixture::root_or_skip;
@@ -97,21 +96,7 @@ fn the_primary_sees_every_host_and_a_stopped_host_is_down_within_10_s() {
         metrics.contains("agent_supervisor_host_up{host=\"h2\"} 1"),
         "{metrics}"
     );
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    agent_supervisor_tests::fixture::promtool_check(&metrics);
 
     // supervisorctl, from either host.
     for i in [0, 1] {

@@ -203,3 +203,42 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// `promtool check metrics` of an exposition: panics with promtool's words and the text when
+/// it fails, returns what it printed (lint remarks; empty when none). `None` when promtool is
+/// not installed on a developer's machine (in CI that is a failure).
+pub fn promtool_check(exposition: &str) -> Option<String> {
+    use std::io::Write as _;
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing (apt-get install prometheus)"
+        );
+        eprintln!("SKIP promtool check: promtool is not installed");
+        return None;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("wait for promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{text}\n{exposition}"
+    );
+    Some(text)
+}

@@ -162,9 +162,7 @@ fn run(cmd: Cmd, socket: &Path, host: Option<&str>) -> Result<u8, Failure> {
                     anyhow!("--all-hosts and -H show whole hosts: give no agent names").into(),
                 );
             }
-            let Response::Status { snapshot } = call(socket, "GET", "/v1/status", None)? else {
-                return Err(anyhow!("the daemon answered status with something else").into());
-            };
+            let snapshot = status(socket, "/v1/status")?;
             hosts_status(snapshot, host, json)
         }
         Cmd::Status { names, json, .. } => {
@@ -174,9 +172,7 @@ fn run(cmd: Cmd, socket: &Path, host: Option<&str>) -> Result<u8, Failure> {
             } else {
                 format!("/v1/status?targets={}", targets.join(","))
             };
-            let Response::Status { snapshot } = call(socket, "GET", &path, None)? else {
-                return Err(anyhow!("the daemon answered status with something else").into());
-            };
+            let snapshot = status(socket, &path)?;
             if json {
                 let text = serde_json::to_string_pretty(&snapshot).context("JSON")?;
                 println!("{text}");
@@ -190,9 +186,7 @@ fn run(cmd: Cmd, socket: &Path, host: Option<&str>) -> Result<u8, Failure> {
             Ok(if all_running { 0 } else { 3 })
         }
         Cmd::Bridge { json } => {
-            let Response::Status { snapshot } = call(socket, "GET", "/v1/status", None)? else {
-                return Err(anyhow!("the daemon answered status with something else").into());
-            };
+            let snapshot = status(socket, "/v1/status")?;
             let Some(b) = snapshot.bridge else {
                 return Err(anyhow!(
                     "host {} has no bridge (give it `bridge:` in the system file)",
@@ -327,6 +321,14 @@ fn status_table(s: &Snapshot) -> String {
         rows.push(row(a, address));
     }
     columns(rows)
+}
+
+/// The daemon's snapshot (`GET path`, a `/v1/status` route).
+fn status(socket: &Path, path: &str) -> Result<Snapshot, Failure> {
+    match call(socket, "GET", path, None)? {
+        Response::Status { snapshot } => Ok(snapshot),
+        _ => Err(anyhow!("the daemon answered status with something else").into()),
+    }
 }
 
 /// `status --all-hosts` and `-H HOST`: a head line and the table of each host shown.

@@ -167,21 +167,31 @@ pub fn bring_up(plan: &BridgePlan, run_dir: &Path, log: &Path) -> Result<Device,
     let userspace = recorded_bridge(run_dir);
     // An earlier daemon's device: the interface is there and, for userspace, its process
     // answers on the socket.
+    // (Only the kind the plan allows: a kernel device left when `implementation: userspace`
+    // is set now, or the other way round, is made anew.)
+    let kernel_ok = plan.implementation != BridgeImplementation::Userspace;
+    let userspace_ok = plan.implementation != BridgeImplementation::Kernel;
     if existing.is_some() {
         match userspace {
-            Some(pid) if uapi::get(&uapi::socket_path(ifname)).is_ok() => {
+            Some(pid) if userspace_ok && uapi::get(&uapi::socket_path(ifname)).is_ok() => {
                 return Ok(Device::Userspace { pid })
             }
-            None if agent_wg::kernel::get(ifname).is_ok() => return Ok(Device::Kernel),
+            None if kernel_ok && agent_wg::kernel::get(ifname).is_ok() => {
+                return Ok(Device::Kernel)
+            }
             _ => {
-                // Something else holds the name (a dead bridge's interface): made anew.
+                // Something else holds the name (a dead bridge's interface, or one of the
+                // kind not wanted now): made anew.
+                if let Some(pid) = userspace {
+                    stop_process(pid);
+                }
                 if let Some(i) = existing {
                     let _ = rtnl.delete(ifname, i);
                 }
             }
         }
     }
-    if plan.implementation != BridgeImplementation::Userspace {
+    if kernel_ok {
         match rtnl.ensure_link(ifname, "wireguard") {
             Ok(_) => return Ok(Device::Kernel),
             Err(RtnlError::Kernel { errno, .. })
@@ -368,19 +378,24 @@ pub fn read(plan: &BridgePlan, device: Device) -> Result<DeviceStats, BridgeErro
     })
 }
 
+/// SIGTERM to `agent-bridge` `pid` (it removes its socket), SIGKILL after 2 s.
+fn stop_process(pid: u32) {
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if alive(pid) {
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Stops the bridge of a daemon that stops every group: the process, the interface, the
 /// socket and the pid file.
 pub fn tear_down(interface: &str, run_dir: &Path) {
     if let Some(pid) = recorded_bridge(run_dir) {
-        let p = nix::unistd::Pid::from_raw(pid as i32);
-        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if alive(pid) {
-            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-        }
+        stop_process(pid);
     }
     let _ = crate::launch::rtnl::delete_link(interface);
     let _ = std::fs::remove_file(uapi::socket_path(interface));
