@@ -212,6 +212,14 @@ fn scenario(tag: &str) {
     calm.add_pid(calm_proc.id()).expect("add sleep to calm");
     assert_eq!(calm.pids(), [calm_proc.id()]);
     assert!(calm.populated() && g2.populated() && root.populated());
+    // The one-file memory read agrees with the full stats (a sleeping process: no churn;
+    // on v1 its pages stay charged where they were allocated, so 0 there is right).
+    let (one, full) = (calm.memory_usage(), calm.stats().memory_usage);
+    assert!(one.is_some(), "calm memory_usage {one:?}");
+    assert!(
+        one.zip(full).is_some_and(|(a, b)| a.abs_diff(b) < 4 * MIB),
+        "calm memory_usage {one:?} vs stats {full:?}"
+    );
 
     // The hog allocates 200 MB in 1 MB steps and must die by the OOM killer. Its interpreter
     // is loaded once outside the limited cgroup first: page cache is charged to the cgroup

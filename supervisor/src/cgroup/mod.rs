@@ -484,6 +484,19 @@ impl Cgroup {
         0
     }
 
+    /// The memory this cgroup and below use, in bytes: one file read (`memory.current`, or
+    /// v1 `memory.usage_in_bytes`), for the per-agent rows that show nothing else.
+    pub fn memory_usage(&self) -> Option<u64> {
+        if self.unified() {
+            return read_u64(&self.dir(&self.hiers[0]).join("memory.current"));
+        }
+        let h = self
+            .hiers
+            .iter()
+            .find(|h| !h.v2 && h.controllers.iter().any(|c| c == "memory"))?;
+        read_u64(&self.dir(h).join("memory.usage_in_bytes"))
+    }
+
     /// Memory, CPU and process figures for this cgroup and below.
     pub fn stats(&self) -> Stats {
         let mut s = Stats::default();

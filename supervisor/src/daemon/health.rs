@@ -1,5 +1,10 @@
 //! Health checks: `tcp` (connect), `http` (GET, 2xx/3xx healthy) and `exec` (exit 0), each
 //! bounded by its timeout.
+//!
+//! A tcp or http probe opens a new connection each time (like the kubelet's probes: a check
+//! of the agent's accept path too, not of one kept-alive connection) and closes it with
+//! `SO_LINGER` 0, i.e. a reset instead of the FIN exchange: no `TIME_WAIT` socket per check
+//! left on the host, and two packets fewer through the group's veth and conntrack.
 
 use std::time::Duration;
 
@@ -16,14 +21,21 @@ pub async fn check(p: &Probe, timeout: Duration) -> Result<(), String> {
     }
 }
 
+/// A new connection to the agent, closed with a reset when dropped (see the module doc).
+async fn connect(addr: std::net::Ipv4Addr, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_zero_linger()?;
+    socket.connect((addr, port).into()).await
+}
+
 async fn run(p: &Probe) -> Result<(), String> {
     match p {
-        Probe::Tcp { addr, port } => tokio::net::TcpStream::connect((*addr, *port))
+        Probe::Tcp { addr, port } => connect(*addr, *port)
             .await
             .map(|_| ())
             .map_err(|e| format!("tcp {addr}:{port}: {e}")),
         Probe::Http { addr, port, path } => {
-            let mut s = tokio::net::TcpStream::connect((*addr, *port))
+            let mut s = connect(*addr, *port)
                 .await
                 .map_err(|e| format!("http {addr}:{port}: {e}"))?;
             let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}:{port}\r\nUser-Agent: agent-supervisor\r\n\r\n");

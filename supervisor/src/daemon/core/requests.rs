@@ -109,7 +109,7 @@ impl Core {
             let agents = agents
                 .into_iter()
                 .map(|(mut row, cg)| {
-                    row.memory_bytes = cg.and_then(|c| c.stats().memory_usage);
+                    row.memory_bytes = cg.and_then(|c| c.memory_usage());
                     row
                 })
                 .collect();

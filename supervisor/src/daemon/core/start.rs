@@ -233,13 +233,12 @@ impl Core {
         let cancel = CancellationToken::new();
         p.health.task = Some(cancel.clone());
         let (tx, agent) = (self.tx.clone(), name.to_string());
-        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::spawn(async move {
-            let mut first = true;
+            let (mut first, mut healthy) = (true, false);
             loop {
                 let wait = if first {
                     Duration::ZERO
-                } else if healthy.load(std::sync::atomic::Ordering::Relaxed) {
+                } else if healthy {
                     timing.interval
                 } else {
                     EARLY_CHECK.min(timing.interval)
@@ -253,7 +252,13 @@ impl Core {
                     _ = cancel.cancelled() => return,
                     r = super::super::health::check(&probe, timing.timeout) => r,
                 };
-                healthy.store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                // A success after a success changes nothing in the core (the agent is
+                // already healthy, its failure count 0): the core is woken only for a
+                // change or a failure, which keeps an idle host's daemon asleep.
+                let was_healthy = std::mem::replace(&mut healthy, result.is_ok());
+                if was_healthy && result.is_ok() {
+                    continue;
+                }
                 if tx
                     .send(Event::Health {
                         agent: agent.clone(),
