@@ -86,7 +86,8 @@ impl ContainerEdits {
         self.device_nodes.extend(other.device_nodes.iter().cloned());
         self.mounts.extend(other.mounts.iter().cloned());
         self.hooks.extend(other.hooks.iter().cloned());
-        self.additional_gids.extend(other.additional_gids.iter().copied());
+        self.additional_gids
+            .extend(other.additional_gids.iter().copied());
     }
 }
 
@@ -165,7 +166,10 @@ impl<'de> Deserialize<'de> for NodeKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         NodeKind::from_letter(&s).ok_or_else(|| {
-            de::Error::invalid_value(de::Unexpected::Str(&s), &"one of \"c\", \"u\", \"b\", \"p\"")
+            de::Error::invalid_value(
+                de::Unexpected::Str(&s),
+                &"one of \"c\", \"u\", \"b\", \"p\"",
+            )
         })
     }
 }

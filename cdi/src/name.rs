@@ -110,7 +110,9 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-        let msg = parse_qualified("nvidia.com/gpu=0/1").unwrap_err().to_string();
+        let msg = parse_qualified("nvidia.com/gpu=0/1")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             msg,
             "CDI device name \"nvidia.com/gpu=0/1\": invalid character '/' in device name \"0/1\""

@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(r.path, Path::new("/dev/nvidia0"));
         assert_eq!(r.host_path, Path::new("/dev/zero"));
         assert_eq!((r.kind, r.major, r.minor), (NodeKind::Char, 1, 5));
-        assert_eq!((r.file_mode, r.permissions.as_str(), r.uid), (0o600, "rw", Some(1000)));
+        assert_eq!(
+            (r.file_mode, r.permissions.as_str(), r.uid),
+            (0o600, "rw", Some(1000))
+        );
 
         let mut none = node("/dev/null");
         none.permissions = Some("none".into());

@@ -43,6 +43,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec, CdiError> {
 
 /// The parser's message without the source snippet it draws below: one line for logs.
 fn first_line(message: &str) -> String {
-    let line = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(message);
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(message);
     line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }

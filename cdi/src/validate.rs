@@ -23,7 +23,16 @@ pub const HOOK_NAMES: [&str; 6] = [
 type Version = (u32, u32);
 
 /// The versions read: 0.3 to 0.8, 1.0 and 1.1.
-const KNOWN: [Version; 8] = [(0, 3), (0, 4), (0, 5), (0, 6), (0, 7), (0, 8), (1, 0), (1, 1)];
+const KNOWN: [Version; 8] = [
+    (0, 3),
+    (0, 4),
+    (0, 5),
+    (0, 6),
+    (0, 7),
+    (0, 8),
+    (1, 0),
+    (1, 1),
+];
 
 /// Checks `spec`, returning the first rule it breaks.
 pub fn validate(spec: &Spec) -> Result<(), CdiError> {
@@ -55,7 +64,10 @@ pub fn validate(spec: &Spec) -> Result<(), CdiError> {
     check_edits(file, "containerEdits", &spec.container_edits)?;
 
     if spec.devices.is_empty() {
-        return Err(invalid("devices", "a spec must define at least one device".into()));
+        return Err(invalid(
+            "devices",
+            "a spec must define at least one device".into(),
+        ));
     }
     let mut seen = BTreeSet::new();
     for (i, device) in spec.devices.iter().enumerate() {
@@ -73,7 +85,11 @@ pub fn validate(spec: &Spec) -> Result<(), CdiError> {
                 format!("device {:?} has no edits", device.name),
             ));
         }
-        check_edits(file, &format!("{at}.containerEdits"), &device.container_edits)?;
+        check_edits(
+            file,
+            &format!("{at}.containerEdits"),
+            &device.container_edits,
+        )?;
     }
     Ok(())
 }
@@ -97,7 +113,8 @@ fn parse_version(text: &str) -> Option<Version> {
 /// The oldest version whose fields the spec uses, and which field that is.
 fn required_version(spec: &Spec) -> (Version, &'static str) {
     let all_edits = || {
-        std::iter::once(&spec.container_edits).chain(spec.devices.iter().map(|d| &d.container_edits))
+        std::iter::once(&spec.container_edits)
+            .chain(spec.devices.iter().map(|d| &d.container_edits))
     };
     if all_edits().any(|e| !e.additional_gids.is_empty()) {
         return ((0, 7), "additionalGids");
@@ -105,10 +122,18 @@ fn required_version(spec: &Spec) -> (Version, &'static str) {
     if !spec.annotations.is_empty() || spec.devices.iter().any(|d| !d.annotations.is_empty()) {
         return ((0, 6), "annotations");
     }
-    if spec.kind.split_once('/').is_some_and(|(_, class)| class.contains('.')) {
+    if spec
+        .kind
+        .split_once('/')
+        .is_some_and(|(_, class)| class.contains('.'))
+    {
         return ((0, 6), "a '.' in the class of kind");
     }
-    if spec.devices.iter().any(|d| d.name.starts_with(|c: char| c.is_ascii_digit())) {
+    if spec
+        .devices
+        .iter()
+        .any(|d| d.name.starts_with(|c: char| c.is_ascii_digit()))
+    {
         return ((0, 5), "a device name starting with a digit");
     }
     if all_edits().any(|e| e.device_nodes.iter().any(|n| n.host_path.is_some())) {
@@ -165,7 +190,7 @@ fn check_edits(file: &Path, at: &str, edits: &ContainerEdits) -> Result<(), CdiE
             check_absolute(file, format!("{at}.hostPath"), host)?;
         }
         if let Some(p) = &node.permissions {
-            if p != "none" && p.trim_matches(|c| matches!(c, 'r' | 'w' | 'm')) != "" {
+            if p != "none" && !p.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
                 return Err(invalid(
                     format!("{at}.permissions"),
                     format!("{p:?} is not a combination of r, w and m (or \"none\")"),
@@ -195,7 +220,10 @@ fn check_edits(file: &Path, at: &str, edits: &ContainerEdits) -> Result<(), CdiE
         check_absolute(file, format!("{at}.path"), &hook.path)?;
         check_env(file, &format!("{at}.env"), &hook.env)?;
         if hook.timeout == Some(0) {
-            return Err(invalid(format!("{at}.timeout"), "must be over 0 seconds".into()));
+            return Err(invalid(
+                format!("{at}.timeout"),
+                "must be over 0 seconds".into(),
+            ));
         }
     }
     Ok(())

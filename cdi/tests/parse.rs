@@ -1,6 +1,8 @@
 //! `parse` over an nvidia-ctk-style YAML spec, a JSON spec, and each invalid case with
 //! the exact error it gives.
 
+#![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 
 use agent_cdi::{parse, CdiError, NodeKind};
@@ -24,7 +26,11 @@ fn nvidia_ctk_yaml_spec() {
 
     let edits = &spec.container_edits;
     assert_eq!(edits.env, ["NVIDIA_VISIBLE_DEVICES=void"]);
-    let nodes: Vec<&Path> = edits.device_nodes.iter().map(|n| n.path.as_path()).collect();
+    let nodes: Vec<&Path> = edits
+        .device_nodes
+        .iter()
+        .map(|n| n.path.as_path())
+        .collect();
     assert_eq!(
         nodes,
         [
@@ -34,15 +40,27 @@ fn nvidia_ctk_yaml_spec() {
             Path::new("/dev/nvidiactl")
         ]
     );
-    assert!(edits.device_nodes.iter().all(|n| n.kind.is_none() && n.host_path.is_none()));
+    assert!(edits
+        .device_nodes
+        .iter()
+        .all(|n| n.kind.is_none() && n.host_path.is_none()));
     assert_eq!(edits.device_nodes[3].host(), Path::new("/dev/nvidiactl"));
     assert_eq!(edits.hooks.len(), 2);
     assert_eq!(edits.hooks[0].hook_name, "createContainer");
     assert_eq!(edits.hooks[0].path, Path::new("/usr/bin/nvidia-ctk"));
-    assert_eq!(edits.hooks[0].args[..3], ["nvidia-ctk", "hook", "create-symlinks"]);
+    assert_eq!(
+        edits.hooks[0].args[..3],
+        ["nvidia-ctk", "hook", "create-symlinks"]
+    );
     assert_eq!(
         edits.hooks[1].args,
-        ["nvidia-ctk", "hook", "update-ldcache", "--folder", "/usr/lib/x86_64-linux-gnu"]
+        [
+            "nvidia-ctk",
+            "hook",
+            "update-ldcache",
+            "--folder",
+            "/usr/lib/x86_64-linux-gnu"
+        ]
     );
     assert_eq!(edits.hooks[1].timeout, None);
     assert_eq!(edits.mounts.len(), 4);
@@ -50,14 +68,23 @@ fn nvidia_ctk_yaml_spec() {
         edits.mounts[0].host_path,
         Path::new("/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.15")
     );
-    assert_eq!(edits.mounts[1].container_path, Path::new("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15"));
-    assert_eq!(edits.mounts[2].container_path, Path::new("/usr/bin/nvidia-smi"));
+    assert_eq!(
+        edits.mounts[1].container_path,
+        Path::new("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15")
+    );
+    assert_eq!(
+        edits.mounts[2].container_path,
+        Path::new("/usr/bin/nvidia-smi")
+    );
     assert_eq!(edits.mounts[2].options, ["ro", "nosuid", "nodev", "bind"]);
     assert_eq!(edits.mounts[2].kind, None);
 
     let gpu1 = &spec.devices[1].container_edits;
     assert_eq!(gpu1.device_nodes[0].path, Path::new("/dev/nvidia1"));
-    assert_eq!(gpu1.hooks[0].args[4], "../card2::/dev/dri/by-path/pci-0000:65:00.0-card");
+    assert_eq!(
+        gpu1.hooks[0].args[4],
+        "../card2::/dev/dri/by-path/pci-0000:65:00.0-card"
+    );
     assert_eq!(spec.devices[0].container_edits.hooks[1].args[4], "755");
     assert_eq!(spec.devices[3].container_edits.device_nodes.len(), 6);
 }
@@ -92,11 +119,28 @@ fn yaml_details_unquoted_names_yml_and_node_types() {
     let text = "cdiVersion: 1.1.0\nkind: example.com/dev\ndevices:\n- name: 0\n  containerEdits:\n    deviceNodes:\n    - {path: /dev/a, type: u}\n    - {path: /dev/b, type: b}\n    - {path: /dev/c, type: p}\n";
     let spec = parse(Path::new("/etc/cdi/x.yml"), text).unwrap();
     assert_eq!(spec.devices[0].name, "0");
-    let kinds: Vec<_> = spec.devices[0].container_edits.device_nodes.iter().map(|n| n.kind).collect();
-    assert_eq!(kinds, [Some(NodeKind::Char), Some(NodeKind::Block), Some(NodeKind::Fifo)]);
+    let kinds: Vec<_> = spec.devices[0]
+        .container_edits
+        .device_nodes
+        .iter()
+        .map(|n| n.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            Some(NodeKind::Char),
+            Some(NodeKind::Block),
+            Some(NodeKind::Fifo)
+        ]
+    );
     // The YAML spelling of the older field name is accepted too.
     let text = "cdiVersion: 0.7.0\nkind: example.com/dev\ndevices:\n- name: a\n  containerEdits:\n    additionalGIDs: [5]\n";
-    assert_eq!(parse(Path::new("x.yaml"), text).unwrap().devices[0].container_edits.additional_gids, [5]);
+    assert_eq!(
+        parse(Path::new("x.yaml"), text).unwrap().devices[0]
+            .container_edits
+            .additional_gids,
+        [5]
+    );
 }
 
 /// The message `parse` gives for the YAML fixture with `from` replaced by `to`.
@@ -188,9 +232,14 @@ fn invalid_json_cases_name_file_and_field() {
         &VENDOR[VENDOR.find("  \"devices\"").unwrap()..VENDOR.rfind('}').unwrap()],
         "  \"devices\": []\n",
     );
-    assert_eq!(empty, "/var/run/cdi/vendor.json: devices: a spec must define at least one device");
     assert_eq!(
-        parse(Path::new(JSON_FILE), "{} {}").unwrap_err().to_string(),
+        empty,
+        "/var/run/cdi/vendor.json: devices: a spec must define at least one device"
+    );
+    assert_eq!(
+        parse(Path::new(JSON_FILE), "{} {}")
+            .unwrap_err()
+            .to_string(),
         "/var/run/cdi/vendor.json: .: trailing characters at line 1 column 4"
     );
     // A missing cdiVersion is an unsupported (empty) one.
@@ -203,11 +252,19 @@ fn invalid_json_cases_name_file_and_field() {
 #[test]
 fn yaml_syntax_errors_name_the_file() {
     let err = parse(Path::new(YAML_FILE), "cdiVersion: [0.5.0\nkind: x").unwrap_err();
-    assert!(matches!(&err, CdiError::Syntax { file, .. } if file == Path::new(YAML_FILE)), "{err}");
-    assert!(!err.to_string().contains('\n'), "{err}");
-    let err = parse(Path::new(YAML_FILE), &NVIDIA.replacen("    - ro\n", "    - {ro: 1}\n", 1)).unwrap_err();
     assert!(
-        err.to_string().starts_with("/etc/cdi/nvidia.yaml: containerEdits.mounts[0].options[0]: "),
+        matches!(&err, CdiError::Syntax { file, .. } if file == Path::new(YAML_FILE)),
+        "{err}"
+    );
+    assert!(!err.to_string().contains('\n'), "{err}");
+    let err = parse(
+        Path::new(YAML_FILE),
+        &NVIDIA.replacen("    - ro\n", "    - {ro: 1}\n", 1),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/etc/cdi/nvidia.yaml: containerEdits.mounts[0].options[0]: "),
         "{err}"
     );
 }
