@@ -51,7 +51,13 @@ pub struct EffectiveDaemon {
     pub log_max_size: ByteSize,
     pub log_keep: u32,
     pub min_free_disk: ByteSize,
+    /// CDI spec directories, lowest priority first ([`CDI_SPEC_DIRS`] by default).
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
+
+/// Where CDI specs are read from, as the CDI specification says: `/etc/cdi`, then
+/// `/var/run/cdi` (higher priority: a device named in both comes from there).
+pub const CDI_SPEC_DIRS: &[&str] = &["/etc/cdi", "/var/run/cdi"];
 
 /// The daemon settings that apply on `host`.
 pub fn daemon(system: &System, host: &str) -> EffectiveDaemon {
@@ -84,6 +90,10 @@ pub fn daemon(system: &System, host: &str) -> EffectiveDaemon {
         log_max_size: pick!(log_max_size, ByteSize(LOG_MAX_SIZE)),
         log_keep: pick!(log_keep, LOG_KEEP),
         min_free_disk: pick!(min_free_disk, ByteSize(MIN_FREE_DISK)),
+        cdi_spec_dirs: pick!(
+            cdi_spec_dirs,
+            CDI_SPEC_DIRS.iter().map(PathBuf::from).collect()
+        ),
     }
 }
 

@@ -57,6 +57,8 @@ pub struct DaemonSettings {
     pub log_keep: Option<u32>,
     /// `check` fails when the state directory's file system has less free space.
     pub min_free_disk: Option<ByteSize>,
+    /// Directories of CDI specs (GPUs and other devices), lowest priority first.
+    pub cdi_spec_dirs: Option<Vec<PathBuf>>,
 }
 
 /// One machine of the system.
@@ -233,11 +235,14 @@ pub enum GpuDevices {
     List(Vec<GpuId>),
 }
 
-/// GPUs requested by a group; `optional` GPUs only warn when absent.
+/// GPUs requested by a group. `optional`: the group runs without them when the host has
+/// too few (and says so); `shared`: another group on the host that also says `shared` may be
+/// given the same GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GpuRequest {
     pub devices: GpuDevices,
     pub optional: bool,
+    pub shared: bool,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +251,8 @@ struct GpuRequestMap {
     devices: GpuDevicesDe,
     #[serde(default)]
     optional: bool,
+    #[serde(default)]
+    shared: bool,
 }
 
 struct GpuDevicesDe(GpuDevices);
@@ -255,13 +262,16 @@ struct GpuVisitor;
 impl<'de> Visitor<'de> for GpuVisitor {
     type Value = GpuRequest;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("`all`, a GPU count, a list of GPU indices/UUIDs, or {devices, optional}")
+        f.write_str(
+            "`all`, a GPU count, a list of GPU indices/UUIDs, or {devices, optional, shared}",
+        )
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<GpuRequest, E> {
         if v == "all" {
             Ok(GpuRequest {
                 devices: GpuDevices::All,
                 optional: false,
+                shared: false,
             })
         } else {
             Err(E::custom(format!(
@@ -274,6 +284,7 @@ impl<'de> Visitor<'de> for GpuVisitor {
         Ok(GpuRequest {
             devices: GpuDevices::Count(n),
             optional: false,
+            shared: false,
         })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<GpuRequest, E> {
@@ -289,6 +300,7 @@ impl<'de> Visitor<'de> for GpuVisitor {
         Ok(GpuRequest {
             devices: GpuDevices::List(ids.into_iter().map(|g| g.0).collect()),
             optional: false,
+            shared: false,
         })
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<GpuRequest, A::Error> {
@@ -296,6 +308,7 @@ impl<'de> Visitor<'de> for GpuVisitor {
         Ok(GpuRequest {
             devices: m.devices.0,
             optional: m.optional,
+            shared: m.shared,
         })
     }
 }

@@ -9,7 +9,7 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 
-use super::spec::{BindSpec, GroupSpec, RootEntry, RootfsSpec};
+use super::spec::{BindSpec, DeviceSpec, GroupSpec, RootEntry, RootfsSpec};
 
 /// Device nodes of the minimal `/dev`, bound from the host.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -311,7 +311,9 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
         }
     }
     for d in &spec.devices {
-        bind_into(&root_fd, d, d, false, "bind device")?;
+        if !make_spec_device(&root_fd, d)? {
+            bind_into(&root_fd, &d.host_path, &d.path, false, "bind device")?;
+        }
     }
     let pts = open_in_root(&root_fd, Path::new("/dev/pts"), true)?;
     mnt(
@@ -390,6 +392,11 @@ pub fn build_root(spec: &GroupSpec) -> Result<(), MountError> {
     } in &spec.binds
     {
         bind_into(&root_fd, source, target, *readonly, "bind")?;
+    }
+    // 7b. Symlinks (CDI hooks): one that exists is kept; one that cannot be made (a
+    // read-only directory of the host's) is said on stderr, and the group starts.
+    for (target, link) in &spec.symlinks {
+        make_symlink(&root_fd, target, link);
     }
     drop((proc_fd, dev_fd, dev_dir, pts, shm, sys));
     drop(root_fd);
@@ -473,6 +480,76 @@ fn make_device(dir: &OwnedFd, name: &str, host: &Path) -> bool {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .is_ok()
+}
+
+/// Makes a [`DeviceSpec`]'s node in the new `/dev` (its directories too); `false` when it is
+/// not under `/dev` or `mknod` is refused, and the caller binds the host's node instead.
+fn make_spec_device(root: &OwnedFd, d: &DeviceSpec) -> Result<bool, MountError> {
+    let Ok(rel) = d.path.strip_prefix("/dev") else {
+        return Ok(false);
+    };
+    let (Some(name), parent) = (rel.file_name(), d.path.parent()) else {
+        return Ok(false);
+    };
+    let parent = parent.unwrap_or(Path::new("/dev"));
+    let dir = open_in_root(root, parent, true)?;
+    // An O_PATH handle cannot be used with mknodat: reopen the directory itself.
+    let dir = nix::fcntl::openat(
+        &dir,
+        ".",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open", parent))?;
+    let kind = if d.block {
+        nix::sys::stat::SFlag::S_IFBLK
+    } else {
+        nix::sys::stat::SFlag::S_IFCHR
+    };
+    let perm = Mode::from_bits_truncate(d.file_mode & 0o777);
+    let dev = nix::sys::stat::makedev(u64::from(d.major), u64::from(d.minor));
+    if nix::sys::stat::mknodat(&dir, name, kind, perm, dev).is_err() {
+        return Ok(false);
+    }
+    nix::sys::stat::fchmodat(
+        &dir,
+        name,
+        perm,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(err("chmod device", &d.path))?;
+    if d.uid.is_some() || d.gid.is_some() {
+        nix::unistd::fchownat(
+            &dir,
+            name,
+            d.uid.map(nix::unistd::Uid::from_raw),
+            d.gid.map(nix::unistd::Gid::from_raw),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(err("chown device", &d.path))?;
+    }
+    Ok(true)
+}
+
+/// `link` -> `target` in the new root, its directory resolved inside the root (never through
+/// a symlink out of it). An existing `link` is kept.
+fn make_symlink(root: &OwnedFd, target: &Path, link: &Path) {
+    let (Some(parent), Some(name)) = (link.parent(), link.file_name()) else {
+        return;
+    };
+    let made = open_in_root(root, parent, true)
+        .map_err(|e| e.to_string())
+        .and_then(|dir| match nix::unistd::symlinkat(target, &dir, name) {
+            Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        });
+    if let Err(e) = made {
+        eprintln!(
+            "agent-launch: symlink {} -> {}: {e} (left out)",
+            link.display(),
+            target.display()
+        );
+    }
 }
 
 /// Hides a path: `/dev/null` over a file, an empty read-only tmpfs over a directory; a path

@@ -54,8 +54,29 @@ pub struct GroupSpec {
     pub masked_paths: Vec<PathBuf>,
     /// Paths made read-only inside the group.
     pub readonly_paths: Vec<PathBuf>,
-    /// Extra device nodes bound from the host (GPU passthrough).
-    pub devices: Vec<PathBuf>,
+    /// Device nodes made in the group's `/dev` (GPU passthrough); the device cgroup that
+    /// lets them be opened is set by whoever made the cgroups.
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
+    /// `(target, link)`: symlinks made in the new root after the binds (CDI hooks).
+    #[serde(default)]
+    pub symlinks: Vec<(PathBuf, PathBuf)>,
+}
+
+/// A device node: made with `mknod` at `path` (under `/dev`), or, where that is refused or
+/// the path is elsewhere, the host's `host_path` bound there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub path: PathBuf,
+    pub host_path: PathBuf,
+    /// A block device (else a character device).
+    pub block: bool,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits (`0o666`).
+    pub file_mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// A group's private network: `eth0` with `address/prefix` and the default route through

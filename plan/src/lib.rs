@@ -24,12 +24,14 @@ pub mod bridge;
 mod diff;
 mod env;
 pub mod fleet;
+pub mod gpu;
 pub mod net;
 mod resolve;
 
 pub use bridge::{BridgePeer, BridgePlan};
 pub use diff::{diff, PlanDiff};
 pub use fleet::FleetPeer;
+pub use gpu::{DeviceNode, DevicePlan, GpuState};
 pub use resolve::{Findings, Plan, IMAGE_MISSING, STATIC_CODES};
 
 /// Everything one host runs, with the system-wide facts its agents need.
@@ -72,8 +74,8 @@ pub struct GroupPlan {
     /// `/etc/hosts` lines after the defaults: every group and agent of the system, by name,
     /// with the address this group reaches it at.
     pub names: Vec<(std::net::Ipv4Addr, Vec<String>)>,
-    /// Device nodes passed through (GPUs, issue 14); empty today.
-    pub devices: Vec<PathBuf>,
+    /// GPUs and device nodes passed through, and the group's device cgroup list.
+    pub devices: gpu::DevicePlan,
     /// Groups this group starts after (on any host), with their condition.
     pub depends_on: Vec<(String, Condition)>,
     /// The group's agents, in the order of the system file.

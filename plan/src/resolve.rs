@@ -146,6 +146,7 @@ impl Plan {
         let mut r = Resolver {
             l,
             store,
+            gpus: crate::gpu::Allocator::new(daemon.cdi_spec_dirs.clone()),
             layer_cache: daemon.state_dir.join("layers"),
             host_entries: None,
             sysnet: sysnet.as_ref(),
@@ -180,6 +181,8 @@ impl Plan {
 struct Resolver<'a> {
     l: &'a Loaded,
     store: Option<&'a Store>,
+    /// The host's GPUs, handed out to its groups in file order.
+    gpus: crate::gpu::Allocator,
     layer_cache: PathBuf,
     /// The host rootfs, read once per plan.
     host_entries: Option<Vec<agent_rootfs::HostEntry>>,
@@ -253,6 +256,21 @@ impl Resolver<'_> {
             .sysnet
             .map(|n| n.names(self.l, &g.host, private))
             .unwrap_or_default();
+        let (devices, gpu_findings) = self.gpus.group(name, g.gpus.as_ref());
+        for f in gpu_findings {
+            let sev = if f.error {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            let at = self.l.at(sev, "gpu", &format!("{gp}.gpus"), f.message);
+            self.out.push(at);
+        }
+        // The GPUs' variables come right after the image's: the group's own env wins.
+        let image_env: Vec<String> = image_env
+            .into_iter()
+            .chain(devices.env.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
         let base = group_base(&names.env, &image_env, env_file, g);
         let mut agents = IndexMap::new();
         for (i, a) in g.agents.iter().enumerate() {
@@ -297,7 +315,7 @@ impl Resolver<'_> {
             },
             network,
             names: names.hosts,
-            devices: Vec::new(),
+            devices,
             depends_on: g
                 .depends_on
                 .0

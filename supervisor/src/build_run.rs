@@ -73,7 +73,11 @@ impl StepRunner for SandboxRunner {
         let layout = Layout::detect().map_err(cg)?;
         let root = Cgroup::root(&layout, &self.cgroup_root).map_err(cg)?;
         let cgroup = root.create_child(&name, &Limits::default()).map_err(cg)?;
-        let result = self.run_in(req, &name, &dir, &cgroup);
+        // A recipe's `run` step gets the default device list, as a group does.
+        let result = match cgroup.set_devices(&agent_devices::group_rules(&[])) {
+            Ok(()) => self.run_in(req, &name, &dir, &cgroup),
+            Err(e) => Err(cg(e)),
+        };
         // Whatever happened: nothing of the sandbox outlives the step.
         let _ = cgroup.kill();
         let cleanup = cgroup.remove().map_err(cg);
@@ -166,6 +170,7 @@ impl SandboxRunner {
             masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
             readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
             devices: Vec::new(),
+            symlinks: Vec::new(),
         };
         let group_spec = dir.join("group.json");
         spec::write(&group_spec, &group).map_err(|e| sandbox("group spec", e))?;

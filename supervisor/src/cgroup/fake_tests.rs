@@ -241,13 +241,13 @@ fn hybrid_tree_gets_v1_limits_and_tracks_through_cgroup2() {
     };
     let root = Cgroup::root(&layout, "as.slice").expect("root");
     // cgroup2 first, then memory, pids, cpu+cpuacct (cpuacct stays: co-mounted with cpu);
-    // freezer only on kernels without cgroup.kill; devices is not used.
+    // freezer only on kernels without cgroup.kill; devices for the groups' device lists.
     let dirs = root.dirs();
     assert_eq!(dirs[0], t.0.join("unified/as.slice"));
     let with_freezer = !layout::cgroup_kill_supported();
-    assert_eq!(dirs.len(), if with_freezer { 5 } else { 4 });
+    assert_eq!(dirs.len(), if with_freezer { 6 } else { 5 });
     assert_eq!(t.0.join("freezer/as.slice").exists(), with_freezer);
-    assert!(!t.0.join("devices/as.slice").exists());
+    assert!(t.0.join("devices/as.slice").exists());
 
     let limits = Limits {
         memory_max: Some(64 << 20),

@@ -73,8 +73,9 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 /// looks for processes left in v1 directories.
 const BUSY_RETRY: Duration = Duration::from_millis(100);
 
-/// v1 controllers this module uses (others, such as cpuset or devices, are left alone).
-const V1_USED: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"];
+/// v1 controllers this module uses (others, such as cpuset, are left alone). `devices` holds
+/// each group's device list ([`Cgroup::set_devices`]).
+const V1_USED: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer", "devices"];
 
 /// Something went wrong with a cgroup; every variant names the path and what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,12 @@ pub enum CgroupError {
         path: String,
         pids: Vec<u32>,
         waited: Duration,
+    },
+    #[error("cgroup {path}: cannot set its device list: {source}")]
+    Devices {
+        path: String,
+        #[source]
+        source: agent_devices::DevicesError,
     },
     #[error("cannot remove cgroup {path}: {source}{left}")]
     Remove {
@@ -495,6 +502,33 @@ impl Cgroup {
             .iter()
             .find(|h| !h.v2 && h.controllers.iter().any(|c| c == "memory"))?;
         read_u64(&self.dir(h).join("memory.usage_in_bytes"))
+    }
+
+    /// Sets which devices this cgroup's processes may open or make: v1 `devices.deny` and
+    /// `devices.allow` where the host has the v1 `devices` hierarchy, else a
+    /// `BPF_PROG_TYPE_CGROUP_DEVICE` program on the cgroup2 directory (replacing the one
+    /// set before). Children inherit it (v1 copies the list; cgroup2 runs every ancestor's
+    /// program).
+    pub fn set_devices(&self, rules: &[agent_devices::DeviceRule]) -> Result<(), CgroupError> {
+        let wrap = |source| CgroupError::Devices {
+            path: self.rel.clone(),
+            source,
+        };
+        if let Some(h) = self
+            .hiers
+            .iter()
+            .find(|h| !h.v2 && h.controllers.iter().any(|c| c == "devices"))
+        {
+            return agent_devices::apply_v1(&self.dir(h), rules).map_err(wrap);
+        }
+        match self.v2_dir() {
+            Some(dir) => agent_devices::apply_v2(&dir, rules).map_err(wrap),
+            None => Err(CgroupError::ControllerMissing {
+                path: self.rel.clone(),
+                controller: "devices",
+                why: "neither a v1 devices hierarchy nor cgroup2 is mounted".into(),
+            }),
+        }
     }
 
     /// Memory, CPU and process figures for this cgroup and below.

@@ -1,5 +1,5 @@
 //! Facts about this machine that `check` compares with the system file: names and
-//! addresses, listening TCP ports, RAM, free disk and GPUs.
+//! addresses, listening TCP ports, RAM and free disk (GPUs: the plan, `agent_plan::gpu`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -127,35 +127,4 @@ pub fn free_disk(path: &Path) -> Option<(PathBuf, u64)> {
             return None;
         }
     }
-}
-
-/// A GPU as NVML reports it.
-#[derive(Debug, Clone)]
-pub struct Gpu {
-    pub index: u32,
-    pub uuid: String,
-}
-
-/// The GPUs NVML sees, or why NVML could not be asked.
-pub fn gpus() -> Result<Vec<Gpu>, String> {
-    let nvml = nvml_wrapper::Nvml::init().map_err(|e| match e {
-        nvml_wrapper::error::NvmlError::LibloadingError(_) => {
-            "NVML is not available: libnvidia-ml.so.1 could not be loaded (no NVIDIA driver on this machine)".to_string()
-        }
-        other => format!("NVML failed to initialise: {other}"),
-    })?;
-    let n = nvml
-        .device_count()
-        .map_err(|e| format!("NVML cannot count devices: {e}"))?;
-    let mut out = Vec::new();
-    for index in 0..n {
-        let d = nvml
-            .device_by_index(index)
-            .map_err(|e| format!("NVML cannot open GPU {index}: {e}"))?;
-        out.push(Gpu {
-            index,
-            uuid: d.uuid().unwrap_or_default(),
-        });
-    }
-    Ok(out)
 }

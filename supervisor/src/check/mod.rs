@@ -8,7 +8,6 @@ mod summary;
 
 use std::path::{Path, PathBuf};
 
-use agent_config::model::{GpuDevices, GpuId};
 use agent_config::scripts::{python_script, Script};
 use agent_config::validate::{host_ports, listen_port};
 use agent_config::{defaults, Finding, Loaded, Severity};
@@ -423,48 +422,7 @@ fn check_local(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
         Some(_) => {}
         None => out.push(Finding::warning("disk", format!("cannot measure free disk at {}", daemon.state_dir.display()))),
     }
-    // GPUs.
-    let wants: Vec<_> = groups
-        .iter()
-        .filter_map(|(n, g)| g.gpus.as_ref().map(|r| (*n, r)))
-        .collect();
-    if !wants.is_empty() {
-        let present = machine::gpus();
-        for (name, req) in wants {
-            let sev = if req.optional {
-                Severity::Warning
-            } else {
-                Severity::Error
-            };
-            let field = format!("groups.{name}.gpus");
-            let problem = match (&present, &req.devices) {
-                (Err(why), _) => Some(why.clone()),
-                (Ok(list), GpuDevices::All) if list.is_empty() => Some("no GPU is present".into()),
-                (Ok(list), GpuDevices::Count(n)) if (*n as usize) > list.len() => {
-                    Some(format!("{n} GPU(s) requested, {} present", list.len()))
-                }
-                (Ok(list), GpuDevices::List(ids)) => ids.iter().find_map(|id| match id {
-                    GpuId::Index(i) if !list.iter().any(|g| g.index == *i) => Some(format!(
-                        "GPU index {i} is not present ({} GPUs)",
-                        list.len()
-                    )),
-                    GpuId::Uuid(u) if !list.iter().any(|g| &g.uuid == u) => {
-                        Some(format!("GPU {u} is not present"))
-                    }
-                    _ => None,
-                }),
-                _ => None,
-            };
-            if let Some(p) = problem {
-                let suffix = if req.optional {
-                    " (optional: the group runs without GPU)"
-                } else {
-                    ""
-                };
-                out.push(l.at(sev, "gpu", &field, format!("group {name}: {p}{suffix}")));
-            }
-        }
-    }
+    // GPUs: resolved with the plan (code `gpu`: CDI specs, then NVML; scheduling rules).
     // Host rootfs and programs for groups on the host image.
     let host_image_groups: Vec<_> = groups
         .iter()

@@ -128,6 +128,12 @@ pub struct GroupStatus {
     pub network_rx_bytes: Option<u64>,
     #[serde(default)]
     pub network_tx_bytes: Option<u64>,
+    /// The GPUs given to the group (CDI names, UUIDs or indices).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// Why an `optional: true` group runs without the GPUs it asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_absent: Option<String>,
 }
 
 /// Everything the daemon knows, at one moment.

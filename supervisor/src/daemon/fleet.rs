@@ -354,6 +354,8 @@ mod tests {
                     address: Some("10.88.1.5".into()),
                     network_rx_bytes: None,
                     network_tx_bytes: None,
+                    gpus: Vec::new(),
+                    gpu_absent: None,
                 }],
                 agents,
                 bridge: None,

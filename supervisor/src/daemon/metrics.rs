@@ -30,6 +30,8 @@
 //! | `agent_supervisor_group_pids` | gauge | processes in the group (cAdvisor has no exact equivalent) |
 //! | `container_network_receive_bytes_total` | counter | bytes a private group received through its veth (cAdvisor's name) |
 //! | `container_network_transmit_bytes_total` | counter | bytes a private group sent through its veth |
+//! | `agent_supervisor_group_gpus` | gauge | GPUs given to the group (only groups with `gpus:`) |
+//! | `agent_supervisor_group_gpu_absent` | gauge | 1 when an `optional: true` group runs without its GPUs |
 //! | `agent_supervisor_build_info{version}` | gauge | always 1 |
 //! | `agent_supervisor_daemon_start_time_seconds` | gauge | Unix time the daemon started |
 //! | `agent_supervisor_bridge_up{peer}`, `_handshake_age_seconds`, `_rtt_seconds`, `_receive_bytes_total`, `_transmit_bytes_total` | | the WireGuard bridge, per peer |
@@ -242,6 +244,8 @@ pub fn render_fleet_openmetrics(
     let pids = IntGauge::default();
     let net_rx = IntCounter::default();
     let net_tx = IntCounter::default();
+    let group_gpus = IntGauge::default();
+    let gpu_absent = IntGauge::default();
     let build = IntGauge::default();
     let daemon_start = FloatGauge::default();
 
@@ -323,6 +327,12 @@ pub fn render_fleet_openmetrics(
             if let Some(b) = g.network_tx_bytes {
                 net_tx.get_or_create(&l).inc_by(b);
             }
+            if !g.gpus.is_empty() || g.gpu_absent.is_some() {
+                group_gpus.get_or_create(&l).set(g.gpus.len() as i64);
+                gpu_absent
+                    .get_or_create(&l)
+                    .set(i64::from(g.gpu_absent.is_some()));
+            }
         }
     }
 
@@ -396,6 +406,16 @@ pub fn render_fleet_openmetrics(
         "Bytes the group sent through its veth pair (private groups)",
         Unit::Bytes,
         net_tx,
+    );
+    registry.register(
+        "agent_supervisor_group_gpus",
+        "GPUs given to the group (groups that ask for GPUs)",
+        group_gpus,
+    );
+    registry.register(
+        "agent_supervisor_group_gpu_absent",
+        "1 when an optional-GPU group runs without the GPUs it asked for",
+        gpu_absent,
     );
     registry.register(
         "agent_supervisor_build_info",

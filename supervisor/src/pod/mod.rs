@@ -231,6 +231,14 @@ impl Pod {
                 group: group.to_string(),
                 source,
             })?;
+        // The device list before any process of the group exists (docs/launcher.md).
+        if let Err(source) = cgroup.set_devices(&g.devices.rules) {
+            let _ = cgroup.remove();
+            return Err(PodError::Cgroup {
+                group: group.to_string(),
+                source,
+            });
+        }
         let dir = group_dir(&opts.run_dir, group);
         let bytes = Self::group_spec(g, &dir, &cgroup).and_then(|spec| {
             serde_json::to_vec(&spec).map_err(|e| PodError::Launch {

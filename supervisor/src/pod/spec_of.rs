@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use agent_plan::{AgentPlan, GroupPlan, LogPlan, NetworkPlan, SecurityPlan};
 
 use crate::launch::mounts::{MASKED_PATHS, READONLY_PATHS};
-use crate::launch::spec::{AgentSpec, BindSpec, GroupSpec, LogSpec, NetSpec, Rlimit, RootfsSpec};
+use crate::launch::spec::{
+    AgentSpec, BindSpec, DeviceSpec, GroupSpec, LogSpec, NetSpec, Rlimit, RootfsSpec,
+};
 
 /// What a started pod is, for its agents' specs.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,14 @@ pub fn group_spec(
         target: PathBuf::from("/etc/hosts"),
         readonly: true,
     });
+    // The GPUs' driver files after the group's own binds.
+    binds.extend(g.devices.mounts.iter().map(|b| BindSpec {
+        source: b.source.clone(),
+        target: b.target.clone(),
+        readonly: b.readonly,
+    }));
+    let mut masked_paths: Vec<PathBuf> = MASKED_PATHS.iter().map(PathBuf::from).collect();
+    masked_paths.extend(g.devices.masked.iter().cloned());
     GroupSpec {
         group: g.name.clone(),
         hostname: g.name.clone(),
@@ -46,9 +56,24 @@ pub fn group_spec(
         binds,
         private_network: private_network(g),
         network: net_spec(g),
-        masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
+        masked_paths,
         readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
-        devices: g.devices.clone(),
+        devices: g.devices.nodes.iter().map(device_spec).collect(),
+        symlinks: g.devices.symlinks.clone(),
+    }
+}
+
+/// The launcher's part of a device node.
+pub fn device_spec(n: &agent_plan::DeviceNode) -> DeviceSpec {
+    DeviceSpec {
+        path: n.path.clone(),
+        host_path: n.host_path.clone(),
+        block: n.kind == agent_devices::DeviceType::Block,
+        major: n.major,
+        minor: n.minor,
+        file_mode: n.file_mode,
+        uid: n.uid,
+        gid: n.gid,
     }
 }
 
@@ -179,7 +204,26 @@ mod tests {
                 "10.88.1.7".parse().unwrap(),
                 vec!["api".into(), "api.api".into()],
             )],
-            devices: vec!["/dev/nvidia0".into()],
+            devices: agent_plan::DevicePlan {
+                nodes: vec![agent_plan::DeviceNode {
+                    path: "/dev/nvidia0".into(),
+                    host_path: "/dev/nvidia0".into(),
+                    kind: agent_devices::DeviceType::Char,
+                    major: 195,
+                    minor: 0,
+                    file_mode: 0o666,
+                    uid: None,
+                    gid: None,
+                    access: "rw".parse().unwrap(),
+                }],
+                mounts: vec![BindPlan {
+                    source: "/usr/bin/nvidia-smi".into(),
+                    target: "/usr/bin/nvidia-smi".into(),
+                    readonly: true,
+                }],
+                masked: vec!["/proc/driver/nvidia/gpus/0000:02:00.0".into()],
+                ..Default::default()
+            },
             depends_on: vec![],
             agents: Default::default(),
         }
@@ -238,11 +282,25 @@ mod tests {
         );
         assert_eq!(s.hostname, "web");
         assert_eq!(s.root_dir, Path::new("/run/as/groups/web/root"));
-        assert_eq!(s.binds.len(), 2);
+        assert_eq!(s.binds.len(), 3);
         assert_eq!(s.binds[0].target, Path::new("/code"));
         assert_eq!(s.binds[1].target, Path::new("/etc/hosts"));
         assert!(s.binds[1].readonly);
-        assert_eq!(s.devices, [PathBuf::from("/dev/nvidia0")]);
+        assert_eq!(s.binds[2].target, Path::new("/usr/bin/nvidia-smi"));
+        assert!(s.binds[2].readonly);
+        assert_eq!(s.devices.len(), 1);
+        assert_eq!(
+            (
+                s.devices[0].path.as_path(),
+                s.devices[0].major,
+                s.devices[0].minor
+            ),
+            (Path::new("/dev/nvidia0"), 195, 0)
+        );
+        assert!(s
+            .masked_paths
+            .iter()
+            .any(|p| p == Path::new("/proc/driver/nvidia/gpus/0000:02:00.0")));
         assert!(!s.private_network);
         assert!(s.masked_paths.iter().any(|p| p == Path::new("/proc/kcore")));
     }

@@ -70,6 +70,13 @@ impl Core {
                     agent_plan::NetworkPlan::Private(n) => Some(n.clone()),
                     agent_plan::NetworkPlan::Host => None,
                 });
+                let (gpus, gpu_absent) = match self.plan.groups.get(name).map(|p| &p.devices.gpus) {
+                    Some(agent_plan::GpuState::Granted { gpus, .. }) => (gpus.clone(), None),
+                    Some(agent_plan::GpuState::Absent { reason }) => {
+                        (Vec::new(), Some(reason.clone()))
+                    }
+                    _ => (Vec::new(), None),
+                };
                 let row = GroupStatus {
                     host: self.host.clone(),
                     group: name.clone(),
@@ -81,6 +88,8 @@ impl Core {
                     address: net.as_ref().map(|n| n.address.to_string()),
                     network_rx_bytes: None,
                     network_tx_bytes: None,
+                    gpus,
+                    gpu_absent,
                 };
                 let init = net.and(g.pod.as_ref()).map(|p| p.init_pid);
                 (row, g.pod.as_ref().map(|p| p.cgroup.clone()), init)
