@@ -10,6 +10,7 @@
 //! [`apply_v1`] refuses such lists rather than give a group more than its rules say.
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 
 use crate::{allows, Access, DeviceRule, DeviceType, DevicesError};
@@ -226,7 +227,13 @@ pub fn apply_v1(dir: &Path, rules: &[DeviceRule]) -> Result<(), DevicesError> {
             ),
         };
         let path = dir.join(file);
-        fs::write(&path, &text).map_err(|source| DevicesError::Write {
+        // The kernel's file: opened without create, so a directory that is no devices
+        // cgroup fails here rather than gaining a file.
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        written.map_err(|source| DevicesError::Write {
             path,
             line: text,
             source,
