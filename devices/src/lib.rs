@@ -91,7 +91,7 @@ impl Access {
         u32::from(self.mknod) | u32::from(self.read) << 1 | u32::from(self.write) << 2
     }
 
-    fn from_bits(bits: u32) -> Access {
+    pub(crate) fn from_bits(bits: u32) -> Access {
         Access {
             mknod: bits & 1 != 0,
             read: bits & 2 != 0,

@@ -70,36 +70,42 @@ struct GetFdAttr {
     open_flags: u32,
 }
 
-/// An attr followed by zeros: newer kernels write some results into fields past what this
-/// crate knows of (`BPF_PROG_QUERY`'s `revision`, whatever the size passed), so the buffer
-/// handed over is larger than today's `union bpf_attr`; the kernel accepts the zero tail.
-#[repr(C)]
-struct Padded<T> {
-    attr: T,
-    tail: [u64; 32],
-}
+/// The buffer handed to the kernel: the attr, then zeros. Newer kernels write some results
+/// into fields past what this crate knows of (`BPF_PROG_QUERY`'s `revision`, whatever the
+/// size passed), so it is larger than today's `union bpf_attr` (the kernel accepts a zero
+/// tail), and it is zeroed byte by byte first, so no padding byte reaches the kernel.
+const BUF_WORDS: usize = 64;
 
 /// bpf(2) with `attr`; the result (an fd or 0) or errno. `attr` is updated with what the
 /// kernel wrote back.
 ///
 /// # Safety
-/// `T` must be one of the attr structs above, matching `cmd`, and every pointer stored in it
-/// must be valid for what the kernel does with it during the call.
+/// `T` must be one of the attr structs above (no padding inside), matching `cmd`, and every
+/// pointer stored in it must be valid for what the kernel does with it during the call.
 unsafe fn bpf<T: Copy>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    let mut padded = Padded {
-        attr: *attr,
-        tail: [0; 32],
+    const { assert!(std::mem::size_of::<T>() <= BUF_WORDS * 8) };
+    let mut buf = [0u64; BUF_WORDS];
+    let n = std::mem::size_of::<T>();
+    // SAFETY: `attr` is valid for `n` bytes, `buf` (8-aligned, at least as aligned as `T`)
+    // for more; they do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (attr as *const T).cast::<u8>(),
+            buf.as_mut_ptr().cast::<u8>(),
+            n,
+        )
     };
-    let size = std::mem::size_of::<Padded<T>>() as libc::c_uint;
-    // SAFETY: `padded` is a live `#[repr(C)]` buffer of `size` bytes that the kernel may read
-    // and write; the caller guarantees the pointers inside `attr`.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, &mut padded as *mut Padded<T>, size) };
+    let size = std::mem::size_of_val(&buf) as libc::c_uint;
+    // SAFETY: `buf` is a live buffer of `size` bytes that the kernel may read and write; the
+    // caller guarantees the pointers inside `attr`.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, buf.as_mut_ptr(), size) };
     let result = if r < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(r)
     };
-    *attr = padded.attr;
+    // SAFETY: `buf` holds a `T` at its start (the kernel writes only plain integers there).
+    *attr = unsafe { std::ptr::read(buf.as_ptr().cast::<T>()) };
     result
 }
 
@@ -225,5 +231,24 @@ mod tests {
         assert_eq!(std::mem::offset_of!(QueryAttr, prog_ids), 16);
         assert_eq!(std::mem::offset_of!(QueryAttr, prog_cnt), 24);
         assert_eq!(std::mem::offset_of!(GetFdAttr, open_flags), 8);
+    }
+
+    /// As root: a program the verifier refuses (r0 never set) gives its log.
+    #[test]
+    fn load_error_carries_the_verifier_log() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP load_error_carries_the_verifier_log: needs root for bpf(2)");
+            return;
+        }
+        let exit = Insn {
+            code: 0x95,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        };
+        let (e, log) = prog_load(&[exit]).expect_err("the verifier refuses it");
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+        assert!(log.contains("R0"), "{log}");
     }
 }

@@ -10,6 +10,7 @@
 //! [`apply_v1`] refuses such lists rather than give a group more than its rules say.
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 
 use crate::{allows, Access, DeviceRule, DeviceType, DevicesError};
@@ -38,7 +39,7 @@ impl Entry {
             kind: self.kind,
             major: self.major,
             minor: self.minor,
-            access: access_of(self.access),
+            access: Access::from_bits(self.access),
         }
         .v1_line()
     }
@@ -51,14 +52,6 @@ impl Entry {
         self.kind == kind
             && self.major.is_none_or(|m| m == major)
             && self.minor.is_none_or(|m| m == minor)
-    }
-}
-
-fn access_of(bits: u32) -> Access {
-    Access {
-        mknod: bits & 1 != 0,
-        read: bits & 2 != 0,
-        write: bits & 4 != 0,
     }
 }
 
@@ -175,7 +168,7 @@ fn same_as_rules(rules: &[DeviceRule]) -> bool {
         for &major in &majors {
             for &minor in &minors {
                 for bits in 1..8 {
-                    let want = allows(rules, kind, major, minor, access_of(bits));
+                    let want = allows(rules, kind, major, minor, Access::from_bits(bits));
                     if m.allows(kind, major, minor, bits) != want {
                         return false;
                     }
@@ -226,7 +219,13 @@ pub fn apply_v1(dir: &Path, rules: &[DeviceRule]) -> Result<(), DevicesError> {
             ),
         };
         let path = dir.join(file);
-        fs::write(&path, &text).map_err(|source| DevicesError::Write {
+        // The kernel's file: opened without create, so a directory that is no devices
+        // cgroup fails here rather than gaining a file.
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        written.map_err(|source| DevicesError::Write {
             path,
             line: text,
             source,
@@ -275,7 +274,7 @@ mod tests {
     #[test]
     fn partial_denies_and_all_types() {
         let c195 = DeviceRule::allow_char(195, Some(1), Access::RW);
-        let mut rules = group_rules(&[c195.clone()]);
+        let mut rules = group_rules(std::slice::from_ref(&c195));
         // A deny of exactly the same device takes the bits off: expressible.
         rules.push(DeviceRule {
             allow: false,
