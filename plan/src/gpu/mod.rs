@@ -96,6 +96,8 @@ pub struct Allocator {
     inventory: Option<Inventory>,
     /// GPU index -> the groups given it and whether each shares it.
     given: BTreeMap<u32, Vec<(String, bool)>>,
+    /// A group asked already (the CDI errors are reported).
+    asked: bool,
 }
 
 impl Allocator {
@@ -105,6 +107,7 @@ impl Allocator {
             dirs,
             inventory: None,
             given: BTreeMap::new(),
+            asked: false,
         }
     }
 
@@ -114,6 +117,7 @@ impl Allocator {
             dirs: Vec::new(),
             inventory: Some(inventory),
             given: BTreeMap::new(),
+            asked: false,
         }
     }
 
@@ -135,10 +139,13 @@ impl Allocator {
         if req.devices == GpuDevices::Count(0) {
             return (DevicePlan::default(), Vec::new());
         }
+        // Unreadable CDI specs are said once, with the first group that asks for GPUs.
+        let first = !std::mem::replace(&mut self.asked, true);
         let mut findings: Vec<GpuFinding> = self
             .inventory()
             .cdi_errors
             .iter()
+            .filter(|_| first)
             .map(|e| GpuFinding {
                 error: false,
                 message: format!("CDI spec skipped: {e}"),

@@ -111,7 +111,11 @@ fn check_plan(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
         return; // an unknown host is reported by the host lookup
     };
     for mut f in findings {
-        if out.iter().any(|o| o.field.is_some() && o.field == f.field) {
+        // One finding per field, but a warning there never hides an error.
+        if out
+            .iter()
+            .any(|o| o.field.is_some() && o.field == f.field && (o.is_error() || !f.is_error()))
+        {
             continue;
         }
         if f.code == agent_plan::IMAGE_MISSING {
