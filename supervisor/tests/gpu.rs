@@ -274,3 +274,92 @@ fn vm_inner_gpu() {
     }
     scenario("vm");
 }
+
+/// `bundle` writes the GPU's node and the device cgroup into `config.json`; crun in the VM
+/// (cgroup v2) runs it: the granted node opens, the other GPU's and a disk's are refused.
+#[test]
+fn crun_runs_the_gpu_bundle_in_the_vm() {
+    let test = "crun_runs_the_gpu_bundle_in_the_vm";
+    if !vm::require_or_skip(test) {
+        return;
+    }
+    let Some(crun) = ["/usr/bin/crun", "/usr/local/bin/crun"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: crun is not installed, and CI must run it");
+        }
+        eprintln!("SKIP {test}: crun is not installed");
+        return;
+    };
+    let fake = FakeGpus::new();
+    let groups = format!(
+        "  gpu-infra:\n    host: h1\n    gpus: [0]\n    binds: ['{d}:/hostdev:rw']\n    agents:\n      - name: probe\n        command: [{py}, '@DIR@/probe.py']\n",
+        d = fake.0.display(),
+        py = python()
+    );
+    let f = fixture("gpubundle", &groups, &fake);
+    let out_dir = PathBuf::from(format!("/tmp/as-gpu-bundle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    agent_supervisor::bundle::export(&f.dir.join("system.yaml"), "h1", "gpu-infra", &out_dir)
+        .expect("export the GPU group");
+    let config = std::fs::read_to_string(out_dir.join("config.json")).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let devices = spec["linux"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let paths: Vec<&str> = devices.iter().filter_map(|d| d["path"].as_str()).collect();
+    assert_eq!(paths, ["/dev/nvidiactl", "/dev/nvidia0"], "{config}");
+    let rules = spec["linux"]["resources"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        rules.first().map(|r| r["allow"].clone()),
+        Some(false.into()),
+        "{config}"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["allow"] == true && r["major"] == 195 && r["minor"] == 0),
+        "{config}"
+    );
+    // The VM has its own /dev: the same fake nodes at the same place for the bind.
+    let d = fake.0.display();
+    let script = format!(
+        "mkdir -p {d} && mknod {d}/nvidia0 c 195 0 && mknod {d}/nvidia1 c 195 1 && mknod {d}/nvidiactl c 195 255 && mknod {d}/disk b 8 0\n\
+         {crun} --root /run/crun run --bundle {b} as-gpu > /tmp/crun.out 2>&1\necho \"crun exit $?\"\ncat /tmp/crun.out\n",
+        crun = shell_quote(&crun.to_string_lossy()),
+        b = shell_quote(&out_dir.to_string_lossy()),
+    );
+    let opts = VmOptions {
+        share_rw: vec![f.dir.clone(), out_dir.clone()],
+        timeout: Duration::from_secs(120),
+        ..VmOptions::default()
+    };
+    let run = vm::run(&script, &opts);
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let run = run.expect("the VM runs the script");
+    println!("{test}:\n{}", run.stdout);
+    let out = &run.stdout;
+    assert!(
+        out.contains("crun exit 0"),
+        "{out}\nconsole:\n{}",
+        run.console
+    );
+    for w in [
+        "open /dev/null OK",
+        "open /dev/nvidia0 ENXIO",
+        "open /dev/nvidiactl ENXIO",
+        "open /dev/nvidia1 ENOENT",
+        "open /hostdev/nvidia1 EPERM",
+        "open /hostdev/disk EPERM",
+        "env NVIDIA_VISIBLE_DEVICES 0",
+    ] {
+        assert!(out.lines().any(|l| l == w), "missing {w:?} in:\n{out}");
+    }
+}

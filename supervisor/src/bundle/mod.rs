@@ -173,6 +173,7 @@ pub fn export_agent(
             }
         })?,
         seccomp: g.security.seccomp,
+        devices: &g.devices,
     };
     let spec = oci::spec(&inputs)?;
     let json = oci::to_json(group, &spec)?;
@@ -230,8 +231,10 @@ pub(crate) struct Bind {
 /// The group's binds as the plan resolved them (the system file's directory first, for
 /// groups on the `host` image); targets must be plain absolute paths.
 fn binds(g: &GroupPlan) -> Result<Vec<Bind>, BundleError> {
+    // The group's binds, then its GPUs' driver files.
     g.binds
         .iter()
+        .chain(&g.devices.mounts)
         .map(|b| {
             let ok = b.target.is_absolute()
                 && b.target

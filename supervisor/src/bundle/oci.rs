@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
-    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp,
+    LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator,
+    LinuxSyscallBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 use super::{Bind, BundleError};
@@ -112,6 +113,8 @@ pub(super) struct Inputs<'a> {
     pub caps: Vec<String>,
     /// Whether the default seccomp filter applies.
     pub seccomp: bool,
+    /// The group's device nodes, device cgroup and GPU masks.
+    pub devices: &'a agent_plan::DevicePlan,
 }
 
 /// The whole `config.json`.
@@ -171,9 +174,32 @@ pub(super) fn spec(i: &Inputs) -> Result<Spec, BundleError> {
         .iter()
         .chain(HOST_MASKED)
         .map(|s| s.to_string())
+        .chain(i.devices.masked.iter().map(|p| p.display().to_string()))
         .collect();
+    let devices = i
+        .devices
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut d = LinuxDeviceBuilder::default()
+                .path(n.path.clone())
+                .typ(device_type(n.kind))
+                .major(i64::from(n.major))
+                .minor(i64::from(n.minor))
+                .file_mode(n.file_mode);
+            if let Some(uid) = n.uid {
+                d = d.uid(uid);
+            }
+            if let Some(gid) = n.gid {
+                d = d.gid(gid);
+            }
+            d.build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err("linux.devices"))?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
+        .devices(devices)
         .masked_paths(masked)
         .readonly_paths(
             READONLY_PATHS
@@ -182,7 +208,7 @@ pub(super) fn spec(i: &Inputs) -> Result<Spec, BundleError> {
                 .collect::<Vec<_>>(),
         )
         .rootfs_propagation("rprivate")
-        .resources(resources(i.group, &i.limits)?)
+        .resources(resources(i.group, &i.limits, &i.devices.rules)?)
         .build()
         .map_err(err("linux"))?;
     let mut linux = linux;
@@ -360,12 +386,24 @@ fn mounts(i: &Inputs) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
     Ok(m)
 }
 
+fn device_type(t: agent_devices::DeviceType) -> LinuxDeviceType {
+    match t {
+        agent_devices::DeviceType::All => LinuxDeviceType::A,
+        agent_devices::DeviceType::Char => LinuxDeviceType::C,
+        agent_devices::DeviceType::Block => LinuxDeviceType::B,
+    }
+}
+
 /// `linux.resources` from the group's limits, as `crate::cgroup` applies them: memory
 /// limit, swap (OCI's `swap` is memory + swap), `memory_high` as cgroup v2 `memory.high`
 /// (in `unified`; no OCI field has its meaning), CPU quota per 100 ms, CPU shares from the
 /// weight (cgroup v1's formula; a runtime on cgroup v2 converts shares back to a weight with
 /// its own formula), pids limit.
-fn resources(group: &str, l: &Limits) -> Result<LinuxResources, BundleError> {
+fn resources(
+    group: &str,
+    l: &Limits,
+    rules: &[agent_devices::DeviceRule],
+) -> Result<LinuxResources, BundleError> {
     let spec_err = |what: &'static str| {
         move |source| BundleError::Spec {
             group: group.to_string(),
@@ -381,7 +419,25 @@ fn resources(group: &str, l: &Limits) -> Result<LinuxResources, BundleError> {
             why: "larger than 2^63 - 1",
         })
     };
-    let mut r = LinuxResourcesBuilder::default();
+    // The device cgroup, the same list the daemon sets (deny all, the defaults, the grants).
+    let devices = rules
+        .iter()
+        .map(|d| {
+            let mut c = LinuxDeviceCgroupBuilder::default()
+                .allow(d.allow)
+                .typ(device_type(d.kind))
+                .access(d.access.to_string());
+            if let Some(m) = d.major {
+                c = c.major(i64::from(m));
+            }
+            if let Some(m) = d.minor {
+                c = c.minor(i64::from(m));
+            }
+            c.build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(spec_err("linux.resources.devices"))?;
+    let mut r = LinuxResourcesBuilder::default().devices(devices);
     if let Some(max) = l.memory_max {
         let mut mem = LinuxMemoryBuilder::default().limit(int("resources.memory", max)?);
         if let Some(swap) = l.memory_swap_max {
@@ -629,7 +685,10 @@ mod tests {
             cpu_weight: Some(100),
             pids_max: Some(64),
         };
-        let r = serde_json::to_value(resources("g", &l).expect("resources build")).expect("JSON");
+        let r = serde_json::to_value(
+            resources("g", &l, &agent_devices::group_rules(&[])).expect("resources build"),
+        )
+        .expect("JSON");
         assert_eq!(r["memory"]["limit"], 256 << 20);
         assert_eq!(r["memory"]["swap"], 256 << 20);
         assert_eq!(r["unified"]["memory.high"], (200 << 20).to_string());
