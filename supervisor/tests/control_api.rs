@@ -379,6 +379,10 @@ fn metrics_pass_promtool_and_health_reports() {
         "container_spec_memory_limit_bytes{host=\"h1\",group=\"audio\"} 1073741824",
         "container_cpu_usage_seconds_total{host=\"h1\",group=\"audio\"} 12.25",
         "agent_supervisor_group_pids{host=\"h1\",group=\"audio\"} 7",
+        "agent_supervisor_group_gpus{host=\"h1\",group=\"audio\"} 1",
+        "agent_supervisor_group_gpu_absent{host=\"h1\",group=\"audio\"} 0",
+        "agent_supervisor_group_gpus{host=\"h1\",group=\"web\"} 0",
+        "agent_supervisor_group_gpu_absent{host=\"h1\",group=\"web\"} 1",
         "agent_supervisor_build_info{host=\"h1\",version=\"0.1.0-test\"} 1",
     ] {
         assert!(body.contains(series), "missing {series} in\n{body}");

@@ -22,7 +22,9 @@ struct FakeGpus(PathBuf);
 
 impl FakeGpus {
     fn new() -> FakeGpus {
-        let dir = PathBuf::from(format!("/dev/as-gpu-test-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = PathBuf::from(format!("/dev/as-gpu-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, kind, major, minor) in [

@@ -217,15 +217,31 @@ fn from_nvml() -> Result<Vec<HostGpu>, String> {
             uuid: d.uuid().ok(),
             cdi_name: None,
             minor: d.minor_number().ok(),
-            pci_bus_id: d.pci_info().ok().map(|p| p.bus_id.to_lowercase()),
+            pci_bus_id: d.pci_info().ok().map(|p| proc_bus_id(&p.bus_id)),
         });
     }
     Ok(out)
 }
 
+/// NVML's bus id (`00000000:01:00.0`, an 8-digit domain) as `/proc/driver/nvidia/gpus/` names
+/// it (`0000:01:00.0`).
+pub fn proc_bus_id(nvml: &str) -> String {
+    let id = nvml.to_lowercase();
+    match id.split_once(':') {
+        Some((domain, rest)) if domain.len() == 8 => format!("{}:{rest}", &domain[4..]),
+        _ => id,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bus_ids_as_proc_names_them() {
+        assert_eq!(proc_bus_id("00000000:01:00.0"), "0000:01:00.0");
+        assert_eq!(proc_bus_id("0000:3B:00.0"), "0000:3b:00.0");
+    }
 
     #[test]
     fn node_minor() {

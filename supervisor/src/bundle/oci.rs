@@ -696,14 +696,14 @@ mod tests {
         assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["cpu"]["shares"], 1024);
         assert_eq!(r["pids"]["limit"], 64);
-        let empty = serde_json::to_value(resources("g", &Limits::default()).expect("builds"))
+        let empty = serde_json::to_value(resources("g", &Limits::default(), &[]).expect("builds"))
             .expect("JSON");
-        assert_eq!(empty, serde_json::json!({}));
+        assert_eq!(empty, serde_json::json!({"devices": []}));
         let huge = Limits {
             pids_max: Some(u64::MAX),
             ..Limits::default()
         };
-        let e = resources("big", &huge)
+        let e = resources("big", &huge, &[])
             .expect_err("u64::MAX pids do not fit")
             .to_string();
         assert!(

@@ -123,7 +123,7 @@ pub enum CgroupError {
     Devices {
         path: String,
         #[source]
-        source: agent_devices::DevicesError,
+        source: Box<agent_devices::DevicesError>,
     },
     #[error("cannot remove cgroup {path}: {source}{left}")]
     Remove {
@@ -512,7 +512,7 @@ impl Cgroup {
     pub fn set_devices(&self, rules: &[agent_devices::DeviceRule]) -> Result<(), CgroupError> {
         let wrap = |source| CgroupError::Devices {
             path: self.rel.clone(),
-            source,
+            source: Box::new(source),
         };
         if let Some(h) = self
             .hiers

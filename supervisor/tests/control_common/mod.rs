@@ -88,6 +88,8 @@ pub fn snapshot() -> Snapshot {
                 address: Some("10.88.1.7".into()),
                 network_rx_bytes: Some(1000),
                 network_tx_bytes: Some(2000),
+                gpus: vec!["nvidia.com/gpu=0".into()],
+                gpu_absent: None,
             },
             GroupStatus {
                 host: "h1".into(),
@@ -100,6 +102,8 @@ pub fn snapshot() -> Snapshot {
                 address: None,
                 network_rx_bytes: None,
                 network_tx_bytes: None,
+                gpus: Vec::new(),
+                gpu_absent: Some("1 GPU(s) requested, 0 present".into()),
             },
         ],
         bridge: None,
