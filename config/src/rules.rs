@@ -77,6 +77,16 @@ fn daemon_settings(l: &Loaded, d: &DaemonSettings, at: &str, out: &mut Vec<Findi
             ));
         }
     }
+    for (i, p) in d.cdi_spec_dirs.iter().flatten().enumerate() {
+        if let Some(why) = path_problem(p, "a CDI spec directory") {
+            out.push(err(
+                l,
+                "daemon-path",
+                &format!("{at}.cdi_spec_dirs[{i}]"),
+                why,
+            ));
+        }
+    }
     if let Some(root) = &d.cgroup_root {
         let rel = root.trim_matches('/');
         let bad = if rel.is_empty() {
