@@ -191,7 +191,9 @@ fn start_logs(
     let who = format!("agent {}:{}", spec.group, spec.agent);
     let mut pumps = Vec::new();
     for (name, fd, path) in [("stdout", out, &log.stdout), ("stderr", err, &log.stderr)] {
-        let file = RotatingFile::new(path, log.max_size, log.keep);
+        let journal =
+            super::journal::Journal::for_agent(&spec.group, &spec.agent, name == "stderr");
+        let file = RotatingFile::new(path, log.max_size, log.keep).with_journal(journal);
         let pump =
             StreamPump::start(format!("{who} {name}"), fd, file).map_err(|e| LaunchError::Io {
                 step: "start the log writer",

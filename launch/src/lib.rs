@@ -12,6 +12,7 @@ pub mod agent;
 pub mod bpf;
 pub mod client;
 pub mod init;
+pub mod journal;
 pub mod logfile;
 pub mod mounts;
 pub mod net;

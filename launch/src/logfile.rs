@@ -64,6 +64,8 @@ pub struct RotatingFile {
     file: Option<File>,
     size: u64,
     regular: bool,
+    /// The systemd journal gets every line too (the daemon runs as a service).
+    journal: Option<super::journal::Journal>,
 }
 
 impl RotatingFile {
@@ -76,7 +78,14 @@ impl RotatingFile {
             file: None,
             size: 0,
             regular: true,
+            journal: None,
         }
+    }
+
+    /// Also sends every line to `journal` (before the file: a full disk loses no line there).
+    pub fn with_journal(mut self, journal: Option<super::journal::Journal>) -> RotatingFile {
+        self.journal = journal;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -141,6 +150,9 @@ impl RotatingFile {
     /// the file beyond `max_size`. On error, returns it with how many bytes were not written;
     /// the file is then reopened on the next write.
     pub fn write_lines(&mut self, data: &[u8]) -> Result<(), (io::Error, usize)> {
+        if let Some(j) = &self.journal {
+            j.send_lines(data);
+        }
         let mut rest = data;
         while !rest.is_empty() {
             if let Err(e) = self.write_some(&mut rest) {

@@ -15,6 +15,7 @@ pub mod netfilter;
 pub mod pod;
 pub mod run_group;
 pub mod spawner;
+pub mod systemd_stop;
 pub mod up;
 
 /// The launch path (`agent-launch`, its own tokio-free crate), under its old name so

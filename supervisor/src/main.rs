@@ -114,6 +114,9 @@ enum Cmd {
     /// (internal) Fork server for `__group-init` and `__agent`, serving requests on stdin.
     #[command(name = "__spawner", hide = true)]
     Spawner,
+    /// The systemd unit's `ExecStop=`: SIGQUIT for a restart, SIGTERM for a stop.
+    #[command(name = "__systemd-stop", hide = true)]
+    SystemdStop { unit: String, pid: i32 },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +152,16 @@ fn main() -> ExitCode {
         Cmd::GroupInit { spec } => exit_code(launch::init::main(&spec)),
         Cmd::Agent { spec } => exit_code(launch::agent::main(&spec)),
         Cmd::Spawner => exit_code(launch::server::main()),
+        Cmd::SystemdStop { unit, pid } => match agent_supervisor::systemd_stop::run(&unit, pid) {
+            Ok(m) => {
+                eprintln!("{m}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor __systemd-stop: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Daemon { config, host } => daemon_main(daemon::Options { config, host }, false),
         Cmd::Up { config, host } => daemon_main(daemon::Options { config, host }, true),
         Cmd::Build {

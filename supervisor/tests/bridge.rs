@@ -89,7 +89,9 @@ fn agents_reach_each_other_by_name_and_the_underlay_carries_only_the_tunnel() {
     let h2 = two.hosts[1].clone();
     let mut capture = two
         .in_host(0, "tcpdump")
-        .args(["-i", &h1.underlay, "-U", "-n", "-w"])
+        // Immediate mode: packets reach the file as they come, not in blocks that a quick
+        // SIGINT would lose ("N packets received by filter, 0 captured").
+        .args(["-i", &h1.underlay, "-U", "--immediate-mode", "-n", "-w"])
         .arg(&pcap)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod page;
 pub mod persist;

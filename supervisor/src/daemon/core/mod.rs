@@ -150,6 +150,8 @@ pub struct Core {
     bridge: Option<super::bridge::BridgeHandle>,
     /// The other hosts' views (set once, before [`Core::run`]).
     fleet: Option<super::fleet::Fleet>,
+    /// systemd's notify socket: readiness, status, watchdog.
+    notifier: super::notify::Notifier,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -178,6 +180,7 @@ impl Core {
             retiring: false,
             bridge: None,
             fleet: None,
+            notifier: super::notify::Notifier::from_env(),
         };
         core.sync_config();
         core
@@ -241,6 +244,10 @@ impl Core {
             }
         });
         while let Some(ev) = rx.recv().await {
+            // The watchdog is fed by the core itself: a core that hangs stops feeding it.
+            if matches!(ev, Event::Tick) {
+                self.notifier.watchdog();
+            }
             self.handle(ev);
             if self.retiring {
                 self.collect_retired();
@@ -248,6 +255,17 @@ impl Core {
             self.reconcile();
             self.settle_pending();
             self.save();
+            if self.shutting_down.is_none() {
+                let plan = &self.plan;
+                self.notifier.progress(self.agents.values().map(|a| {
+                    let checked = plan
+                        .groups
+                        .get(&a.group)
+                        .and_then(|g| g.agents.get(&a.name))
+                        .is_some_and(|p| p.health.is_some());
+                    (a, checked)
+                }));
+            }
             if let Some(done) = self.shutting_down.clone() {
                 if self.agents.values().all(|a| !a.is_live())
                     && self.groups.values().all(|g| !g.starting && !g.stopping)

@@ -307,6 +307,9 @@ impl Core {
 
     /// Starts an orderly shutdown; the event loop ends when every agent stopped.
     pub fn begin_shutdown(&mut self) -> CancellationToken {
+        if self.shutting_down.is_none() {
+            self.notifier.stopping();
+        }
         let token = self
             .shutting_down
             .get_or_insert_with(CancellationToken::new)
