@@ -107,6 +107,10 @@ pub struct VmOptions {
     /// Working directory of the script. `None`: the test's current directory when it exists in
     /// the guest, `/` otherwise.
     pub cwd: Option<PathBuf>,
+    /// Boot the host root's systemd as PID 1 into a target whose one service runs the
+    /// script (units may be added in `/run/systemd/system`; `/var/log` and `/var/lib` are
+    /// tmpfs, the rest of the root stays read-only). Booting takes about 10 s under TCG.
+    pub systemd: bool,
 }
 
 impl Default for VmOptions {
@@ -118,6 +122,7 @@ impl Default for VmOptions {
             share_rw: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            systemd: false,
         }
     }
 }
@@ -304,6 +309,9 @@ fn run_once(script: &str, opts: &VmOptions) -> Result<VmRun, VmError> {
         let _ = writeln!(share_lines, "{tag} {}", path.display());
     }
     write_file(&io_dir.join("shares"), share_lines.as_bytes())?;
+    if opts.systemd {
+        write_file(&io_dir.join("systemd"), b"")?;
+    }
 
     let console = dir.path.join("console.log");
     let qemu_log = dir.path.join("qemu.log");

@@ -99,5 +99,37 @@ $B umount $IO
 $B poweroff -f
 $B reboot -f
 RUNNER
+if [ -f $vm/io/systemd ]; then
+    # systemd as PID 1 (the host root's own systemd 252), booting only into a target that
+    # runs the script as a service: the host's other services are never started. What
+    # systemd and the tests write goes to tmpfs (the root stays the host's, read-only).
+    for d in /var/log /var/lib; do
+        [ -d $r$d ] || continue
+        mount -t tmpfs -o mode=0755 tmpfs $r$d || die "cannot mount tmpfs on $r$d"
+    done
+    mkdir -p $r/run/systemd/system
+    cat > $r/run/systemd/system/as-vm-test.target <<'UNIT'
+[Unit]
+Description=agent-supervisor VM test
+Requires=basic.target as-vm-test.service
+After=basic.target as-vm-test.service
+AllowIsolate=yes
+UNIT
+    cat > $r/run/systemd/system/as-vm-test.service <<'UNIT'
+[Unit]
+Description=agent-supervisor VM test script
+After=basic.target systemd-journald.service
+[Service]
+Type=oneshot
+TimeoutStartSec=infinity
+StandardOutput=journal+console
+ExecStart=/run/vm/busybox sh /run/vm/runner
+# A script that was killed powers the VM off too (the harness then says it left no status).
+ExecStopPost=/run/vm/busybox poweroff -f
+UNIT
+    say "booting systemd"
+    exec switch_root $r /lib/systemd/systemd --unit=as-vm-test.target --log-target=console --show-status=false
+    die "switch_root to systemd failed"
+fi
 exec switch_root $r /run/vm/busybox sh /run/vm/runner
 die "switch_root failed"
