@@ -17,6 +17,7 @@ pub mod run_group;
 pub mod spawner;
 pub mod systemd_stop;
 pub mod up;
+pub mod validate;
 
 /// The launch path (`agent-launch`, its own tokio-free crate), under its old name so
 /// `crate::launch::…` and `agent_supervisor::launch::…` paths keep working.

@@ -114,6 +114,17 @@ enum Cmd {
     /// (internal) Fork server for `__group-init` and `__agent`, serving requests on stdin.
     #[command(name = "__spawner", hide = true)]
     Spawner,
+    /// Check every host of a deployed system: daemons, agents, bridge, metrics, images.
+    Validate {
+        /// The system file.
+        config: PathBuf,
+        /// This machine's host in it (default: found by name or address).
+        #[arg(long)]
+        host: Option<String>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The systemd unit's `ExecStop=`: SIGQUIT for a restart, SIGTERM for a stop.
     #[command(name = "__systemd-stop", hide = true)]
     SystemdStop { unit: String, pid: i32 },
@@ -152,6 +163,36 @@ fn main() -> ExitCode {
         Cmd::GroupInit { spec } => exit_code(launch::init::main(&spec)),
         Cmd::Agent { spec } => exit_code(launch::agent::main(&spec)),
         Cmd::Spawner => exit_code(launch::server::main()),
+        Cmd::Validate { config, host, json } => {
+            let l = match agent_config::load(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("agent-supervisor validate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match agent_supervisor::validate::run(&l, host.as_deref()) {
+                Ok(r) => {
+                    if json {
+                        match serde_json::to_string_pretty(&r) {
+                            Ok(t) => println!("{t}"),
+                            Err(e) => eprintln!("agent-supervisor validate: JSON: {e}"),
+                        }
+                    } else {
+                        print!("{}", agent_supervisor::validate::table(&r));
+                    }
+                    if r.ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("agent-supervisor validate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::SystemdStop { unit, pid } => match agent_supervisor::systemd_stop::run(&unit, pid) {
             Ok(m) => {
                 eprintln!("{m}");

@@ -134,6 +134,12 @@ pub struct GroupStatus {
     /// Why an `optional: true` group runs without the GPUs it asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_absent: Option<String>,
+    /// The built image the group runs from (`None`: the host's directories) and its manifest
+    /// digest, as the plan resolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 /// Everything the daemon knows, at one moment.

@@ -356,6 +356,8 @@ mod tests {
                     network_tx_bytes: None,
                     gpus: Vec::new(),
                     gpu_absent: None,
+                    image: None,
+                    image_digest: None,
                 }],
                 agents,
                 bridge: None,

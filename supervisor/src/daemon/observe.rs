@@ -291,6 +291,19 @@ impl Handler for Observability {
 /// One snapshot from another host's daemon: `GET url` over a fresh connection (bounded by
 /// the fleet's timeout).
 pub async fn fetch_snapshot(url: String) -> Result<Snapshot, String> {
+    let (status, body) = fetch(&url).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!(
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: not a snapshot: {e}"))
+}
+
+/// `GET url` (plain HTTP/1.1, one connection): the status and the body. Unbounded in time:
+/// callers put a timeout around it.
+pub async fn fetch(url: &str) -> Result<(u16, Bytes), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let host = uri
         .host()
@@ -314,20 +327,14 @@ pub async fn fetch_snapshot(url: String) -> Result<Snapshot, String> {
         .send_request(req)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
+    let status = resp.status().as_u16();
     let body = resp
         .into_body()
         .collect()
         .await
         .map_err(|e| format!("{url}: {e}"))?
         .to_bytes();
-    if !status.is_success() {
-        return Err(format!(
-            "{url}: {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("{url}: not a snapshot: {e}"))
+    Ok((status, body))
 }
 
 #[cfg(test)]

@@ -90,6 +90,8 @@ pub fn snapshot() -> Snapshot {
                 network_tx_bytes: Some(2000),
                 gpus: vec!["nvidia.com/gpu=0".into()],
                 gpu_absent: None,
+                image: None,
+                image_digest: None,
             },
             GroupStatus {
                 host: "h1".into(),
@@ -104,6 +106,8 @@ pub fn snapshot() -> Snapshot {
                 network_tx_bytes: None,
                 gpus: Vec::new(),
                 gpu_absent: Some("1 GPU(s) requested, 0 present".into()),
+                image: None,
+                image_digest: None,
             },
         ],
         bridge: None,

@@ -77,6 +77,12 @@ impl Core {
                     }
                     _ => (Vec::new(), None),
                 };
+                let (image, image_digest) = match self.plan.groups.get(name).map(|p| &p.rootfs) {
+                    Some(agent_plan::RootfsPlan::Image(i)) => {
+                        (Some(i.name.clone()), Some(i.digest.clone()))
+                    }
+                    _ => (None, None),
+                };
                 let row = GroupStatus {
                     host: self.host.clone(),
                     group: name.clone(),
@@ -90,6 +96,8 @@ impl Core {
                     network_tx_bytes: None,
                     gpus,
                     gpu_absent,
+                    image,
+                    image_digest,
                 };
                 let init = net.and(g.pod.as_ref()).map(|p| p.init_pid);
                 (row, g.pod.as_ref().map(|p| p.cgroup.clone()), init)
