@@ -11,6 +11,7 @@ pub mod check;
 pub mod daemon;
 pub mod gpu_stats;
 pub mod images_cli;
+pub mod install;
 pub mod netfilter;
 pub mod pod;
 pub mod run_group;

@@ -114,6 +114,21 @@ enum Cmd {
     /// (internal) Fork server for `__group-init` and `__agent`, serving requests on stdin.
     #[command(name = "__spawner", hide = true)]
     Spawner,
+    /// Install this machine as a host of the system: binaries, system file, systemd unit; start it.
+    Install {
+        /// The system file.
+        #[arg(long)]
+        config: PathBuf,
+        /// This machine's host in it.
+        #[arg(long)]
+        host: String,
+    },
+    /// Stop the service and its agents and remove what `install` put in place.
+    Uninstall {
+        /// Also remove the state and log directories.
+        #[arg(long)]
+        purge: bool,
+    },
     /// Check every host of a deployed system: daemons, agents, bridge, metrics, images.
     Validate {
         /// The system file.
@@ -163,6 +178,26 @@ fn main() -> ExitCode {
         Cmd::GroupInit { spec } => exit_code(launch::init::main(&spec)),
         Cmd::Agent { spec } => exit_code(launch::agent::main(&spec)),
         Cmd::Spawner => exit_code(launch::server::main()),
+        Cmd::Install { config, host } => match agent_supervisor::install::install(&config, &host) {
+            Ok(log) => {
+                print!("{log}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor install: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Uninstall { purge } => match agent_supervisor::install::uninstall(purge) {
+            Ok(log) => {
+                print!("{log}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor uninstall: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Validate { config, host, json } => {
             let l = match agent_config::load(&config) {
                 Ok(l) => l,

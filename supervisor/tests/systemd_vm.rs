@@ -26,7 +26,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
     def log_message(self, *a):
         pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
 "#;
 
 /// Prints `AGENT name state health pid` per agent of `supervisorctl status --json`.
@@ -196,4 +196,90 @@ echo "@@ end"
     let j = section("journal");
     assert!(!j.contains("journal web1 marks 0"), "{out}");
     assert!(j.contains("journal AGENT_GROUP=web"), "{out}");
+}
+
+/// `install` under systemd: binaries, system directory and unit in their places, the service
+/// started with its agents healthy; a second `install` changes nothing (same daemon); then
+/// `uninstall` leaves no unit, process, cgroup, nftables table or veth.
+#[test]
+fn install_twice_then_uninstall_leaves_nothing() {
+    let test = "install_twice_then_uninstall_leaves_nothing";
+    if !vm::require_or_skip(test) {
+        return;
+    }
+    if !Path::new("/lib/systemd/systemd").exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: /lib/systemd/systemd is missing, and CI must run this test");
+        }
+        eprintln!("SKIP {test}: systemd is not installed");
+        return;
+    }
+    let system = "hosts:\n  agent-vm: {address: 127.0.0.1, role: primary}\ngroups:\n  web:\n    host: agent-vm\n    network: private\n    agents:\n      - name: web1\n        command: [python3, agents/web.py, '18101']\n        port: 18101\n        health: {http: /health, interval: 1s, start_period: 1s}\n";
+    let script = format!(
+        r#"
+U=agent-supervisor.service
+mkdir -p /tmp/sys/agents
+cat > /tmp/sys/system.yaml <<'EOF'
+{system}EOF
+cat > /tmp/sys/agents/web.py <<'EOF'
+{web}EOF
+cat > /tmp/status.py <<'EOF'
+{status}EOF
+echo "@@ install"
+{bin} install --config /tmp/sys/system.yaml --host agent-vm; echo "install rc $?"
+echo "active $(systemctl is-active $U) enabled $(systemctl is-enabled $U)"
+ls /usr/local/bin/agent-supervisor /usr/local/bin/agent-launch /usr/local/bin/supervisorctl /etc/agent-supervisor/system.yaml /etc/agent-supervisor/agents/web.py /etc/systemd/system/$U
+/usr/local/bin/supervisorctl status --json | python3 /tmp/status.py
+M1=$(systemctl show -p MainPID --value $U)
+echo "tables $(nft list tables | wc -l)"
+echo "@@ again"
+{bin} install --config /tmp/sys/system.yaml --host agent-vm; echo "install rc $?"
+M2=$(systemctl show -p MainPID --value $U)
+[ "$M1" = "$M2" ] && echo "same daemon" || echo "daemon changed $M1 $M2"
+echo "@@ uninstall"
+/usr/local/bin/agent-supervisor uninstall; echo "uninstall rc $?"
+echo "unit file $(ls /etc/systemd/system/$U 2>/dev/null | wc -l)"
+echo "binaries $(ls /usr/local/bin | grep -c agent)"
+echo "load $(systemctl show -p LoadState --value $U)"
+echo "processes $(pgrep -fc '^python3 agents/web')"
+echo "cgroup $(ls -d /sys/fs/cgroup/system.slice/$U 2>/dev/null | wc -l)"
+echo "tables $(nft list tables | wc -l)"
+echo "veths $(ip -o link show type veth | wc -l)"
+echo "@@ end"
+"#,
+        bin = shell_quote(BIN),
+        web = WEB,
+        status = STATUS,
+    );
+    let opts = VmOptions {
+        timeout: Duration::from_secs(300),
+        memory_mb: 1536,
+        systemd: true,
+        ..VmOptions::default()
+    };
+    let run = vm::run(&script, &opts).expect("the VM runs the script under systemd");
+    let out = run.stdout.clone();
+    println!("{test}: {:.1?}\n{out}", run.elapsed);
+    for want in [
+        "install rc 0",
+        "active active enabled enabled",
+        "AGENT web1 RUNNING healthy",
+        "tables 1",
+        "running, nothing to do",
+        "same daemon",
+        "uninstall rc 0",
+        "unit file 0",
+        "binaries 0",
+        "load not-found",
+        "processes 0",
+        "cgroup 0",
+        "tables 0",
+        "veths 0",
+    ] {
+        assert!(
+            out.contains(want),
+            "missing {want:?} in:\n{out}\nconsole:\n{}",
+            run.console
+        );
+    }
 }

@@ -108,8 +108,9 @@ pub struct VmOptions {
     /// the guest, `/` otherwise.
     pub cwd: Option<PathBuf>,
     /// Boot the host root's systemd as PID 1 into a target whose one service runs the
-    /// script (units may be added in `/run/systemd/system`; `/var/log` and `/var/lib` are
-    /// tmpfs, the rest of the root stays read-only). Booting takes about 10 s under TCG.
+    /// script (units may be added in `/run/systemd/system`; `/var/log`, `/var/lib` and
+    /// `/usr/local/bin` are tmpfs and `/etc` a copy in tmpfs, the rest of the root stays
+    /// read-only). Booting takes about 10 s under TCG.
     pub systemd: bool,
 }
 

@@ -103,10 +103,13 @@ if [ -f $vm/io/systemd ]; then
     # systemd as PID 1 (the host root's own systemd 252), booting only into a target that
     # runs the script as a service: the host's other services are never started. What
     # systemd and the tests write goes to tmpfs (the root stays the host's, read-only).
-    for d in /var/log /var/lib; do
+    for d in /var/log /var/lib /usr/local/bin; do
         [ -d $r$d ] || continue
         mount -t tmpfs -o mode=0755 tmpfs $r$d || die "cannot mount tmpfs on $r$d"
     done
+    # /etc writable too (units, /etc/default, what `install` puts there): a copy in tmpfs.
+    mkdir -p $vm/etc && cp -a $r/etc/. $vm/etc/ && mount --bind $vm/etc $r/etc ||
+        die "cannot make a writable copy of /etc"
     mkdir -p $r/run/systemd/system
     cat > $r/run/systemd/system/as-vm-test.target <<'UNIT'
 [Unit]
