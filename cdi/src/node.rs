@@ -34,6 +34,21 @@ pub struct ResolvedNode {
 }
 
 impl DeviceNode {
+    /// A node at `path` with everything else read from the host's node there.
+    pub fn at(path: impl Into<PathBuf>) -> DeviceNode {
+        DeviceNode {
+            path: path.into(),
+            host_path: None,
+            kind: None,
+            major: None,
+            minor: None,
+            file_mode: None,
+            permissions: None,
+            uid: None,
+            gid: None,
+        }
+    }
+
     /// The node on the host: `hostPath`, or `path` when the spec gives none.
     pub fn host(&self) -> &Path {
         self.host_path.as_deref().unwrap_or(&self.path)
@@ -128,17 +143,7 @@ mod tests {
     use super::*;
 
     fn node(path: &str) -> DeviceNode {
-        DeviceNode {
-            path: path.into(),
-            host_path: None,
-            kind: None,
-            major: None,
-            minor: None,
-            file_mode: None,
-            permissions: None,
-            uid: None,
-            gid: None,
-        }
+        DeviceNode::at(path)
     }
 
     #[test]

@@ -83,6 +83,19 @@ print("env CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
 print("env NVIDIA_DRIVER_CAPABILITIES", os.environ.get("NVIDIA_DRIVER_CAPABILITIES"))
 "#;
 
+/// What the probe prints for the devices of a group given GPU 0, wherever it runs.
+const DEVICE_LINES: &[&str] = &[
+    "open /dev/null OK",
+    // Granted: passes the device cgroup, no driver behind the fake node.
+    "open /dev/nvidia0 ENXIO",
+    "open /dev/nvidiactl ENXIO",
+    // Not granted: not made in the group's /dev ...
+    "open /dev/nvidia1 ENOENT",
+    // ... and refused by the device cgroup where a bind shows the host's node.
+    "open /hostdev/nvidia1 EPERM",
+    "open /hostdev/disk EPERM",
+];
+
 /// A fixture with `groups` whose daemon reads CDI specs from its own `cdi/`.
 fn fixture(tag: &str, groups: &str, fake: &FakeGpus) -> Fixture {
     let f = Fixture::new(BIN, tag, tag, groups);
@@ -121,23 +134,14 @@ fn scenario(layout: &str) {
     let got = text(&out);
     println!("[{layout}] run-group:\n{got}");
     assert!(out.status.success(), "{}", text(&out));
-    let want = [
-        "open /dev/null OK",
-        // Granted: passes the device cgroup, no driver behind the fake node.
-        "open /dev/nvidia0 ENXIO",
-        "open /dev/nvidiactl ENXIO",
-        // Not granted: not made in the group's /dev ...
-        "open /dev/nvidia1 ENOENT",
-        // ... and refused by the device cgroup where a bind shows the host's node.
-        "open /hostdev/nvidia1 EPERM",
-        "open /hostdev/disk EPERM",
+    let want = DEVICE_LINES.iter().copied().chain([
         // runc's default list: mknod of any node, but no open of it.
         "mknod /dev/disk0 OK",
         "open /dev/disk0 EPERM",
         "env NVIDIA_VISIBLE_DEVICES 0",
         "env CUDA_VISIBLE_DEVICES 0",
         "env NVIDIA_DRIVER_CAPABILITIES compute,utility",
-    ];
+    ]);
     for w in want {
         assert!(
             got.lines().any(|l| l == w),
@@ -353,15 +357,11 @@ fn crun_runs_the_gpu_bundle_in_the_vm() {
         "{out}\nconsole:\n{}",
         run.console
     );
-    for w in [
-        "open /dev/null OK",
-        "open /dev/nvidia0 ENXIO",
-        "open /dev/nvidiactl ENXIO",
-        "open /dev/nvidia1 ENOENT",
-        "open /hostdev/nvidia1 EPERM",
-        "open /hostdev/disk EPERM",
-        "env NVIDIA_VISIBLE_DEVICES 0",
-    ] {
+    for w in DEVICE_LINES
+        .iter()
+        .copied()
+        .chain(["env NVIDIA_VISIBLE_DEVICES 0"])
+    {
         assert!(out.lines().any(|l| l == w), "missing {w:?} in:\n{out}");
     }
 }

@@ -37,17 +37,25 @@ for a in sorted(s["agents"], key=lambda a: a["agent"]):
     print("AGENT", a["agent"], a["state"], a["health"], a.get("pid"))
 "#;
 
+/// The VM and the host root's systemd are there (else a printed skip; a failure in CI).
+fn systemd_or_skip(test: &str) -> bool {
+    if !vm::require_or_skip(test) {
+        return false;
+    }
+    if Path::new("/lib/systemd/systemd").exists() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: /lib/systemd/systemd is missing, and CI must run this test");
+    }
+    eprintln!("SKIP {test}: systemd is not installed");
+    false
+}
+
 #[test]
 fn daemon_under_systemd_start_restart_crash_watchdog_stop_journal() {
     let test = "daemon_under_systemd_start_restart_crash_watchdog_stop_journal";
-    if !vm::require_or_skip(test) {
-        return;
-    }
-    if !Path::new("/lib/systemd/systemd").exists() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: /lib/systemd/systemd is missing, and CI must run this test");
-        }
-        eprintln!("SKIP {test}: systemd is not installed");
+    if !systemd_or_skip(test) {
         return;
     }
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/agent-supervisor.service");
@@ -204,14 +212,7 @@ echo "@@ end"
 #[test]
 fn install_twice_then_uninstall_leaves_nothing() {
     let test = "install_twice_then_uninstall_leaves_nothing";
-    if !vm::require_or_skip(test) {
-        return;
-    }
-    if !Path::new("/lib/systemd/systemd").exists() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: /lib/systemd/systemd is missing, and CI must run this test");
-        }
-        eprintln!("SKIP {test}: systemd is not installed");
+    if !systemd_or_skip(test) {
         return;
     }
     let system = "hosts:\n  agent-vm: {address: 127.0.0.1, role: primary}\ngroups:\n  web:\n    host: agent-vm\n    network: private\n    agents:\n      - name: web1\n        command: [python3, agents/web.py, '18101']\n        port: 18101\n        health: {http: /health, interval: 1s, start_period: 1s}\n";

@@ -198,17 +198,7 @@ pub(super) fn from_nvml(inv: &Inventory, gpus: &[HostGpu]) -> Edits {
             .filter(|p| p.exists()),
     );
     for p in paths {
-        let n = agent_cdi::DeviceNode {
-            path: p.clone(),
-            host_path: None,
-            kind: None,
-            major: None,
-            minor: None,
-            file_mode: None,
-            permissions: None,
-            uid: None,
-            gid: None,
-        };
+        let n = agent_cdi::DeviceNode::at(p);
         plan.nodes
             .push(node_of(n.resolve().map_err(|e| e.to_string())?)?);
     }
