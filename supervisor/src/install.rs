@@ -13,6 +13,13 @@
 //!    daemon runs, `restart` (the agents stay: see the unit's `ExecStop=`), or `reload`
 //!    when only the system directory changed.
 //!
+//! Where systemd is not running (`/run/systemd/system` absent: a container, a chroot, a
+//! test's namespace host), step 3 is skipped and step 4 starts the daemon itself, detached in
+//! its own session (output to `log_dir/daemon.log`), and waits for its control socket; a
+//! second install sends a running daemon SIGQUIT and starts the new binaries when they
+//! changed (the agents stay and are re-adopted), or asks it to reload when only the system
+//! directory did. Such a daemon does not come back after a reboot; the report says so.
+//!
 //! `uninstall`: `systemctl disable --now` (the daemon stops every agent, removes its
 //! cgroups, namespaces and nftables table), then the unit, the defaults file, the binaries
 //! and [`ETC_DIR`]; `--purge` also removes the state and log directories.
@@ -149,6 +156,157 @@ fn sync_tree(from: &Path, to: &Path) -> Result<bool, InstallError> {
     Ok(changed)
 }
 
+/// Whether systemd runs this machine (`sd_booted()`).
+pub fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The daemon settings `host` gets from the installed system file.
+fn installed_daemon(host: &str) -> Result<agent_config::defaults::EffectiveDaemon, InstallError> {
+    let f = Path::new(ETC_DIR).join("system.yaml");
+    let l = agent_config::load(&f).map_err(|e| InstallError::Config(e.to_string()))?;
+    Ok(agent_config::defaults::daemon(&l.system, host))
+}
+
+/// The pid of the daemon answering on `socket`, if one does.
+fn running_daemon(socket: &Path) -> Option<i32> {
+    let out = Command::new(Path::new(BIN_DIR).join("supervisorctl"))
+        .arg("-s")
+        .arg(socket)
+        .args(["status", "--json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["daemon_pid"].as_i64().and_then(|p| i32::try_from(p).ok())
+}
+
+fn wait_gone(pid: i32, within: std::time::Duration) -> bool {
+    let t = std::time::Instant::now();
+    let p = nix::unistd::Pid::from_raw(pid);
+    while nix::sys::signal::kill(p, None).is_ok() {
+        if t.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
+/// Starts the installed daemon in a session of its own and waits for its control socket.
+fn start_detached(host: &str) -> Result<i32, InstallError> {
+    use std::os::unix::process::CommandExt;
+    let d = installed_daemon(host)?;
+    std::fs::create_dir_all(&d.log_dir).map_err(io("create", &d.log_dir))?;
+    let log_path = d.log_dir.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io("open", &log_path))?;
+    let log2 = log.try_clone().map_err(io("open", &log_path))?;
+    let exe = Path::new(BIN_DIR).join("agent-supervisor");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("daemon")
+        .arg("--config")
+        .arg(Path::new(ETC_DIR).join("system.yaml"))
+        .args(["--host", host])
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: between fork and exec the child only calls setsid(2), which is
+    // async-signal-safe; no allocation, no lock. A session of its own: the daemon outlives
+    // the ssh session or terminal that ran `install` (no SIGHUP).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd.spawn().map_err(io("start", &exe))?;
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    // Not waited for: it outlives this command (and is reaped by init when it ends).
+    drop(child);
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(60) {
+        if running_daemon(&d.control_socket) == Some(pid) {
+            return Ok(pid);
+        }
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+    Err(InstallError::Command {
+        command: format!("{} daemon --host {host}", exe.display()),
+        detail: format!(
+            "no control socket at {} (log {}: {})",
+            d.control_socket.display(),
+            log_path.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ),
+    })
+}
+
+/// Step 4 without systemd.
+fn run_without_systemd(
+    host: &str,
+    bins: bool,
+    system: bool,
+    log: &mut String,
+) -> Result<(), InstallError> {
+    let d = installed_daemon(host)?;
+    match running_daemon(&d.control_socket) {
+        None => {
+            let pid = start_detached(host)?;
+            log.push_str(&format!(
+                "started the daemon (pid {pid}) without systemd: it will not come back after a reboot\n"
+            ));
+        }
+        Some(pid) if bins => {
+            // The agents stay for the new daemon (SIGQUIT).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+            if !wait_gone(pid, std::time::Duration::from_secs(30)) {
+                return Err(InstallError::Command {
+                    command: format!("kill -QUIT {pid}"),
+                    detail: "the old daemon did not exit within 30 s".into(),
+                });
+            }
+            let new = start_detached(host)?;
+            log.push_str(&format!(
+                "restarted the daemon ({pid} -> {new}; the agents kept running and were re-adopted)\n"
+            ));
+        }
+        Some(_) if system => {
+            let out = Command::new(Path::new(BIN_DIR).join("supervisorctl"))
+                .arg("-s")
+                .arg(&d.control_socket)
+                .arg("reload")
+                .output()
+                .map_err(io("run", &Path::new(BIN_DIR).join("supervisorctl")))?;
+            if !out.status.success() {
+                return Err(InstallError::Command {
+                    command: "supervisorctl reload".into(),
+                    detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+            log.push_str(&format!(
+                "reloaded the system file: {}\n",
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .replace('\n', "; ")
+            ));
+        }
+        Some(_) => log.push_str("running, nothing to do\n"),
+    }
+    Ok(())
+}
+
 /// Installs this machine as `host` of `config`; returns what it did, line by line.
 pub fn install(config: &Path, host: &str) -> Result<String, InstallError> {
     let l = agent_config::load(config).map_err(|e| InstallError::Config(e.to_string()))?;
@@ -188,6 +346,10 @@ pub fn install(config: &Path, host: &str) -> Result<String, InstallError> {
         "system file and its directory in {ETC_DIR}: {}\n",
         if system { "updated" } else { "unchanged" }
     ));
+    if !systemd_running() {
+        run_without_systemd(host, bins, system, &mut log)?;
+        return Ok(log);
+    }
     let mut unit = put(Path::new(UNIT_PATH), UNIT_TEXT.as_bytes(), 0o644)?;
     unit |= put(
         Path::new(DEFAULT_PATH),
@@ -220,6 +382,29 @@ pub fn install(config: &Path, host: &str) -> Result<String, InstallError> {
 /// Removes what [`install`] put in place, after stopping the daemon and its agents.
 pub fn uninstall(purge: bool) -> Result<String, InstallError> {
     let mut log = String::new();
+    if !systemd_running() {
+        // The daemon this machine runs without systemd: every host of the installed file
+        // whose control socket answers here.
+        if let Ok(l) = agent_config::load(&Path::new(ETC_DIR).join("system.yaml")) {
+            for h in l.system.hosts.keys() {
+                let socket = agent_config::defaults::daemon(&l.system, h).control_socket;
+                if let Some(pid) = running_daemon(&socket) {
+                    let _ = Command::new(Path::new(BIN_DIR).join("supervisorctl"))
+                        .arg("-s")
+                        .arg(&socket)
+                        .arg("shutdown")
+                        .output();
+                    if !wait_gone(pid, std::time::Duration::from_secs(120)) {
+                        return Err(InstallError::Command {
+                            command: "supervisorctl shutdown".into(),
+                            detail: format!("daemon {pid} still runs after 120 s"),
+                        });
+                    }
+                    log.push_str(&format!("stopped the daemon of host {h} and its agents\n"));
+                }
+            }
+        }
+    }
     if Path::new(UNIT_PATH).exists() {
         // Stops every agent (reverse dependency order), their cgroups, namespaces, rules.
         systemctl(&["disable", "--now", "--quiet", UNIT])?;
@@ -250,6 +435,8 @@ pub fn uninstall(purge: bool) -> Result<String, InstallError> {
             Err(e) => return Err(io("remove", &p)(e)),
         }
     }
-    systemctl(&["daemon-reload"])?;
+    if systemd_running() {
+        systemctl(&["daemon-reload"])?;
+    }
     Ok(log)
 }

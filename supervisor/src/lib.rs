@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod check;
 pub mod daemon;
+pub mod deploy;
 pub mod gpu_stats;
 pub mod images_cli;
 pub mod install;

@@ -129,6 +129,17 @@ enum Cmd {
         #[arg(long)]
         purge: bool,
     },
+    /// Deploy the system to its hosts over ssh, in dependency order, and start or reload them.
+    Deploy {
+        /// The system file.
+        config: PathBuf,
+        /// Only these hosts (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Option<Vec<String>>,
+        /// An ssh configuration file (`ssh -F`), instead of `~/.ssh/config`.
+        #[arg(long)]
+        ssh_config: Option<PathBuf>,
+    },
     /// Check every host of a deployed system: daemons, agents, bridge, metrics, images.
     Validate {
         /// The system file.
@@ -198,6 +209,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Deploy {
+            config,
+            hosts,
+            ssh_config,
+        } => {
+            let t = std::time::Instant::now();
+            let l = match agent_config::load(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("agent-supervisor deploy: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match agent_supervisor::deploy::run(&l, hosts.as_deref(), ssh_config.as_deref()) {
+                Ok(rows) => {
+                    print!("{}", agent_supervisor::deploy::table(&rows));
+                    println!("deploy: {:.1} s", t.elapsed().as_secs_f64());
+                    if rows.iter().all(|(_, o)| {
+                        matches!(o, agent_supervisor::deploy::Outcome::Deployed { .. })
+                    }) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("agent-supervisor deploy: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Validate { config, host, json } => {
             let l = match agent_config::load(&config) {
                 Ok(l) => l,
