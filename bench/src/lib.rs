@@ -3,6 +3,7 @@
 pub mod bridge;
 pub mod bridge_lab;
 pub mod build;
+pub mod deploy;
 pub mod launch;
 pub mod observe;
 pub mod observe_http;

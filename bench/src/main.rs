@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use agent_bench::{bridge, build, launch, observe, supervise};
+use agent_bench::{bridge, build, deploy, launch, observe, supervise};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -50,6 +50,13 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         time: u64,
     },
+    /// `agent-supervisor deploy` of two namespace hosts over ssh from nothing, then
+    /// `validate` until it passes, beside copying the same files over the same ssh.
+    Deploy {
+        /// Number of stand-in agents, split over the two hosts.
+        #[arg(long, default_value_t = 77)]
+        agents: usize,
+    },
     /// Observability of a two-host system (two network namespaces, the bridge between
     /// them, 77 stand-in agents): latency of the primary's /metrics and /health_summary
     /// beside a static file server, daemon RSS, idle CPU.
@@ -81,6 +88,7 @@ fn main() -> ExitCode {
         ),
         Cmd::Build { runs } => ("build", build::run(runs)),
         Cmd::Bridge { time } => ("bridge", bridge::run(time).map_err(|e| e.to_string())),
+        Cmd::Deploy { agents } => ("deploy", deploy::run(agents)),
         Cmd::Observe {
             agents,
             scrapes,

@@ -197,6 +197,11 @@ impl Lab {
         output(c, None)
     }
 
+    /// Host `i`'s underlay address (its `address` in the system file).
+    pub fn host_address(&self, i: usize) -> String {
+        format!("{NET}.0.{}", i + 1)
+    }
+
     /// `nsenter --net=/run/netns/NS -- PROGRAM` for host `i`, not yet run.
     pub fn in_host(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(&self.tools.nsenter);
@@ -395,11 +400,19 @@ fn system_yaml(lab: &Lab, keys: &[String]) -> String {
                 h.name
             ));
             for &i in members {
+                // The script relative to the system file's directory (the agents' working
+                // directory, which the host image shows them): the same file works where
+                // `deploy` copies the directory to.
+                let script = lab.agents.script.to_string_lossy().into_owned();
                 let argv: Vec<String> = lab
                     .agents
                     .argv(i)
                     .iter()
-                    .map(|a| serde_json::to_string(a).unwrap_or_default())
+                    .map(|a| match (a == &script, lab.agents.script.file_name()) {
+                        (true, Some(name)) => name.to_string_lossy().into_owned(),
+                        _ => a.clone(),
+                    })
+                    .map(|a| serde_json::to_string(&a).unwrap_or_default())
                     .collect();
                 y.push_str(&format!(
                     "      - name: {}\n        command: [{}]\n        port: {}\n        \
