@@ -90,6 +90,8 @@ systemctl start $U; rc=$?; echo "start rc $rc"
 [ $rc = 0 ] || {{ journalctl -u $U --no-pager | tail -30; exit 1; }}
 st
 systemctl show -p StatusText --value $U
+P=$($CTL status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["agents"][0]["pid"])')
+echo "agent cgroup $(cat /proc/$P/cgroup)"
 echo "@@ restart"
 systemctl restart $U; echo "restart rc $?"
 st
@@ -167,6 +169,13 @@ echo "@@ end"
         );
     }
     assert!(start.contains("2/2 agents"), "status text: {out}");
+    // The groups live in the daemon's own slice, beside the service: under systemd 252 a
+    // restarted main process cannot be attached to a unit cgroup whose controllers are
+    // delegated to children (EBUSY; `DelegateSubgroup=` is systemd 254), see ARCHITECTURE.md.
+    assert!(
+        start.contains("agent cgroup 0::/agent-supervisor.slice/web/web1"),
+        "{out}"
+    );
     let pids: Vec<String> = first.iter().map(|a| a.3.clone()).collect();
     let same_pids = |name: &str| {
         let s = section(name);
