@@ -7,9 +7,12 @@
 //!    `agent-bridge`) to [`BIN_DIR`];
 //! 2. the system file's directory (the file and what it names relative to itself: agent code,
 //!    env files, keys; not `.git`, `target` or the daemon's own directories) to [`ETC_DIR`];
-//! 3. the unit (`systemd/agent-supervisor.service`, built in) to [`UNIT_PATH`] and
+//! 3. the host's images, built from their recipes (which came with the directory) into the
+//!    host's store when a group runs from one; the build cache makes an unchanged image a
+//!    no-op with the same digest;
+//! 4. the unit (`systemd/agent-supervisor.service`, built in) to [`UNIT_PATH`] and
 //!    `AGENT_SUPERVISOR_ARGS=--host H` to [`DEFAULT_PATH`];
-//! 4. `systemctl daemon-reload`, `enable`, and `start` — or, when something changed and the
+//! 5. `systemctl daemon-reload`, `enable`, and `start` — or, when something changed and the
 //!    daemon runs, `restart` (the agents stay: see the unit's `ExecStop=`), or `reload`
 //!    when only the system directory changed.
 //!
@@ -307,6 +310,24 @@ fn run_without_systemd(
     Ok(())
 }
 
+/// The digests of the images in `host`'s store, by name (empty where there is no store).
+fn image_digests(config: &Path, host: &str) -> Vec<(String, String)> {
+    let Ok(l) = agent_config::load(config) else {
+        return Vec::new();
+    };
+    let Ok(Some(store)) = agent_plan::Plan::store(&l, host) else {
+        return Vec::new();
+    };
+    store
+        .list()
+        .map(|v| {
+            v.into_iter()
+                .map(|i| (i.name, i.digest.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Installs this machine as `host` of `config`; returns what it did, line by line.
 pub fn install(config: &Path, host: &str) -> Result<String, InstallError> {
     let l = agent_config::load(config).map_err(|e| InstallError::Config(e.to_string()))?;
@@ -346,6 +367,24 @@ pub fn install(config: &Path, host: &str) -> Result<String, InstallError> {
         "system file and its directory in {ETC_DIR}: {}\n",
         if system { "updated" } else { "unchanged" }
     ));
+    // The host's images, before any daemon resolves a plan that names them.
+    let installed = Path::new(ETC_DIR).join("system.yaml");
+    let wants_images = l.system.groups.values().any(|g| {
+        g.host == host && agent_config::defaults::image(g) != agent_config::defaults::HOST_IMAGE
+    });
+    if wants_images {
+        let before = image_digests(&installed, host);
+        crate::images_cli::build(&installed, Some(host), None, false, Default::default()).map_err(
+            |e| InstallError::Config(format!("building the images of host {host}: {e}")),
+        )?;
+        let after = image_digests(&installed, host);
+        let changed = before != after;
+        system |= changed;
+        log.push_str(&format!(
+            "images built: {}\n",
+            if changed { "new digests" } else { "unchanged" }
+        ));
+    }
     if !systemd_running() {
         run_without_systemd(host, bins, system, &mut log)?;
         return Ok(log);

@@ -169,8 +169,22 @@ fn deploy_both_hosts_then_one_changed_agent_then_a_failing_host() {
         return;
     }
     let groups = "  core:\n    host: h1\n    network: private\n    agents:\n      - name: core\n        command: [python3, -m, http.server, '8000']\n        port: 8000\n        health: {tcp: true, interval: 1s}\n  \
-                  front:\n    host: h2\n    network: private\n    depends_on: [core]\n    agents:\n      - name: frontend\n        command: [python3, -m, http.server, '8001']\n        port: 8001\n        health: {tcp: true, interval: 1s}\n      - name: sidecar\n        command: [sleep, '600']\n";
+                  front:\n    host: h2\n    network: private\n    depends_on: [core]\n    agents:\n      - name: frontend\n        command: [python3, -m, http.server, '8001']\n        port: 8001\n        health: {tcp: true, interval: 1s}\n      - name: sidecar\n        command: [sleep, '600']\n  \
+                  boxed:\n    host: h2\n    image: tiny\n    agents:\n      - name: boxed\n        command: [sleep, '700']\n";
     let two = TwoHosts::new(BIN, CTL, "deploy", 8, groups, "");
+    // h2 runs a group from an image: its recipe travels with the system directory and
+    // `install` builds it there.
+    let sys = two.dir.join("system.yaml");
+    let text = std::fs::read_to_string(&sys).unwrap();
+    std::fs::write(
+        &sys,
+        format!("images:\n  tiny: {{recipe: images/tiny.yaml}}\n{text}"),
+    )
+    .unwrap();
+    two.file(
+        "images/tiny.yaml",
+        "base: host-closure\nbinaries: [sh, sleep]\n",
+    );
     let mut ssh = sshd(&two);
     std::thread::sleep(Duration::from_millis(500));
     let stop_all = |two: &TwoHosts| {
@@ -214,6 +228,7 @@ fn deploy_both_hosts_then_one_changed_agent_then_a_failing_host() {
         || validate(&two).1,
     );
     println!("{v}");
+    assert!(v.contains("image tiny | PASS"), "{v}");
     // The other host's private key stayed home.
     let keys = two
         .in_host(0, "ssh")
@@ -226,7 +241,9 @@ fn deploy_both_hosts_then_one_changed_agent_then_a_failing_host() {
         .unwrap();
     assert_eq!(keys.trim(), "h2.key", "h2 got keys {keys}");
     let before = pids(&two, 1);
-    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(before.len(), 3, "{before:?}");
+    println!("pids before the second deploy: {before:?}");
+    let pid = |v: &[(String, i64)], n: &str| v.iter().find(|(a, _)| a == n).map(|(_, p)| *p);
 
     // 2. One agent changed: only it restarts.
     let file = two.dir.join("system.yaml");
@@ -241,18 +258,22 @@ fn deploy_both_hosts_then_one_changed_agent_then_a_failing_host() {
     assert!(ok, "{text}");
     assert!(text.contains("reloaded the system file"), "{text}");
     let after = wait_for(
-        "sidecar restarted, frontend not",
+        "sidecar restarted, the others not",
         Duration::from_secs(20),
         || {
             let now = pids(&two, 1);
-            (now.len() == 2 && now[1].1 != before[1].1 && now[1].1 != 0).then_some(now)
+            let s = pid(&now, "sidecar");
+            (s.is_some() && s != pid(&before, "sidecar") && s != Some(0)).then_some(now)
         },
         || format!("{:?}", pids(&two, 1)),
     );
-    assert_eq!(
-        after[0], before[0],
-        "frontend was restarted: {before:?} -> {after:?}"
-    );
+    for unchanged in ["frontend", "boxed"] {
+        assert_eq!(
+            pid(&after, unchanged),
+            pid(&before, unchanged),
+            "{unchanged} was restarted: {before:?} -> {after:?}"
+        );
+    }
 
     // 3. h1's ssh fails: the rollout stops there, h2 is left as it was.
     let _ = ssh.sshd[0].kill();
