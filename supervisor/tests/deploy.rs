@@ -35,6 +35,34 @@ impl Drop for Ssh {
     }
 }
 
+/// Stops the daemons `deploy` started (through their control sockets) on drop.
+struct StopDaemons {
+    ctl: PathBuf,
+    sockets: Vec<PathBuf>,
+}
+
+impl Drop for StopDaemons {
+    fn drop(&mut self) {
+        let ask = |s: &Path, what: &str| {
+            Command::new(&self.ctl)
+                .arg("-s")
+                .arg(s)
+                .arg(what)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        for s in &self.sockets {
+            ask(s, "shutdown");
+        }
+        let t = Instant::now();
+        while self.sockets.iter().any(|s| ask(s, "version"))
+            && t.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
@@ -187,23 +215,21 @@ fn deploy_both_hosts_then_one_changed_agent_then_a_failing_host() {
     );
     let mut ssh = sshd(&two);
     std::thread::sleep(Duration::from_millis(500));
-    let stop_all = |two: &TwoHosts| {
-        for i in 0..2 {
-            let _ = two.ctl(i, &["shutdown"]);
-        }
-        let t = Instant::now();
-        while (0..2).any(|i| two.ctl(i, &["version"]).status.success())
-            && t.elapsed() < Duration::from_secs(30)
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    // The deployed daemons are not the test's children: whatever happens (a failed assert
+    // too), they are asked to stop every agent before the namespaces go.
+    let _stop = StopDaemons {
+        ctl: PathBuf::from(CTL),
+        sockets: two
+            .hosts
+            .iter()
+            .map(|h| h.dir.join("control.sock"))
+            .collect(),
     };
 
     // 1. From nothing: both hosts.
     let (ok, text, secs) = deploy(&two, &ssh);
     println!("deploy 1 ({secs:.1} s):\n{text}");
     if !ok {
-        stop_all(&two);
         panic!(
             "deploy failed:\n{text}\nsshd: {}",
             std::fs::read_to_string(two.dir.join("ssh/sshd0.log")).unwrap_or_default()
@@ -294,6 +320,5 @@ fn deploy_both_hosts_then_one_changed_agent_then_a_failing_host() {
     assert!(text.contains("| h2   | skipped"), "{text}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pids(&two, 1), after, "h2 was touched");
-    stop_all(&two);
     drop(ssh);
 }
