@@ -43,22 +43,33 @@ struct StopDaemons {
 
 impl Drop for StopDaemons {
     fn drop(&mut self) {
-        let ask = |s: &Path, what: &str| {
+        let ask = |s: &Path, what: &[&str]| {
             Command::new(&self.ctl)
                 .arg("-s")
                 .arg(s)
-                .arg(what)
+                .args(what)
                 .output()
-                .is_ok_and(|o| o.status.success())
+                .ok()
+                .filter(|o| o.status.success())
         };
+        // Their pids first: the control socket closes before the agents are stopped.
+        let pids: Vec<i64> = self
+            .sockets
+            .iter()
+            .filter_map(|s| ask(s, &["status", "--json"]))
+            .filter_map(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .filter_map(|v| v["daemon_pid"].as_i64())
+            .collect();
         for s in &self.sockets {
-            ask(s, "shutdown");
+            ask(s, &["shutdown"]);
         }
+        let alive = |p: i64| Path::new(&format!("/proc/{p}")).exists();
         let t = Instant::now();
-        while self.sockets.iter().any(|s| ask(s, "version"))
-            && t.elapsed() < Duration::from_secs(30)
-        {
+        while pids.iter().any(|p| alive(*p)) && t.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(100));
+        }
+        for p in pids.iter().filter(|p| alive(**p)) {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
         }
     }
 }
