@@ -122,8 +122,9 @@ fn put(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, InstallError> {
 }
 
 /// Copies the tree `from` into `to` (files whose bytes differ, with their mode); `true`
-/// if anything changed. Files of `to` that `from` does not have are removed.
-fn sync_tree(from: &Path, to: &Path) -> Result<bool, InstallError> {
+/// if anything changed. Files of `to` that `from` does not have are removed, but for the
+/// names in `keep` (at the top only).
+fn sync_tree(from: &Path, to: &Path, keep: &[&str]) -> Result<bool, InstallError> {
     use std::os::unix::fs::PermissionsExt;
     let mut changed = false;
     std::fs::create_dir_all(to).map_err(io("create", to))?;
@@ -137,7 +138,7 @@ fn sync_tree(from: &Path, to: &Path) -> Result<bool, InstallError> {
         let (src, dst) = (e.path(), to.join(&name));
         let meta = std::fs::metadata(&src).map_err(io("stat", &src))?;
         if meta.is_dir() {
-            changed |= sync_tree(&src, &dst)?;
+            changed |= sync_tree(&src, &dst, &[])?;
         } else if meta.is_file() {
             let bytes = std::fs::read(&src).map_err(io("read", &src))?;
             changed |= put(&dst, &bytes, meta.permissions().mode() & 0o7777)?;
@@ -145,7 +146,7 @@ fn sync_tree(from: &Path, to: &Path) -> Result<bool, InstallError> {
         names.push(name);
     }
     for e in std::fs::read_dir(to).map_err(io("read", to))?.flatten() {
-        if !names.contains(&e.file_name()) {
+        if !names.contains(&e.file_name()) && !keep.iter().any(|k| e.file_name() == *k) {
             let p = e.path();
             let r = if p.is_dir() {
                 std::fs::remove_dir_all(&p)
@@ -357,7 +358,14 @@ pub fn install(config: &Path, host: &str) -> Result<String, InstallError> {
         .file_name()
         .ok_or_else(|| InstallError::Config(format!("{} names no file", config.display())))?;
     let dir = l.dir.clone();
-    let mut system = sync_tree(&dir, Path::new(ETC_DIR))?;
+    // A system file of another name is also installed as `system.yaml` (what the unit reads),
+    // which the next sync must not take for a leftover.
+    let keep: &[&str] = if name == "system.yaml" {
+        &[]
+    } else {
+        &["system.yaml"]
+    };
+    let mut system = sync_tree(&dir, Path::new(ETC_DIR), keep)?;
     if name != "system.yaml" {
         // The unit reads /etc/agent-supervisor/system.yaml.
         let bytes = std::fs::read(config).map_err(io("read", config))?;
@@ -478,4 +486,31 @@ pub fn uninstall(purge: bool) -> Result<String, InstallError> {
         systemctl(&["daemon-reload"])?;
     }
     Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_tree_writes_what_differs_and_removes_what_is_gone() {
+        let base = std::env::temp_dir().join(format!("install-sync-{}", std::process::id()));
+        let (from, to) = (base.join("from"), base.join("to"));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(from.join("agents")).expect("dirs");
+        std::fs::write(from.join("mine.yaml"), "hosts: {}\n").expect("write");
+        std::fs::write(from.join("agents/a.py"), "print(1)\n").expect("write");
+        std::fs::create_dir_all(from.join(".git")).expect("dirs");
+        assert!(sync_tree(&from, &to, &["system.yaml"]).expect("first sync"));
+        assert!(to.join("agents/a.py").is_file() && !to.join(".git").exists());
+        // The installed `system.yaml` beside a file of another name survives the next sync.
+        std::fs::write(to.join("system.yaml"), "hosts: {}\n").expect("write");
+        assert!(!sync_tree(&from, &to, &["system.yaml"]).expect("second sync"));
+        assert!(to.join("system.yaml").is_file());
+        // A file gone from the source goes from the target too.
+        std::fs::remove_file(from.join("agents/a.py")).expect("remove");
+        assert!(sync_tree(&from, &to, &["system.yaml"]).expect("third sync"));
+        assert!(!to.join("agents/a.py").exists());
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }

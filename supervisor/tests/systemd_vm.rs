@@ -52,6 +52,19 @@ fn systemd_or_skip(test: &str) -> bool {
     false
 }
 
+/// Runs `script` in the VM under systemd; prints its output.
+fn boot(test: &str, script: &str, timeout: Duration) -> vm::VmRun {
+    let opts = VmOptions {
+        timeout,
+        memory_mb: 1536,
+        systemd: true,
+        ..VmOptions::default()
+    };
+    let run = vm::run(script, &opts).expect("the VM runs the script under systemd");
+    println!("{test}: {:.1?}\n{}", run.elapsed, run.stdout);
+    run
+}
+
 #[test]
 fn daemon_under_systemd_start_restart_crash_watchdog_stop_journal() {
     let test = "daemon_under_systemd_start_restart_crash_watchdog_stop_journal";
@@ -123,15 +136,8 @@ echo "@@ end"
         web = WEB,
         status = STATUS,
     );
-    let opts = VmOptions {
-        timeout: Duration::from_secs(400),
-        memory_mb: 1536,
-        systemd: true,
-        ..VmOptions::default()
-    };
-    let run = vm::run(&script, &opts).expect("the VM runs the script under systemd");
+    let run = boot(test, &script, Duration::from_secs(400));
     let out = run.stdout.clone();
-    println!("{test}: {:.1?}\n{out}", run.elapsed);
     let section = |name: &str| -> String {
         let start = out
             .find(&format!("@@ {name}\n"))
@@ -261,15 +267,8 @@ echo "@@ end"
         web = WEB,
         status = STATUS,
     );
-    let opts = VmOptions {
-        timeout: Duration::from_secs(300),
-        memory_mb: 1536,
-        systemd: true,
-        ..VmOptions::default()
-    };
-    let run = vm::run(&script, &opts).expect("the VM runs the script under systemd");
+    let run = boot(test, &script, Duration::from_secs(300));
     let out = run.stdout.clone();
-    println!("{test}: {:.1?}\n{out}", run.elapsed);
     for want in [
         "install rc 0",
         "active active enabled enabled",
