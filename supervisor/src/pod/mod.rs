@@ -527,7 +527,13 @@ impl Pod {
         }
         // Kills what is left (cgroup.kill), waits until empty, removes every directory.
         self.cgroup.remove().map_err(cg_err)?;
-        dir_removed.map_err(io(format!("remove {}", self.dir.display())))?;
+        // A shim that was still running when the first removal went through the directory
+        // may have written a file into it (its agent's pid or exit record); every process
+        // of the group is gone now, so a second pass finds nothing new.
+        if dir_removed.is_err() && self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir)
+                .map_err(io(format!("remove {}", self.dir.display())))?;
+        }
         Ok(())
     }
 }
