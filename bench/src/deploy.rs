@@ -20,7 +20,8 @@ fn progress(what: &str) {
     eprintln!("bench deploy: {what}");
 }
 
-fn sibling(name: &str) -> Result<PathBuf, String> {
+/// A binary of this workspace next to this executable.
+pub fn sibling(name: &str) -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let exe = me.with_file_name(name);
     if exe.is_file() {

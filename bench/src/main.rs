@@ -1,11 +1,11 @@
 //! The `agent-bench` binary: benchmarks that print a table comparing agent-supervisor with its
-//! peers in one run (`launch`, `supervise`, `build`, `bridge`, `observe`). Kept out of
+//! peers in one run (`launch`, `supervise`, `build`, `bridge`, `observe`), and the `soak`. Kept out of
 //! `agent-supervisor`, the product binary; it runs `agent-supervisor`, `supervisorctl`,
 //! `agent-launch` and `agent-bridge` from its own directory.
 
 use std::process::ExitCode;
 
-use agent_bench::{bridge, build, deploy, launch, observe, supervise};
+use agent_bench::{bridge, build, deploy, launch, observe, soak, supervise};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -71,6 +71,21 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         idle: u64,
     },
+    /// The two-host system (as `observe`, plus an OOM group) under random faults for N
+    /// minutes: agent kills and hangs, an OOM, daemon and bridge kills, reloads, group
+    /// restarts; checks that no agent is lost or doubled, every restart is counted, the
+    /// summary never hangs, RSS and fds stay flat, and nothing is left behind.
+    Soak {
+        /// Minutes of faults (the first round of every kind always completes).
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// The faults' random seed (default: the time; printed either way).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Number of stand-in agents, split over the two hosts.
+        #[arg(long, default_value_t = 77)]
+        agents: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,6 +112,11 @@ fn main() -> ExitCode {
             "observe",
             observe::run(agents, scrapes, idle).map_err(|e| e.to_string()),
         ),
+        Cmd::Soak {
+            minutes,
+            seed,
+            agents,
+        } => ("soak", soak::run(minutes, seed, agents)),
     };
     match result {
         Ok(table) => {

@@ -91,11 +91,18 @@ fn read_pid(path: &Path) -> Option<i32> {
 
 /// The two hosts, their daemons, and a helper process or two run in a namespace.
 pub struct Lab {
-    tools: Tools,
+    pub tools: Tools,
     pub dir: PathBuf,
     pub hosts: [Host; 2],
     pub agents: Agents,
     pub config: PathBuf,
+    /// The stand-in agents' health check (a YAML flow mapping).
+    pub health: String,
+    /// Extra environment of some agents (by index): `SOAK_GENERATION` for a reload.
+    pub env: std::collections::HashMap<usize, String>,
+    /// More groups, as YAML lines under `groups:` (e.g. the soak's OOM group).
+    pub extra_groups: String,
+    keys: Vec<String>,
     made_ns: Vec<String>,
     daemons: Vec<(usize, Child)>,
     helpers: Vec<(String, Child)>,
@@ -153,6 +160,10 @@ impl Lab {
         let mut lab = Lab {
             agents: Agents::new(&dir, python, &script, ports),
             config: dir.join("system.yaml"),
+            health: "{http: /health, interval: 5s}".into(),
+            env: std::collections::HashMap::new(),
+            extra_groups: String::new(),
+            keys: Vec::new(),
             tools,
             dir,
             hosts,
@@ -184,10 +195,19 @@ impl Lab {
             lab.ip(&["-n", &ns, "addr", "add", &addr, "dev", v])?;
             lab.ip(&["-n", &ns, "link", "set", v, "up"])?;
         }
-        let yaml = system_yaml(&lab, &keys);
-        std::fs::write(&lab.config, yaml)
-            .map_err(|e| format!("cannot write {}: {e}", lab.config.display()))?;
+        lab.keys = keys;
+        lab.write_config()?;
         Ok(lab)
+    }
+
+    /// (Re)writes the system file from the lab's fields (a daemon sees it on its next
+    /// start or reload).
+    pub fn write_config(&self) -> Result<(), String> {
+        let yaml = system_yaml(self, &self.keys);
+        let tmp = self.config.with_extension("yaml.new");
+        std::fs::write(&tmp, yaml)
+            .and_then(|()| std::fs::rename(&tmp, &self.config))
+            .map_err(|e| format!("cannot write {}: {e}", self.config.display()))
     }
 
     /// `ip ARGS`, failing with the command line and its stderr.
@@ -234,9 +254,12 @@ impl Lab {
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {what}: {e}"))?;
+        // nsenter execs the daemon: the child's pid is the daemon's (and tells this daemon's
+        // pid file from one a killed daemon left).
+        let pid = i32::try_from(child.id()).ok();
         self.daemons.push((i, child));
         let t = Instant::now();
-        while !h.socket().exists() || h.daemon_pid().is_none() {
+        while !h.socket().exists() || h.daemon_pid() != pid {
             if let Some(why) = self.exited(i) {
                 return Err(why);
             }
@@ -250,6 +273,19 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
+    }
+
+    /// Kills host `i`'s daemon with SIGKILL (its agents, shims and bridge stay) and reaps it.
+    pub fn kill_daemon(&mut self, i: usize) -> Result<(), String> {
+        let at = self
+            .daemons
+            .iter()
+            .position(|(j, _)| *j == i)
+            .ok_or_else(|| format!("{}'s daemon is not running", self.hosts[i].name))?;
+        let (_, mut c) = self.daemons.remove(at);
+        c.kill()
+            .and_then(|()| c.wait().map(|_| ()))
+            .map_err(|e| format!("cannot kill {}'s daemon: {e}", self.hosts[i].name))
     }
 
     /// Why host `i`'s daemon is gone, if it is.
@@ -282,9 +318,10 @@ impl Lab {
         Ok(())
     }
 
-    /// Stops everything and removes it; returns what went wrong or was left behind.
-    /// Running it again does nothing.
-    pub fn teardown(&mut self) -> Vec<String> {
+    /// Stops the helpers and shuts both daemons down (`supervisorctl shutdown`: every agent
+    /// stops), killing a daemon that does not exit in time; returns what went wrong. What a
+    /// daemon left behind is still there for the caller to see.
+    pub fn stop_daemons(&mut self) -> Vec<String> {
         let mut notes = Vec::new();
         for (what, mut c) in self.helpers.drain(..) {
             if let Some(why) = stop_child(&mut c, Duration::from_secs(5)) {
@@ -315,6 +352,13 @@ impl Lab {
             }
             let _ = c.wait();
         }
+        notes
+    }
+
+    /// Stops everything and removes it; returns what went wrong or was left behind.
+    /// Running it again does nothing.
+    pub fn teardown(&mut self) -> Vec<String> {
+        let mut notes = self.stop_daemons();
         for h in &self.hosts {
             if let Some(pid) = h.bridge_pid().filter(|p| procs::cmdline(*p).is_some()) {
                 let exe = procs::cmdline(pid).unwrap_or_default();
@@ -416,14 +460,21 @@ fn system_yaml(lab: &Lab, keys: &[String]) -> String {
                     .collect();
                 y.push_str(&format!(
                     "      - name: {}\n        command: [{}]\n        port: {}\n        \
-                     health: {{http: /health, interval: 5s}}\n",
+                     health: {}\n",
                     lab.agents.names[i],
                     argv.join(", "),
-                    lab.agents.ports[i]
+                    lab.agents.ports[i],
+                    lab.health,
                 ));
+                if let Some(generation) = lab.env.get(&i) {
+                    y.push_str(&format!(
+                        "        env: {{SOAK_GENERATION: '{generation}'}}\n"
+                    ));
+                }
             }
         }
     }
+    y.push_str(&lab.extra_groups);
     y
 }
 

@@ -541,3 +541,70 @@ fn stop_start_restart_and_signal_through_supervisorctl() {
         "an unknown agent is an error"
     );
 }
+
+#[test]
+fn a_stopped_agent_gets_its_stop_signal_at_once_not_at_the_stop_timeout() {
+    if !root_or_skip("a_stopped_agent_gets_its_stop_signal_at_once_not_at_the_stop_timeout") {
+        return;
+    }
+    // The agent says so when SIGTERM reaches it; it hangs in SIGSTOP when asked to stop,
+    // with a stop timeout (30 s) far beyond the test's patience.
+    let f = Fixture::new(
+        BIN,
+        "d-frozen",
+        "dfrozen",
+        "  g:\n    host: h1\n    agents:\n      - name: frozen\n        command: [python3, agents/term.py]\n        stop_timeout: 30s\n",
+    );
+    f.file(
+        "agents/term.py",
+        "import signal, sys, time\ndef term(*_):\n    print('got SIGTERM', flush=True)\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, term)\nprint('ready', flush=True)\nwhile True:\n    time.sleep(1)\n",
+    );
+    let d = Daemon::start(&f);
+    let agent = pid(&d.wait_for("frozen", "RUNNING", Duration::from_secs(10), running));
+    let logs = || -> String {
+        std::fs::read_dir(f.dir.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    };
+    // The interpreter has installed its handler once it said `ready`.
+    let t = Instant::now();
+    while !logs().contains("ready") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no `ready`: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP the agent");
+    let t = Instant::now();
+    let out = d.ctl(&["stop", "frozen"]);
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "stopping a SIGSTOPped agent took {took:?}: it waited for the stop timeout"
+    );
+    let a = d.agent("frozen");
+    assert!(
+        logs().contains("got SIGTERM"),
+        "SIGTERM reached it: {a}; {}",
+        logs()
+    );
+    assert_eq!(
+        (a["state"].as_str(), a["last_exit_code"].as_i64()),
+        (Some("STOPPED"), Some(0)),
+        "{a}"
+    );
+}

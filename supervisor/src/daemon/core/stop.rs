@@ -1,6 +1,7 @@
 //! Stopping agents: the stop signal of the plan a run was started with, a kill of its
 //! cgroup at its stop timeout, and an orderly shutdown in reverse dependency order.
 
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::*;
@@ -31,6 +32,9 @@ impl Core {
                 proc.health.stop();
                 if let Some(pid) = proc.target() {
                     let _ = nix::sys::signal::kill(Pid::from_raw(pid), proc.stop_signal);
+                    // As systemd does: a stopped (SIGSTOP, hung in a debugger) agent gets
+                    // its stop signal now, not only at the stop timeout's kill.
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGCONT);
                 }
                 let timeout = proc.stop_timeout;
                 let (tx, agent, generation) = (self.tx.clone(), name.to_string(), a.generation);
