@@ -608,3 +608,103 @@ fn a_stopped_agent_gets_its_stop_signal_at_once_not_at_the_stop_timeout() {
         "{a}"
     );
 }
+
+#[test]
+fn a_truncated_or_corrupt_state_file_is_set_aside_and_every_agent_readopted() {
+    if !root_or_skip("a_truncated_or_corrupt_state_file_is_set_aside_and_every_agent_readopted") {
+        return;
+    }
+    let tag = std::process::id();
+    let f = Fixture::new(
+        BIN,
+        "d-corrupt",
+        "dcorrupt",
+        &format!(
+            "  g:\n    host: h1\n    agents:\n      - name: one\n        command: [sleep, '{tag}1']\n        restart: {{policy: always, backoff: {{initial: 50ms}}}}\n      - name: two\n        command: [sleep, '{tag}2']\n"
+        ),
+    );
+    let state = f.dir.join("run/state.json");
+    let aside = f.dir.join("run/state.json.corrupt");
+    let mut d = Daemon::start(&f);
+    let one = pid(&d.wait_for("one", "RUNNING", Duration::from_secs(10), running));
+    let two = pid(&d.wait_for("two", "RUNNING", Duration::from_secs(10), running));
+    // A restart to count, so that the state file has something in it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(one as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let one = pid(
+        &d.wait_for("one", "restarted", Duration::from_secs(10), |a| {
+            running(a) && pid(a) != one
+        }),
+    );
+    let t = Instant::now();
+    while !std::fs::read_to_string(&state)
+        .unwrap_or_default()
+        .contains("restarts")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no state file at {}",
+            state.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let whole = std::fs::read(&state).unwrap();
+    for (what, bytes) in [
+        ("truncated", whole[..whole.len() / 2].to_vec()),
+        ("garbage", b"\x00\xffnot json{{{".to_vec()),
+    ] {
+        d.kill9();
+        std::fs::write(&state, &bytes).unwrap();
+        let _ = std::fs::remove_file(&aside);
+        d.restart();
+        for (n, p) in [("one", one), ("two", two)] {
+            let a = d.wait_for(n, "RUNNING", Duration::from_secs(20), running);
+            assert_eq!(
+                pid(&a),
+                p,
+                "{what}: {n} was restarted instead of adopted: {a}; {} processes; {}",
+                count_procs(&format!("sleep {tag}1")),
+                f.daemon_log()
+            );
+        }
+        let log = f.daemon_log();
+        assert!(log.contains("the state file is corrupt"), "{what}: {log}");
+        assert!(log.contains(&aside.display().to_string()), "{what}: {log}");
+        assert_eq!(
+            std::fs::read(&aside).unwrap(),
+            bytes,
+            "{what}: the corrupt file is kept"
+        );
+        assert_eq!(
+            count_procs(&format!("sleep {tag}1")),
+            1,
+            "{what}: one runs once"
+        );
+        assert_eq!(
+            count_procs(&format!("sleep {tag}2")),
+            1,
+            "{what}: two runs once"
+        );
+    }
+    // Still supervised, and the state file is written again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(two as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let a = d.wait_for("two", "restarted", Duration::from_secs(10), |a| {
+        running(a) && pid(a) != two
+    });
+    assert_eq!(a["restarts"], 1, "{a}");
+    let t = Instant::now();
+    while serde_json::from_slice::<Value>(&std::fs::read(&state).unwrap_or_default()).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "state.json is not written again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -69,3 +69,41 @@ async fn poll_gone(pid: i32) {
 pub fn alive(pid: i32, start_time: u64) -> bool {
     crate::launch::proc_start_time(pid) == Some(start_time)
 }
+
+/// The shim of agent process `pid` (its parent, when that is an `__agent` shim, or a fork
+/// of the launch server whose command line could not be renamed), with its start time.
+pub fn shim_of(pid: i32) -> Option<(i32, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ppid: i32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).ok()?;
+    cmdline
+        .split(|b| *b == 0)
+        .any(|a| a == b"__agent" || a == b"__spawner")
+        .then_some(())?;
+    Some((ppid, crate::launch::proc_start_time(ppid)?))
+}
+
+/// When process `pid` started, from its start time in clock ticks after boot (`/proc/stat`
+/// `btime`).
+pub fn started_at(pid: i32) -> Option<std::time::SystemTime> {
+    let ticks = crate::launch::proc_start_time(pid)?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&h| h > 0)?;
+    let at =
+        std::time::Duration::from_secs(btime) + std::time::Duration::from_millis(ticks * 1000 / hz);
+    Some(std::time::UNIX_EPOCH + at)
+}

@@ -321,6 +321,20 @@ impl Core {
     fn adopt(&mut self) {
         let saved = match persist::load(&self.state_path) {
             Ok(s) => s,
+            Err(e @ persist::PersistError::Json { .. }) => {
+                // Truncated or corrupt (a full disk, a crash of the file system): kept aside
+                // for a look, never read again; the groups are adopted from their cgroups.
+                let aside = self.state_path.with_extension("json.corrupt");
+                let kept = match std::fs::rename(&self.state_path, &aside) {
+                    Ok(()) => format!("kept as {}", aside.display()),
+                    Err(r) => format!("cannot move it to {}: {r}", aside.display()),
+                };
+                eprintln!(
+                    "agent-supervisor: the state file is corrupt ({e}); {kept}; restart \
+                     counts start again from 0; groups are re-adopted from their cgroups"
+                );
+                persist::State::default()
+            }
             Err(e) => {
                 eprintln!("agent-supervisor: ignoring unreadable state: {e}");
                 persist::State::default()
@@ -343,16 +357,20 @@ impl Core {
                 }
             };
             for (name, ap) in &gplan.agents {
-                let (Some(rec), Some(a)) = (saved.agents.get(name), self.agents.get_mut(name))
-                else {
+                let Some(a) = self.agents.get_mut(name) else {
+                    continue;
+                };
+                let saved_rec = saved
+                    .agents
+                    .get(name)
+                    .filter(|r| r.shim.is_some_and(|(p, t)| process::alive(p, t)))
+                    .cloned();
+                let Some(rec) = saved_rec.or_else(|| from_group(&pod, name)) else {
                     continue;
                 };
                 let Some((shim, start)) = rec.shim else {
                     continue;
                 };
-                if !process::alive(shim, start) {
-                    continue;
-                }
                 a.generation += 1;
                 let started_at = rec
                     .started_at
@@ -605,4 +623,31 @@ fn cond_name(c: Condition) -> &'static str {
         Condition::Started => "started",
         Condition::Healthy => "healthy",
     }
+}
+
+/// An agent's record worked out from its running group when the state file has none (it
+/// was lost or corrupt): the pid its shim recorded, if that process is in the agent's
+/// cgroup and its parent is a shim. The restart count is lost; the OOM kills the cgroup
+/// had so far are not counted again.
+fn from_group(pod: &Pod, name: &str) -> Option<persist::AgentRecord> {
+    let pid = pod.agent_pid(name)?;
+    let cgroup = pod.cgroup.open_child(name)?;
+    if !cgroup.pids().contains(&u32::try_from(pid).ok()?) {
+        return None;
+    }
+    let shim = process::shim_of(pid)?;
+    eprintln!(
+        "agent-supervisor: agent {name}: no saved record; re-adopted from its cgroup (pid \
+         {pid}, shim {})",
+        shim.0
+    );
+    Some(persist::AgentRecord {
+        started_at: process::started_at(pid)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64()),
+        shim: Some(shim),
+        pid: Some(pid),
+        oom_base: cgroup.oom_kills(),
+        ..persist::AgentRecord::default()
+    })
 }
