@@ -1,0 +1,454 @@
+//! The pod of one group: a container per agent (image, command, environment, ports,
+//! resources, probes, security), the init containers that wait for its dependencies, and
+//! its volumes.
+
+use agent_config::model::{GpuDevices, Policy};
+use agent_plan::{AgentPlan, GroupPlan, HealthPlan, Probe};
+use serde_json::{json, Map, Value};
+
+use crate::names::{lower, Names, Rewrite};
+use crate::{secs, Notes};
+
+/// The image every wait-for-a-dependency init container runs (`nc -z`).
+pub const WAIT_IMAGE: &str = "busybox:1.36";
+
+/// At most this many other groups' namespaces go into a pod's DNS search list (the
+/// cluster allows 32 search domains; the kubelet adds three of its own).
+pub const MAX_SEARCHES: usize = 28;
+
+/// What the containers of a group share.
+pub struct PodCtx<'a> {
+    pub names: &'a Names,
+    pub g: &'a GroupPlan,
+    pub image: String,
+    /// The group's `env_file` variables (in its ConfigMap), if it has one.
+    pub env_file: Option<(String, Vec<(String, String)>)>,
+    /// GPUs the group asks for (the first container gets them).
+    pub gpus: u32,
+    /// The bind volumes.
+    pub mounts: Vec<Mount>,
+}
+
+/// A bind of the group as a volume of its pod.
+pub struct Mount {
+    pub volume: String,
+    pub source: String,
+    pub target: String,
+    /// Read-only: a `hostPath` volume; writable: a claim of the StatefulSet.
+    pub readonly: bool,
+}
+
+/// The number of GPUs a `gpus:` request asks for; `all` has no count (noted, 1).
+pub fn gpu_count(
+    req: Option<&agent_config::model::GpuRequest>,
+    group: &str,
+    notes: &mut Notes,
+) -> u32 {
+    let Some(req) = req else { return 0 };
+    let n = match &req.devices {
+        GpuDevices::Count(n) => *n,
+        GpuDevices::List(ids) => {
+            notes.group(
+                group,
+                "gpus names particular GPUs: the cluster picks any GPUs of the node, as many",
+            );
+            u32::try_from(ids.len()).unwrap_or(u32::MAX)
+        }
+        GpuDevices::All => {
+            notes.group(
+                group,
+                "gpus: all has no count in Kubernetes: the pod asks for nvidia.com/gpu: 1; \
+                 set the node's count",
+            );
+            1
+        }
+    };
+    if n > 0 && req.optional {
+        notes.group(
+            group,
+            "gpus are optional here, but a pod that asks for nvidia.com/gpu only runs on a \
+             node that has them",
+        );
+    }
+    if n > 0 && req.shared {
+        notes.group(
+            group,
+            "shared GPUs need the NVIDIA device plugin's time-slicing; the pod asks for whole ones",
+        );
+    }
+    n
+}
+
+/// The pod spec of the group.
+pub fn pod_spec(ctx: &PodCtx, notes: &mut Notes) -> Value {
+    let g = ctx.g;
+    let mut containers = Vec::new();
+    for (i, a) in g.agents.values().enumerate() {
+        containers.push(container(ctx, a, i == 0, notes));
+    }
+    let grace = g
+        .agents
+        .values()
+        .map(|a| secs(a.stop_timeout, 1))
+        .max()
+        .unwrap_or(30);
+    let mut spec = Map::new();
+    spec.insert("shareProcessNamespace".into(), json!(true));
+    spec.insert("restartPolicy".into(), json!("Always"));
+    spec.insert("terminationGracePeriodSeconds".into(), json!(grace));
+    let own = ctx.names.namespace(&g.name);
+    let mut searches: Vec<String> = ctx
+        .names
+        .groups
+        .values()
+        .filter(|ns| **ns != own)
+        .map(|ns| format!("{ns}.svc.cluster.local"))
+        .collect();
+    if searches.len() > MAX_SEARCHES {
+        notes.group(
+            &g.name,
+            format!(
+                "only {MAX_SEARCHES} other groups' namespaces fit the pod's DNS search list: \
+                 the bare <agent> and <group> names of the rest do not resolve (use <agent>.<group>)"
+            ),
+        );
+        searches.truncate(MAX_SEARCHES);
+    }
+    if !searches.is_empty() {
+        spec.insert("dnsConfig".into(), json!({ "searches": searches }));
+    }
+    let inits = init_containers(ctx, notes);
+    if !inits.is_empty() {
+        spec.insert("initContainers".into(), Value::Array(inits));
+    }
+    spec.insert("containers".into(), Value::Array(containers));
+    let volumes: Vec<Value> = ctx
+        .mounts
+        .iter()
+        .filter(|m| m.readonly)
+        .map(|m| json!({"name": m.volume, "hostPath": {"path": m.source}}))
+        .collect();
+    if !volumes.is_empty() {
+        spec.insert("volumes".into(), Value::Array(volumes));
+    }
+    Value::Object(spec)
+}
+
+fn container(ctx: &PodCtx, a: &AgentPlan, first: bool, notes: &mut Notes) -> Value {
+    let g = ctx.g;
+    let name = lower(&a.name);
+    let mut c = Map::new();
+    c.insert("name".into(), json!(name));
+    c.insert("image".into(), json!(ctx.image));
+    c.insert("command".into(), json!(a.argv));
+    c.insert("workingDir".into(), json!(a.workdir.display().to_string()));
+    let env = env(ctx, a, notes);
+    if !env.is_empty() {
+        c.insert("env".into(), Value::Array(env));
+    }
+    if let Some((cm, _)) = &ctx.env_file {
+        c.insert(
+            "envFrom".into(),
+            json!([{ "configMapRef": { "name": cm } }]),
+        );
+    }
+    let ports: Vec<Value> = a
+        .ports
+        .iter()
+        .map(|p| {
+            let mut port = json!({"name": format!("p{p}"), "containerPort": p, "protocol": "TCP"});
+            if let agent_plan::NetworkPlan::Private(net) = &g.network {
+                for publish in net
+                    .publish
+                    .iter()
+                    .filter(|x| x.agent == a.name && x.port == *p)
+                {
+                    port["hostPort"] = json!(publish.host_port);
+                    if let Some(ip) = publish.host_addr {
+                        port["hostIP"] = json!(ip.to_string());
+                    }
+                }
+            }
+            port
+        })
+        .collect();
+    if !ports.is_empty() {
+        c.insert("ports".into(), Value::Array(ports));
+    }
+    if let Some(r) = resources(ctx, first) {
+        c.insert("resources".into(), r);
+    }
+    if let Some(h) = &a.health {
+        probes(&mut c, h, a.restart.on_unhealthy);
+    }
+    c.insert("securityContext".into(), security(g, notes));
+    let mounts: Vec<Value> = ctx
+        .mounts
+        .iter()
+        .map(|m| json!({"name": m.volume, "mountPath": m.target, "readOnly": m.readonly}))
+        .collect();
+    if !mounts.is_empty() {
+        c.insert("volumeMounts".into(), Value::Array(mounts));
+    }
+    if a.restart.policy != Policy::Always {
+        notes.agent(
+            &g.name,
+            &a.name,
+            format!(
+                "restart policy {:?} is not carried: a Deployment's or StatefulSet's pods always \
+                 restart their containers",
+                a.restart.policy
+            ),
+        );
+    }
+    if a.stop_signal != "SIGTERM" && a.stop_signal != "TERM" {
+        notes.agent(
+            &g.name,
+            &a.name,
+            format!(
+                "stop signal {} is not carried: the kubelet sends SIGTERM (or the image's \
+                 STOPSIGNAL)",
+                a.stop_signal
+            ),
+        );
+    }
+    if !first && ctx.gpus > 0 {
+        notes.agent(
+            &g.name,
+            &a.name,
+            "sees no GPU: in Kubernetes a GPU belongs to one container, the group's first agent's",
+        );
+    }
+    Value::Object(c)
+}
+
+/// The agent's environment for the cluster: the plan's, less what the ConfigMap gives, with
+/// our names and addresses rewritten to the Services'.
+fn env(ctx: &PodCtx, a: &AgentPlan, notes: &mut Notes) -> Vec<Value> {
+    let from_file: &[(String, String)] = ctx.env_file.as_ref().map_or(&[], |(_, v)| v);
+    let mut out = Vec::new();
+    let mut dropped = Vec::new();
+    for (k, v) in &a.env {
+        if from_file.iter().any(|(fk, fv)| fk == k && fv == v) {
+            continue;
+        }
+        let value = if k == "AGENT_DEPENDENCIES" {
+            ctx.names.dependencies(v, |x| x.dns())
+        } else if a.names_env.contains(k) {
+            match ctx.names.rewrite(k, |x| x.dns()) {
+                Rewrite::Keep => v.clone(),
+                Rewrite::Value(x) => x,
+                Rewrite::Drop(why) => {
+                    dropped.push(format!("{k} ({why})"));
+                    continue;
+                }
+            }
+        } else {
+            v.clone()
+        };
+        out.push(json!({"name": k, "value": value}));
+    }
+    if !dropped.is_empty() {
+        notes.group(
+            &ctx.g.name,
+            format!("environment variables left out: {}", dropped.join(", ")),
+        );
+    }
+    out
+}
+
+/// Requests: the group's limits split evenly between its containers (the scheduler reserves
+/// the group's total); limits: the group's whole limit per container (one agent may use all
+/// of it, as in the group's cgroup).
+fn resources(ctx: &PodCtx, first: bool) -> Option<Value> {
+    let l = &ctx.g.limits;
+    let n = ctx.g.agents.len().max(1) as u64;
+    let mut limits = Map::new();
+    let mut requests = Map::new();
+    if let Some(m) = l.memory {
+        limits.insert("memory".into(), json!(m.0.to_string()));
+        requests.insert("memory".into(), json!((m.0 / n).max(1).to_string()));
+    }
+    if let Some(c) = l.cpus {
+        let milli = (c.0 * 1000.0).round().max(1.0) as u64;
+        limits.insert("cpu".into(), json!(format!("{milli}m")));
+        requests.insert("cpu".into(), json!(format!("{}m", (milli / n).max(1))));
+    }
+    if first && ctx.gpus > 0 {
+        limits.insert("nvidia.com/gpu".into(), json!(ctx.gpus));
+    }
+    if limits.is_empty() {
+        return None;
+    }
+    let mut r = Map::new();
+    r.insert("limits".into(), Value::Object(limits));
+    if !requests.is_empty() {
+        r.insert("requests".into(), Value::Object(requests));
+    }
+    Some(Value::Object(r))
+}
+
+/// The probe handler of a health check.
+pub fn handler(p: &Probe) -> Value {
+    match p {
+        Probe::Tcp { port, .. } => json!({"tcpSocket": {"port": port}}),
+        Probe::Http { port, path, .. } => json!({"httpGet": {"path": path, "port": port}}),
+        Probe::Exec(argv) => json!({"exec": {"command": argv}}),
+    }
+}
+
+/// Readiness (the Service sends traffic to healthy agents only, which is what the
+/// dependency waits rely on), liveness when an unhealthy agent is restarted, and a startup
+/// probe covering the start period.
+pub fn probes(c: &mut Map<String, Value>, h: &HealthPlan, liveness: bool) {
+    let t = &h.timing;
+    let period = secs(t.interval, 1);
+    let timeout = secs(t.timeout, 1);
+    let mut probe = handler(&h.probe);
+    probe["periodSeconds"] = json!(period);
+    probe["timeoutSeconds"] = json!(timeout);
+    probe["failureThreshold"] = json!(t.retries.max(1));
+    probe["successThreshold"] = json!(1);
+    c.insert("readinessProbe".into(), probe.clone());
+    if liveness {
+        c.insert("livenessProbe".into(), probe.clone());
+    }
+    if !t.start_period.is_zero() {
+        let within = secs(t.start_period, 1).div_ceil(period);
+        let mut startup = probe;
+        startup["failureThreshold"] = json!(within + u64::from(t.retries.max(1)));
+        c.insert("startupProbe".into(), startup);
+    }
+}
+
+/// Capabilities (Kubernetes spells them without `CAP_`) and the seccomp profile.
+fn security(g: &GroupPlan, notes: &mut Notes) -> Value {
+    let cap = |c: &String| {
+        let up = c.to_ascii_uppercase();
+        up.strip_prefix("CAP_").map(str::to_string).unwrap_or(up)
+    };
+    let mut caps = Map::new();
+    if !g.security.cap_add.is_empty() {
+        caps.insert(
+            "add".into(),
+            json!(g.security.cap_add.iter().map(cap).collect::<Vec<_>>()),
+        );
+    }
+    if !g.security.cap_drop.is_empty() {
+        caps.insert(
+            "drop".into(),
+            json!(g.security.cap_drop.iter().map(cap).collect::<Vec<_>>()),
+        );
+    }
+    if !caps.is_empty() {
+        notes.group(
+            &g.name,
+            "cap_add/cap_drop apply to the container runtime's default capability set, which \
+             differs from agent-launch's (docs/launcher.md)",
+        );
+    }
+    if !g.security.rlimits.is_empty() {
+        let names: Vec<String> = g
+            .security
+            .rlimits
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        notes.group(
+            &g.name,
+            format!(
+                "rlimits {} are not carried: a pod has no per-container rlimits (the container \
+                 runtime's defaults apply)",
+                names.join(", ")
+            ),
+        );
+    }
+    let profile = if g.security.seccomp {
+        "RuntimeDefault"
+    } else {
+        "Unconfined"
+    };
+    let mut s = Map::new();
+    if !caps.is_empty() {
+        s.insert("capabilities".into(), Value::Object(caps));
+    }
+    s.insert("seccompProfile".into(), json!({ "type": profile }));
+    Value::Object(s)
+}
+
+/// One init container per dependency with a port: it waits until the dependency's Service
+/// takes connections (a Service lists ready pods only: the dependency is healthy).
+fn init_containers(ctx: &PodCtx, notes: &mut Notes) -> Vec<Value> {
+    let g = ctx.g;
+    let mut waits: Vec<(String, u16)> = Vec::new();
+    let mut add = |dns: String, port: u16| {
+        if !waits.iter().any(|(d, _)| *d == dns) {
+            waits.push((dns, port));
+        }
+    };
+    for (dep, _) in &g.depends_on {
+        let agents: Vec<_> = ctx
+            .names
+            .agents
+            .values()
+            .filter(|a| a.group == *dep && !a.ports.is_empty())
+            .collect();
+        if agents.is_empty() {
+            notes.group(
+                &g.name,
+                format!(
+                    "depends on group {dep}, none of whose agents has a port: the pod does not \
+                     wait for it"
+                ),
+            );
+        }
+        for a in agents {
+            add(a.dns(), a.ports[0]);
+        }
+    }
+    for a in g.agents.values() {
+        for (dep, _) in &a.depends_on {
+            match ctx.names.agents.get(dep) {
+                Some(d) if d.group == g.name => notes.agent(
+                    &g.name,
+                    &a.name,
+                    format!(
+                        "depends on {dep} of its own group: the containers of a pod start \
+                         together, the agent must retry until {dep} answers"
+                    ),
+                ),
+                Some(d) => match d.ports.first() {
+                    Some(p) => {
+                        notes.agent(
+                            &g.name,
+                            &a.name,
+                            format!("waits for {dep}: the whole pod waits (an init container)"),
+                        );
+                        add(d.dns(), *p);
+                    }
+                    None => notes.agent(
+                        &g.name,
+                        &a.name,
+                        format!("depends on {dep}, which has no port: not waited for"),
+                    ),
+                },
+                None => {}
+            }
+        }
+    }
+    waits
+        .into_iter()
+        .map(|(dns, port)| {
+            let mut name = format!("wait-{}", dns.replace('.', "-"));
+            name.truncate(63);
+            let name = name.trim_end_matches('-').to_string();
+            json!({
+                "name": name,
+                "image": WAIT_IMAGE,
+                "command": ["sh", "-c", format!(
+                    "until nc -z -w 2 {dns} {port}; do echo waiting for {dns}:{port}; sleep 2; done"
+                )],
+            })
+        })
+        .collect()
+}
