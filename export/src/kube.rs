@@ -295,11 +295,11 @@ fn is_system_dir(hp: &HostPlan, g: &GroupPlan, b: &agent_plan::BindPlan) -> bool
 fn binds(hp: &HostPlan, g: &GroupPlan, notes: &mut Notes) -> (Vec<Mount>, Vec<Value>) {
     let mut mounts = Vec::new();
     let mut claims = Vec::new();
-    for (i, b) in g.binds.iter().enumerate() {
+    for b in &g.binds {
         if is_system_dir(hp, g, b) {
             continue;
         }
-        let name = format!("bind-{i}");
+        let name = format!("bind-{}", mounts.len());
         let target = b.target.display().to_string();
         if b.readonly {
             notes.group(
