@@ -24,8 +24,11 @@ fn plain(s: &str) -> bool {
     if YAML11_WORDS.contains(&s.to_ascii_lowercase().as_str()) {
         return false;
     }
-    s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-' | '@' | '=' | '+'))
+    // `:` only inside (`image:tag`): a trailing one would start a mapping.
+    !s.ends_with(':')
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-' | '@' | '=' | '+' | ':')
+        })
 }
 
 fn scalar(v: &Value) -> String {
@@ -116,6 +119,14 @@ mod tests {
             "{y}"
         );
         assert!(y.contains("name: redis\n"), "{y}");
+        let v = json!({"image": "reg/app@sha256:ab", "key": "a:", "t": "1:20", "u": "a: b"});
+        let y = to_yaml(&v);
+        assert!(y.contains("image: reg/app@sha256:ab\n"), "{y}");
+        assert!(
+            y.contains("key: \"a:\"\n") && y.contains("t: \"1:20\"\n"),
+            "{y}"
+        );
+        assert!(y.contains("u: \"a: b\"\n"), "{y}");
     }
 
     #[test]

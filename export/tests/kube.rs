@@ -82,23 +82,37 @@ fn example_system_exports_to_manifests_the_validator_accepts() {
     assert!(out.0.join("NOTES.md").is_file());
     assert!(out.0.join("gpu-infrastructure.yaml").is_file());
     assert!(out.0.join("pc2-redis.yaml").is_file());
-    assert_valid_manifests(&out.0, "example_system_exports_to_manifests_the_validator_accepts");
+    assert_valid_manifests(
+        &out.0,
+        "example_system_exports_to_manifests_the_validator_accepts",
+    );
 
     let names = Names::new(&l).expect("names");
     let svcs = services(&k);
     for (gname, g) in &l.system.groups {
         let docs = &k.objects.iter().find(|(n, _)| n == gname).expect("group").1;
         if g.agents.is_empty() {
-            assert!(kinds(docs, "Deployment").is_empty(), "{gname} has no agents");
+            assert!(
+                kinds(docs, "Deployment").is_empty(),
+                "{gname} has no agents"
+            );
             continue;
         }
         let pod = pod(docs);
         let containers = pod["containers"].as_array().expect("containers");
-        assert_eq!(containers.len(), g.agents.len(), "one container per agent of {gname}");
+        assert_eq!(
+            containers.len(),
+            g.agents.len(),
+            "one container per agent of {gname}"
+        );
         let ns = names.namespace(gname);
         let searches: Vec<String> = pod["dnsConfig"]["searches"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         for a in &g.agents {
             let c = containers
@@ -110,9 +124,16 @@ fn example_system_exports_to_manifests_the_validator_accepts() {
                 for p in ["readinessProbe", "livenessProbe"] {
                     assert!(c[p].is_object(), "{}: {p}", a.name);
                 }
-                assert_eq!(c["startupProbe"].is_object(), h.start_period.is_some(), "{}", a.name);
+                assert_eq!(
+                    c["startupProbe"].is_object(),
+                    h.start_period.is_some(),
+                    "{}",
+                    a.name
+                );
                 match (&h.http, h.tcp) {
-                    (Some(path), _) => assert_eq!(c["readinessProbe"]["httpGet"]["path"], path.as_str()),
+                    (Some(path), _) => {
+                        assert_eq!(c["readinessProbe"]["httpGet"]["path"], path.as_str())
+                    }
                     (None, Some(_)) => assert!(c["readinessProbe"]["tcpSocket"]["port"].is_u64()),
                     _ => panic!("the example's checks are http or tcp"),
                 }
@@ -138,37 +159,84 @@ fn example_system_exports_to_manifests_the_validator_accepts() {
                     if oa.all_ports().is_empty() {
                         continue;
                     }
-                    assert_eq!(resolve(&oa.name, &ns, &searches, &svcs), want, "{} from {gname}", oa.name);
+                    assert_eq!(
+                        resolve(&oa.name, &ns, &searches, &svcs),
+                        want,
+                        "{} from {gname}",
+                        oa.name
+                    );
                     let qualified = format!("{}.{other_g}", oa.name);
-                    assert_eq!(resolve(&qualified, &ns, &searches, &svcs), want, "{qualified}");
+                    assert_eq!(
+                        resolve(&qualified, &ns, &searches, &svcs),
+                        want,
+                        "{qualified}"
+                    );
                 }
                 if og.agents.iter().any(|a| !a.all_ports().is_empty()) {
                     let got = resolve(other_g, &ns, &searches, &svcs).map(|(n, _)| n);
-                    assert_eq!(got, Some(names.namespace(other_g)), "{other_g} from {gname}");
+                    assert_eq!(
+                        got,
+                        Some(names.namespace(other_g)),
+                        "{other_g} from {gname}"
+                    );
                 }
             }
         }
     }
     // The GPU group asks for one GPU.
-    let gpu = &k.objects.iter().find(|(n, _)| n == "gpu-infrastructure").expect("gpu group").1;
+    let gpu = &k
+        .objects
+        .iter()
+        .find(|(n, _)| n == "gpu-infrastructure")
+        .expect("gpu group")
+        .1;
     let c = &pod(gpu)["containers"][0];
     assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
     // Limits per container: the group's; requests: its share.
-    let audio = &k.objects.iter().find(|(n, _)| n == "audio-interface").expect("audio").1;
+    let audio = &k
+        .objects
+        .iter()
+        .find(|(n, _)| n == "audio-interface")
+        .expect("audio")
+        .1;
     let c = &pod(audio)["containers"][0];
-    assert_eq!(c["resources"]["limits"]["memory"], (512u64 << 20).to_string());
-    assert_eq!(c["resources"]["requests"]["memory"], (64u64 << 20).to_string());
+    assert_eq!(
+        c["resources"]["limits"]["memory"],
+        (512u64 << 20).to_string()
+    );
+    assert_eq!(
+        c["resources"]["requests"]["memory"],
+        (64u64 << 20).to_string()
+    );
     assert_eq!(c["resources"]["limits"]["cpu"], "1000m");
     assert_eq!(c["resources"]["requests"]["cpu"], "125m");
     // Dependencies: core-services waits for redis's Service.
-    let core = &k.objects.iter().find(|(n, _)| n == "core-services").expect("core").1;
+    let core = &k
+        .objects
+        .iter()
+        .find(|(n, _)| n == "core-services")
+        .expect("core")
+        .1;
     let init = &pod(core)["initContainers"][0];
-    assert!(init["command"][2].as_str().expect("script").contains("nc -z -w 2 redis.redis 6379"));
+    assert!(init["command"][2]
+        .as_str()
+        .expect("script")
+        .contains("nc -z -w 2 redis.redis 6379"));
     // Addresses in the environment are the Services'.
-    let env = pod(core)["containers"][0]["env"].as_array().expect("env").clone();
-    let var = |k: &str| env.iter().find(|e| e["name"] == k).map(|e| e["value"].clone());
+    let env = pod(core)["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .clone();
+    let var = |k: &str| {
+        env.iter()
+            .find(|e| e["name"] == k)
+            .map(|e| e["value"].clone())
+    };
     assert_eq!(var("REDIS_ADDR"), Some(Value::from("redis.redis:6379")));
-    assert_eq!(var("AGENT_DEPENDENCIES"), Some(Value::from("redis=redis.redis:6379")));
+    assert_eq!(
+        var("AGENT_DEPENDENCIES"),
+        Some(Value::from("redis=redis.redis:6379"))
+    );
     assert_eq!(var("MAINPC_IP"), None);
     // No store here: images by tag, and the push commands in the notes.
     assert_eq!(c["image"], "registry.example.com/ai/agent-python:latest");
@@ -244,12 +312,20 @@ fn host_image_binds_env_files_probes_and_notes() {
     k.write(&out).expect("write");
     assert_valid_manifests(&out, "host_image_binds_env_files_probes_and_notes");
 
-    let store = &k.objects.iter().find(|(n, _)| n == "store").expect("store").1;
+    let store = &k
+        .objects
+        .iter()
+        .find(|(n, _)| n == "store")
+        .expect("store")
+        .1;
     // A writable bind: a StatefulSet with a claim mounted at the target.
     let sts = kinds(store, "StatefulSet");
     assert_eq!(sts.len(), 1, "a StatefulSet for the writable bind");
     assert_eq!(sts[0]["spec"]["serviceName"], "store");
-    assert_eq!(sts[0]["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "bind-0");
+    assert_eq!(
+        sts[0]["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        "bind-0"
+    );
     let c = &pod(store)["containers"][0];
     assert_eq!(c["volumeMounts"][0]["mountPath"], "/data");
     // The env_file is a ConfigMap; the group's env overrides MODE in the container.
@@ -257,8 +333,13 @@ fn host_image_binds_env_files_probes_and_notes() {
     assert_eq!(cm[0]["data"]["TOKEN"], "abc");
     assert_eq!(c["envFrom"][0]["configMapRef"]["name"], "store-env");
     let env = c["env"].as_array().expect("env");
-    assert!(env.iter().any(|e| e["name"] == "MODE" && e["value"] == "prod"));
-    assert!(!env.iter().any(|e| e["name"] == "TOKEN"), "TOKEN comes from the ConfigMap");
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "MODE" && e["value"] == "prod"));
+    assert!(
+        !env.iter().any(|e| e["name"] == "TOKEN"),
+        "TOKEN comes from the ConfigMap"
+    );
     // The exec health check, timing rounded up to whole seconds.
     assert_eq!(c["readinessProbe"]["exec"]["command"][0], "python3");
     assert_eq!(c["readinessProbe"]["periodSeconds"], 2);
@@ -315,7 +396,10 @@ fn names_that_lower_case_into_one_are_errors_naming_both() {
     std::fs::write(tmp.0.join("system.yaml"), yaml).expect("system file");
     let l = agent_config::load(&tmp.0.join("system.yaml")).expect("loads");
     let err = Names::new(&l).expect_err("a collision").to_string();
-    assert!(err.contains("CacheAgent") && err.contains("cacheagent"), "{err}");
+    assert!(
+        err.contains("CacheAgent") && err.contains("cacheagent"),
+        "{err}"
+    );
     assert!(err.contains("\"cacheagent\""), "{err}");
     assert!(err.contains("bad_name"), "{err}");
 }

@@ -34,7 +34,13 @@ fn api() -> HashMap<String, Vec<(String, String)>> {
 }
 
 /// Decodes `v` as Go type `ty`, naming every mismatch with its path.
-fn decode(api: &HashMap<String, Vec<(String, String)>>, v: &Value, ty: &str, path: &str, errs: &mut Vec<String>) {
+fn decode(
+    api: &HashMap<String, Vec<(String, String)>>,
+    v: &Value,
+    ty: &str,
+    path: &str,
+    errs: &mut Vec<String>,
+) {
     let ty = ty.trim_start_matches('*');
     if v.is_null() {
         return; // a nil pointer, slice or map
@@ -123,18 +129,32 @@ fn rules(job: &Value, errs: &mut Vec<String>) {
                 errs.push(format!("service name {sname:?} invalid or twice"));
             }
             services.push(sname);
-            for l in std::iter::once(&s["PortLabel"]).chain(s["Checks"].as_array().into_iter().flatten().map(|c| &c["PortLabel"])) {
+            for l in std::iter::once(&s["PortLabel"]).chain(
+                s["Checks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| &c["PortLabel"]),
+            ) {
                 if let Some(l) = l.as_str() {
                     if !labels.contains(&l) {
-                        errs.push(format!("{name}: port label {l} is not in the group's network"));
+                        errs.push(format!(
+                            "{name}: port label {l} is not in the group's network"
+                        ));
                     }
                 }
             }
         }
         let r = &tg["RestartPolicy"];
-        if let (Some(i), Some(a), Some(d)) = (r["Interval"].as_u64(), r["Attempts"].as_u64(), r["Delay"].as_u64()) {
+        if let (Some(i), Some(a), Some(d)) = (
+            r["Interval"].as_u64(),
+            r["Attempts"].as_u64(),
+            r["Delay"].as_u64(),
+        ) {
             if i < a * d {
-                errs.push(format!("{name}: restart Interval {i} < Attempts {a} * Delay {d}"));
+                errs.push(format!(
+                    "{name}: restart Interval {i} < Attempts {a} * Delay {d}"
+                ));
             }
         }
         let mut tasks = Vec::new();
@@ -162,10 +182,18 @@ fn check_job(job: &Value) {
     let Some(m) = job.as_object() else {
         panic!("the job is not an object");
     };
-    assert_eq!(m.keys().collect::<Vec<_>>(), ["Job"], "the API's {{\"Job\": ...}} wrapper");
+    assert_eq!(
+        m.keys().collect::<Vec<_>>(),
+        ["Job"],
+        "the API's {{\"Job\": ...}} wrapper"
+    );
     decode(&api, &job["Job"], "*Job", "Job", &mut errs);
     rules(&job["Job"], &mut errs);
-    assert!(errs.is_empty(), "the job does not decode as api.Job:\n{}", errs.join("\n"));
+    assert!(
+        errs.is_empty(),
+        "the job does not decode as api.Job:\n{}",
+        errs.join("\n")
+    );
 }
 
 #[test]
@@ -205,7 +233,10 @@ fn example_system_is_a_job_nomad_decodes() {
         .as_str()
         .expect("template")
         .contains("nomadService \"pc2-redis\""));
-    assert_eq!(tasks.len(), 1 + l.system.groups["infrastructure"].agents.len());
+    assert_eq!(
+        tasks.len(),
+        1 + l.system.groups["infrastructure"].agents.len()
+    );
     let svc = infra["Services"].as_array().expect("services");
     assert_eq!(svc.len(), 9);
     assert_eq!(svc[0]["Name"], "tieredresponder");
@@ -213,15 +244,30 @@ fn example_system_is_a_job_nomad_decodes() {
     assert_eq!(svc[0]["Checks"][0]["Interval"], 5_000_000_000u64);
     // GPUs: a device request on the first task.
     let gpu = tg("gpu-infrastructure");
-    let t = &gpu["Tasks"].as_array().expect("tasks").last().expect("agent task").clone();
+    let t = &gpu["Tasks"]
+        .as_array()
+        .expect("tasks")
+        .last()
+        .expect("agent task")
+        .clone();
     assert_eq!(t["Resources"]["Devices"][0]["Name"], "nvidia/gpu");
     assert_eq!(t["Resources"]["Devices"][0]["Count"], 1);
     assert_eq!(t["Driver"], "docker");
-    assert_eq!(t["Config"]["image"], "registry.example.com/ai/agent-python:latest");
+    assert_eq!(
+        t["Config"]["image"],
+        "registry.example.com/ai/agent-python:latest"
+    );
     // Other agents' addresses come from a template, not the host's addresses.
     assert!(t["Env"].get("REDIS_ADDR").is_none());
-    let tmpl = t["Templates"][0]["EmbeddedTmpl"].as_str().expect("names template");
-    assert!(tmpl.contains("REDIS_ADDR={{ range nomadService \"redis\" }}{{ .Address }}:{{ .Port }}{{ end }}"), "{tmpl}");
+    let tmpl = t["Templates"][0]["EmbeddedTmpl"]
+        .as_str()
+        .expect("names template");
+    assert!(
+        tmpl.contains(
+            "REDIS_ADDR={{ range nomadService \"redis\" }}{{ .Address }}:{{ .Port }}{{ end }}"
+        ),
+        "{tmpl}"
+    );
     assert_eq!(t["Resources"]["MemoryMaxMB"], 512);
 }
 
@@ -253,10 +299,14 @@ fn host_image_groups_use_the_exec_driver() {
     assert_eq!(tg["Services"][2]["Name"], "b-p7003");
     let notes = n.notes.lines().join("\n");
     assert!(notes.contains("exec driver"), "{notes}");
-    assert!(notes.contains("port 9999 is not one of its ports"), "{notes}");
+    assert!(
+        notes.contains("port 9999 is not one of its ports"),
+        "{notes}"
+    );
     // The job file: into a directory, or a file.
     let file = n.write(&tmp.0.join("out/")).expect("write");
     assert_eq!(file, tmp.0.join("out/one.nomad.json"));
-    let back: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    let back: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
     assert_eq!(back, n.job);
 }
