@@ -452,3 +452,93 @@ fn init_containers(ctx: &PodCtx, notes: &mut Notes) -> Vec<Value> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use agent_config::defaults::HealthTiming;
+    use agent_config::model::{GpuDevices, GpuId, GpuRequest};
+
+    use super::*;
+
+    fn timing(interval_ms: u64, timeout_ms: u64, retries: u32, start_s: u64) -> HealthTiming {
+        HealthTiming {
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            retries,
+            start_period: Duration::from_secs(start_s),
+        }
+    }
+
+    #[test]
+    fn probes_map_kind_and_timing() {
+        let h = HealthPlan {
+            probe: Probe::Http {
+                addr: Ipv4Addr::new(10, 88, 1, 5),
+                port: 8080,
+                path: "/ready".into(),
+            },
+            timing: timing(2500, 200, 4, 9),
+        };
+        let mut c = Map::new();
+        probes(&mut c, &h, true);
+        let r = &c["readinessProbe"];
+        assert_eq!(r["httpGet"], json!({"path": "/ready", "port": 8080}));
+        // 2.5 s -> 3 s, 0.2 s -> 1 s: whole seconds, rounded up.
+        assert_eq!(r["periodSeconds"], 3);
+        assert_eq!(r["timeoutSeconds"], 1);
+        assert_eq!(r["failureThreshold"], 4);
+        assert_eq!(c["livenessProbe"], *r);
+        // 9 s of start period at 3 s: 3 periods, plus the 4 retries.
+        assert_eq!(c["startupProbe"]["failureThreshold"], 7);
+
+        let mut c = Map::new();
+        let tcp = HealthPlan {
+            probe: Probe::Tcp {
+                addr: Ipv4Addr::LOCALHOST,
+                port: 6379,
+            },
+            timing: timing(1000, 1000, 0, 0),
+        };
+        probes(&mut c, &tcp, false);
+        assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], 6379);
+        assert_eq!(
+            c["readinessProbe"]["failureThreshold"], 1,
+            "at least one failure"
+        );
+        assert!(!c.contains_key("livenessProbe") && !c.contains_key("startupProbe"));
+        assert_eq!(
+            handler(&Probe::Exec(vec!["redis-cli".into(), "ping".into()])),
+            json!({"exec": {"command": ["redis-cli", "ping"]}})
+        );
+    }
+
+    #[test]
+    fn gpu_requests_become_counts_with_notes() {
+        let req = |devices, optional| GpuRequest {
+            devices,
+            optional,
+            shared: false,
+        };
+        let mut notes = Notes::default();
+        assert_eq!(gpu_count(None, "g", &mut notes), 0);
+        assert_eq!(
+            gpu_count(Some(&req(GpuDevices::Count(2), false)), "g", &mut notes),
+            2
+        );
+        assert!(notes.0.is_empty());
+        let list = GpuDevices::List(vec![GpuId::Index(0), GpuId::Uuid("GPU-1".into())]);
+        assert_eq!(gpu_count(Some(&req(list, false)), "g", &mut notes), 2);
+        assert_eq!(
+            gpu_count(Some(&req(GpuDevices::All, true)), "g", &mut notes),
+            1
+        );
+        let text = notes.lines().join("\n");
+        assert!(
+            text.contains("gpus: all") && text.contains("optional"),
+            "{text}"
+        );
+    }
+}

@@ -202,4 +202,33 @@ mod tests {
         assert!(label_problem(&"a".repeat(64)).is_some());
         assert!(label_problem("").is_some());
     }
+
+    #[test]
+    fn address_variables_become_service_names() {
+        let mut names = Names::default();
+        names.agents.insert(
+            "VRAMOptimizerAgent".into(),
+            AgentName {
+                service: "vramoptimizeragent".into(),
+                namespace: "gpu-infrastructure".into(),
+                group: "gpu-infrastructure".into(),
+                ports: vec![5572],
+            },
+        );
+        let dns = |a: &AgentName| a.dns();
+        assert_eq!(
+            names.rewrite("VRAMOPTIMIZERAGENT_ADDR", dns),
+            Rewrite::Value("vramoptimizeragent.gpu-infrastructure:5572".into())
+        );
+        assert!(matches!(names.rewrite("MAINPC_IP", dns), Rewrite::Drop(_)));
+        assert!(matches!(
+            names.rewrite("OBSERVABILITY_ENDPOINT", dns),
+            Rewrite::Drop(_)
+        ));
+        assert_eq!(names.rewrite("OTHER", dns), Rewrite::Keep);
+        assert_eq!(
+            names.dependencies("VRAMOptimizerAgent=10.88.1.7:5572,gone=1.2.3.4:1", dns),
+            "VRAMOptimizerAgent=vramoptimizeragent.gpu-infrastructure:5572,gone=1.2.3.4:1"
+        );
+    }
 }
