@@ -96,7 +96,7 @@ impl KubeExport {
              whole group limit (any agent may use all of it, as in the group's cgroup) and its \
              request the group's limit divided by its number of agents (the scheduler reserves \
              the group's total). The pod's summed limits can exceed the group's.\n\n\
-             ## Not carried\n\n"
+             ## Not carried as is\n\n"
         ));
         s.push_str(&self.notes.markdown());
         s

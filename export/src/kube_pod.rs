@@ -266,8 +266,8 @@ fn resources(ctx: &PodCtx, first: bool) -> Option<Value> {
     let mut limits = Map::new();
     let mut requests = Map::new();
     if let Some(m) = l.memory {
-        limits.insert("memory".into(), json!(m.0.to_string()));
-        requests.insert("memory".into(), json!((m.0 / n).max(1).to_string()));
+        limits.insert("memory".into(), json!(quantity(m.0)));
+        requests.insert("memory".into(), json!(quantity((m.0 / n).max(1))));
     }
     if let Some(c) = l.cpus {
         let milli = (c.0 * 1000.0).round().max(1.0) as u64;
@@ -286,6 +286,16 @@ fn resources(ctx: &PodCtx, first: bool) -> Option<Value> {
         r.insert("requests".into(), Value::Object(requests));
     }
     Some(Value::Object(r))
+}
+
+/// Bytes as a Kubernetes quantity: `512Mi`, `1Gi`, or plain bytes when not a whole unit.
+pub fn quantity(bytes: u64) -> String {
+    for (unit, size) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    bytes.to_string()
 }
 
 /// The probe handler of a health check.
@@ -513,6 +523,15 @@ mod tests {
             handler(&Probe::Exec(vec!["redis-cli".into(), "ping".into()])),
             json!({"exec": {"command": ["redis-cli", "ping"]}})
         );
+    }
+
+    #[test]
+    fn memory_is_a_quantity_in_whole_units() {
+        assert_eq!(quantity(512 << 20), "512Mi");
+        assert_eq!(quantity(2 << 30), "2Gi");
+        assert_eq!(quantity(3072), "3Ki");
+        assert_eq!(quantity(1536), "1536");
+        assert_eq!(quantity(1000), "1000");
     }
 
     #[test]

@@ -200,14 +200,8 @@ fn example_system_exports_to_manifests_the_validator_accepts() {
         .expect("audio")
         .1;
     let c = &pod(audio)["containers"][0];
-    assert_eq!(
-        c["resources"]["limits"]["memory"],
-        (512u64 << 20).to_string()
-    );
-    assert_eq!(
-        c["resources"]["requests"]["memory"],
-        (64u64 << 20).to_string()
-    );
+    assert_eq!(c["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(c["resources"]["requests"]["memory"], "64Mi");
     assert_eq!(c["resources"]["limits"]["cpu"], "1000m");
     assert_eq!(c["resources"]["requests"]["cpu"], "125m");
     // Dependencies: core-services waits for redis's Service.

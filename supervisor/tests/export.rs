@@ -96,7 +96,7 @@ fn example_exports_every_host_to_valid_manifests() {
     assert!(gpu.contains("nvidia.com/gpu: 1"), "{gpu}");
     assert!(gpu.contains("name: vramoptimizeragent"), "{gpu}");
     let notes = std::fs::read_to_string(out.join("NOTES.md")).expect("notes");
-    assert!(notes.contains("## Not carried"), "{notes}");
+    assert!(notes.contains("## Not carried as is"), "{notes}");
     validate(&out, "example_exports_every_host_to_valid_manifests");
 
     // One host only.
