@@ -148,10 +148,19 @@ fn plans(
     host: Option<&str>,
 ) -> Result<(agent_config::Loaded, Vec<HostPlan>), ExportCliError> {
     let l = agent_config::load(file).map_err(|e| ExportCliError::Findings(e.findings()))?;
-    let errors: Vec<Finding> = agent_config::validate::validate(&l)
-        .into_iter()
-        .filter(Finding::is_error)
-        .collect();
+    // A bind source is a path of the host the group runs on, which this machine (a laptop)
+    // need not have: a warning here, as in the portable plan.
+    let (missing_binds, errors): (Vec<Finding>, Vec<Finding>) =
+        agent_config::validate::validate(&l)
+            .into_iter()
+            .filter(Finding::is_error)
+            .partition(|f| f.code == "bind" && f.message.ends_with("does not exist"));
+    for f in missing_binds {
+        eprintln!(
+            "warning: {} (not on this machine: kept as written)",
+            f.message
+        );
+    }
     if !errors.is_empty() {
         return Err(ExportCliError::Findings(errors));
     }

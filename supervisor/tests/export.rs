@@ -1,7 +1,7 @@
 //! `agent-supervisor export kubernetes|nomad` end to end: the example system (both hosts, or
 //! one with `--host`) becomes manifests `kubernetes-validate --strict` accepts and a Nomad
-//! job; a host whose image store is not on this machine is exported with images by name
-//! and a warning, not an error; a system file with errors is refused, naming them.
+//! job; a host whose image store (or bind source) is not on this machine is exported with
+//! images by name (the path as written) and a warning, not an error; a system file with errors is refused, naming them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -174,7 +174,7 @@ fn without_the_image_store_images_are_named_and_the_export_goes_on() {
     let tmp = Tmp::new("nostore");
     std::fs::write(tmp.0.join("a.py"), "print('a')\n").expect("script");
     let yaml = format!(
-        "version: 1\ndaemon: {{state_dir: {}/state}}\nimages:\n  app: {{recipe: app.yaml}}\nhosts:\n  h1: {{address: 127.0.0.1, role: primary}}\ngroups:\n  g:\n    host: h1\n    image: app\n    agents:\n      - {{name: A, command: python3 a.py, port: 7001}}\n",
+        "version: 1\ndaemon: {{state_dir: {}/state}}\nimages:\n  app: {{recipe: app.yaml}}\nhosts:\n  h1: {{address: 127.0.0.1, role: primary}}\ngroups:\n  g:\n    host: h1\n    image: app\n    binds: [\"/srv/not-on-this-machine/models:/models:ro\"]\n    agents:\n      - {{name: A, command: python3 a.py, port: 7001}}\n",
         tmp.0.display()
     );
     std::fs::write(tmp.0.join("app.yaml"), "from: scratch\n").expect("recipe");
@@ -194,6 +194,12 @@ fn without_the_image_store_images_are_named_and_the_export_goes_on() {
     assert!(t.contains("no image store on this machine"), "{t}");
     let g = std::fs::read_to_string(out.join("g.yaml")).expect("manifest");
     assert!(g.contains("image: reg.example/team/app:latest"), "{g}");
+    // A bind source of the host, not of this machine: kept as written, with a warning.
+    assert!(
+        t.contains("/srv/not-on-this-machine/models") && t.contains("kept as written"),
+        "{t}"
+    );
+    assert!(g.contains("path: /srv/not-on-this-machine/models"), "{g}");
     let notes = std::fs::read_to_string(out.join("NOTES.md")).expect("notes");
     assert!(notes.contains("referenced by tag, not digest"), "{notes}");
     validate(
