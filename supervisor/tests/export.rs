@@ -1,7 +1,8 @@
 //! `agent-supervisor export kubernetes|nomad` end to end: the example system (both hosts, or
 //! one with `--host`) becomes manifests `kubernetes-validate --strict` accepts and a Nomad
 //! job; a host whose image store (or bind source) is not on this machine is exported with
-//! images by name (the path as written) and a warning, not an error; a system file with errors is refused, naming them.
+//! images by name (the path as written) and a warning, not an error; a system file with
+//! errors is refused, naming them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
