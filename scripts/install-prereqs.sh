@@ -27,7 +27,7 @@ fi
 # (supervisor/tests/export.rs, export/tests/kube.rs).
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "install-prereqs: installing kubernetes-validate (pip)"
-  python3 -m pip install --break-system-packages --quiet kubernetes-validate
+  python3 -m pip install --break-system-packages --quiet kubernetes-validate==1.37.0
 fi
 
 # The example system runs its own Redis on 6379: Debian's redis-server service must not hold it.
