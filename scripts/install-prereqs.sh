@@ -23,6 +23,13 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# `export kubernetes` is checked offline against the Kubernetes schemas this package ships
+# (supervisor/tests/export.rs, export/tests/kube.rs).
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "install-prereqs: installing kubernetes-validate (pip)"
+  python3 -m pip install --break-system-packages --quiet kubernetes-validate==1.37.0
+fi
+
 # The example system runs its own Redis on 6379: Debian's redis-server service must not hold it.
 if systemctl is-active --quiet redis-server 2>/dev/null; then
   echo "install-prereqs: stopping and disabling Debian's redis-server service (the example runs its own Redis on 6379)"

@@ -97,7 +97,8 @@ pub enum RootfsPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagePlan {
     pub name: String,
-    /// The manifest digest: the image's identity.
+    /// The manifest digest: the image's identity. Empty only in a plan of
+    /// [`Plan::resolve_portable`] whose image is not in this machine's store.
     pub digest: String,
     /// Layers bottom to top, with their blobs in the store.
     pub layers: Vec<agent_rootfs::LayerRef>,

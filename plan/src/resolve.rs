@@ -100,6 +100,33 @@ impl Plan {
         host: &str,
         store: Option<&Store>,
     ) -> Result<(HostPlan, Findings), Findings> {
+        Self::resolve_inner(l, host, store, false)
+    }
+
+    /// The plan as the system file describes it, independent of this machine (`export`,
+    /// which may run on a laptop): a group whose image is not in `store` (or with no store)
+    /// names the image only ([`ImagePlan::digest`] empty, no layers), a bind source that is
+    /// not here is kept as written, GPUs are not allocated from this machine
+    /// ([`crate::GpuState::Absent`]); each of those is a warning. `Err` with every finding
+    /// when any other finding is an error.
+    pub fn resolve_portable(
+        l: &Loaded,
+        host: &str,
+        store: Option<&Store>,
+    ) -> Result<(HostPlan, Findings), Findings> {
+        let (plan, findings) = Self::resolve_inner(l, host, store, true)?;
+        if findings.iter().any(Finding::is_error) {
+            return Err(findings);
+        }
+        Ok((plan, findings))
+    }
+
+    fn resolve_inner(
+        l: &Loaded,
+        host: &str,
+        store: Option<&Store>,
+        portable: bool,
+    ) -> Result<(HostPlan, Findings), Findings> {
         let mut out = Findings::new();
         if !l.system.hosts.contains_key(host) {
             let known: Vec<&str> = l.system.hosts.keys().map(String::as_str).collect();
@@ -152,6 +179,7 @@ impl Plan {
             sysnet: sysnet.as_ref(),
             host_net: host_net.as_ref(),
             out: &mut out,
+            portable,
         };
         let mut groups = IndexMap::new();
         for (name, g) in l.system.groups.iter().filter(|(_, g)| g.host == host) {
@@ -190,12 +218,44 @@ struct Resolver<'a> {
     sysnet: Option<&'a SystemNet>,
     host_net: Option<&'a HostNetPlan>,
     out: &'a mut Findings,
+    /// [`Plan::resolve_portable`]: what depends on this machine is a warning, not an error.
+    portable: bool,
 }
 
 impl Resolver<'_> {
     fn err(&mut self, code: &'static str, field: &str, message: impl Into<String>) {
         let f = self.l.at(Severity::Error, code, field, message);
         self.out.push(f);
+    }
+
+    fn warn(&mut self, code: &'static str, field: &str, message: impl Into<String>) {
+        let f = self.l.at(Severity::Warning, code, field, message);
+        self.out.push(f);
+    }
+
+    /// A portable plan's stand-in for an image that is not in this machine's store.
+    fn image_by_name(
+        &mut self,
+        field: &str,
+        name: &str,
+        why: String,
+    ) -> Option<(ImagePlan, Vec<String>, Option<PathBuf>)> {
+        self.warn(
+            IMAGE_MISSING,
+            field,
+            format!("image {name}: {why}: referenced by name, without digest"),
+        );
+        Some((
+            ImagePlan {
+                name: name.to_string(),
+                digest: String::new(),
+                layers: Vec::new(),
+                layer_cache: self.layer_cache.clone(),
+                working_dir: None,
+            },
+            Vec::new(),
+            None,
+        ))
     }
 
     fn group(
@@ -237,6 +297,18 @@ impl Resolver<'_> {
                     target: b.target.clone(),
                     readonly: b.readonly,
                 }),
+                Err(e) if self.portable => {
+                    self.warn(
+                        "bind-source",
+                        &format!("{gp}.binds[{i}].source"),
+                        format!("bind source {}: {e} (kept as written)", src.display()),
+                    );
+                    binds.push(BindPlan {
+                        source: src,
+                        target: b.target.clone(),
+                        readonly: b.readonly,
+                    });
+                }
                 Err(e) => self.err(
                     "bind-source",
                     &format!("{gp}.binds[{i}].source"),
@@ -256,7 +328,20 @@ impl Resolver<'_> {
             .sysnet
             .map(|n| n.names(self.l, &g.host, private))
             .unwrap_or_default();
-        let (devices, gpu_findings) = self.gpus.group(name, g.gpus.as_ref());
+        let asks_gpus = g
+            .gpus
+            .as_ref()
+            .is_some_and(|r| r.devices != agent_config::model::GpuDevices::Count(0));
+        let (devices, gpu_findings) = if self.portable && asks_gpus {
+            let reason = "not allocated: a portable plan takes no machine's GPUs".to_string();
+            let devices = crate::gpu::DevicePlan {
+                gpus: crate::gpu::GpuState::Absent { reason },
+                ..crate::gpu::DevicePlan::default()
+            };
+            (devices, Vec::new())
+        } else {
+            self.gpus.group(name, g.gpus.as_ref())
+        };
         for f in gpu_findings {
             let sev = if f.error {
                 Severity::Error
@@ -418,6 +503,10 @@ impl Resolver<'_> {
         if self.host_entries.is_none() {
             match agent_rootfs::host_rootfs(Path::new("/")) {
                 Ok(e) => self.host_entries = Some(e),
+                Err(e) if self.portable => {
+                    self.warn("host-rootfs", &format!("{gp}.image"), e.to_string());
+                    self.host_entries = Some(Vec::new());
+                }
                 Err(e) => {
                     self.err("host-rootfs", &format!("{gp}.image"), e.to_string());
                     return None;
@@ -437,6 +526,9 @@ impl Resolver<'_> {
             self.l.file.display()
         );
         let Some(store) = self.store else {
+            if self.portable {
+                return self.image_by_name(&field, name, "no image store on this machine".into());
+            }
             self.err(
                 IMAGE_MISSING,
                 &field,
@@ -446,6 +538,7 @@ impl Resolver<'_> {
         };
         let info = match store.inspect(name) {
             Ok(i) => i,
+            Err(e) if self.portable => return self.image_by_name(&field, name, e.to_string()),
             Err(e) => {
                 self.err(
                     IMAGE_MISSING,

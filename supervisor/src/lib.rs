@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod check;
 pub mod daemon;
 pub mod deploy;
+pub mod export_cli;
 pub mod gpu_stats;
 pub mod images_cli;
 pub mod install;

@@ -151,6 +151,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Export the system to Kubernetes manifests or a Nomad job.
+    Export {
+        #[command(subcommand)]
+        what: agent_supervisor::export_cli::ExportCmd,
+    },
     /// The systemd unit's `ExecStop=`: SIGQUIT for a restart, SIGTERM for a stop.
     #[command(name = "__systemd-stop", hide = true)]
     SystemdStop { unit: String, pid: i32 },
@@ -270,6 +275,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Export { what } => agent_supervisor::export_cli::main(what),
         Cmd::SystemdStop { unit, pid } => match agent_supervisor::systemd_stop::run(&unit, pid) {
             Ok(m) => {
                 eprintln!("{m}");
