@@ -167,7 +167,7 @@ pub fn convert(
                 let image = a.split_whitespace().next().unwrap_or("scratch").to_string();
                 let (b, arch) = base_for(&image);
                 if let Some((file, img)) = &arch {
-                    notes.push((l, format!("FROM {img}: the base is docker-archive:{file}; make it with `skopeo copy docker://{img} docker-archive:{file}:{img}` (or `docker save {img} -o {file}`) beside the recipe")));
+                    notes.push((l, format!("FROM {img}: the base is docker-archive:{file} beside the recipe (images/{file}); make it with `skopeo copy docker://{img} docker-archive:images/{file}:{img}` (or `docker save {img} -o images/{file}`)")));
                 }
                 base = b;
                 base_archive = arch;

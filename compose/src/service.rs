@@ -606,9 +606,6 @@ fn build(name: &str, v: &Node, cx: &mut Ctx, g: &mut GroupPlan, facts: &mut Imag
     for (l, m) in c.notes {
         cx.notes.push((df_path.clone(), l, m));
     }
-    if let Some((file, img)) = &c.base_archive {
-        cx.note(line(v), format!("services.{name}.build: the base {img} is docker-archive:{file} beside the recipe; make it with `skopeo copy docker://{img} docker-archive:images/{file}:{img}`"));
-    }
     let head = format!(
         "# From {} (service {name}); see docs/import-export.md.\n",
         df_path.display()

@@ -404,6 +404,19 @@ pub fn import(
             2,
             &format!("role: {}", if i == 0 { "primary" } else { "secondary" }),
         );
+        // The daemon's /metrics port is 9000 by default: move it off an agent's port.
+        let used: Vec<u16> = placed
+            .iter()
+            .filter(|p| &p.host == h)
+            .flat_map(|p| p.plan.agents.iter().flat_map(|a| a.ports.iter().copied()))
+            .collect();
+        if used.contains(&9000) {
+            let free = (9001..=65535u16)
+                .find(|p| !used.contains(p))
+                .unwrap_or(9000);
+            body.line(2, &format!("daemon: {{http_listen: \"127.0.0.1:{free}\"}}   # an agent has port 9000, the default"));
+            notes.push(Note { file: files[0].0.clone(), line: 0, message: format!("host {h}: an agent has port 9000, the daemon's default /metrics port; the daemon listens on 127.0.0.1:{free} there") });
+        }
     }
     let host_note = Note { file: PathBuf::from(files[0].0.clone()), line: 0, message: format!("hosts {}: the addresses are placeholders (192.0.2.x); write the real ones; the first host is the primary", host_order.join(", ")) };
     notes.push(host_note);

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod gpu_stats;
 pub mod images_cli;
+pub mod import_cli;
 pub mod install;
 pub mod netfilter;
 pub mod pod;

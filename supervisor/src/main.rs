@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_supervisor::{bundle, check, daemon, images_cli, launch, run_group};
+use agent_supervisor::{bundle, check, daemon, images_cli, import_cli, launch, run_group};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -151,6 +151,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Import another tool's files into a system file (`docs/import-export.md`).
+    Import {
+        #[command(subcommand)]
+        what: ImportCmd,
+    },
     /// The systemd unit's `ExecStop=`: SIGQUIT for a restart, SIGTERM for a stop.
     #[command(name = "__systemd-stop", hide = true)]
     SystemdStop { unit: String, pid: i32 },
@@ -164,6 +169,29 @@ enum BridgeCmd {
         /// The private key file to write (its `bridge.private_key_file`).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Docker Compose files (one per host) to one system file and image recipes; what
+    /// cannot be carried over is listed with its file and line.
+    Compose {
+        /// The compose files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// `NAME` (paired with the files in order) or `NAME=svc1,svc2` (these services).
+        #[arg(long)]
+        host: Vec<String>,
+        /// `GROUP=svc1,svc2`: these services become one group.
+        #[arg(long)]
+        join: Vec<String>,
+        /// The system file to write (recipes go to `images/` beside it).
+        #[arg(short, long, default_value = "system.yaml")]
+        output: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -270,6 +298,31 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Import {
+            what:
+                ImportCmd::Compose {
+                    files,
+                    host,
+                    join,
+                    output,
+                    force,
+                },
+        } => match import_cli::compose(&import_cli::ComposeArgs {
+            files,
+            hosts: host,
+            joins: join,
+            output,
+            force,
+        }) {
+            Ok(m) => {
+                print!("{m}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor import compose: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::SystemdStop { unit, pid } => match agent_supervisor::systemd_stop::run(&unit, pid) {
             Ok(m) => {
                 eprintln!("{m}");
