@@ -152,7 +152,7 @@ pub fn convert(
         let a = substitute(&i.args, &lookup);
         let l = i.line;
         for (f, _) in &i.flags {
-            if !(i.keyword == "FROM" && f == "platform") {
+            if !(i.keyword == "FROM" && f == "platform") && f != "from" {
                 notes.push((
                     l,
                     format!(
@@ -190,7 +190,8 @@ pub fn convert(
                 steps.push(format!("env: {{{}}}", body.join(", ")));
             }
             "COPY" | "ADD" => {
-                if i.flags.iter().any(|(f, _)| f == "from") {
+                if let Some((_, stage)) = i.flags.iter().find(|(f, _)| f == "from") {
+                    notes.push((l, format!("{} --from={stage}: copies out of another stage or image; not carried (copy the built files into the context)", i.keyword)));
                     continue;
                 }
                 let words = match form(&a) {

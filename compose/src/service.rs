@@ -159,7 +159,7 @@ fn unsupported(key: &str) -> Option<&'static str> {
 }
 
 /// Plans service `name` (`node` is its mapping).
-pub fn plan(name: &str, node: &Node, lines_above: Vec<String>, cx: &mut Ctx) -> GroupPlan {
+pub fn plan(name: &str, node: &Node, lines_above: Vec<String>, cx: &mut Ctx) -> Option<GroupPlan> {
     let mut g = GroupPlan {
         service: name.to_string(),
         line: line(node),
@@ -174,8 +174,34 @@ pub fn plan(name: &str, node: &Node, lines_above: Vec<String>, cx: &mut Ctx) -> 
                 kind_name(node)
             ),
         );
-        return g;
+        return None;
     };
+    // `<<: *anchor` merge keys: the merged mapping's entries where the service has none.
+    let own: Vec<String> = es.iter().map(|e| key_text(e)).collect();
+    let mut es: Vec<&agent_config::tree::Entry> =
+        es.into_iter().filter(|e| key_text(e) != "<<").collect();
+    if let Some(m) = get(node, "<<") {
+        let maps: Vec<&Node> = match items(m) {
+            Some(v) => v.iter().collect(),
+            None => vec![m],
+        };
+        for mm in maps {
+            match entries(mm) {
+                Some(more) => {
+                    for e in more {
+                        let k = key_text(e);
+                        if !own.contains(&k) && !es.iter().any(|x| key_text(x) == k) {
+                            es.push(e);
+                        }
+                    }
+                }
+                None => cx.note(
+                    line(mm),
+                    format!("services.{name}.<<: expected a mapping to merge"),
+                ),
+            }
+        }
+    }
     let mut facts = ImageFacts::default();
     let mut command: Option<(Vec<String>, usize)> = None;
     let mut entrypoint: Option<(Vec<String>, usize)> = None;
@@ -468,7 +494,7 @@ pub fn plan(name: &str, node: &Node, lines_above: Vec<String>, cx: &mut Ctx) -> 
     }
     g.env = env;
     g.agents = agents;
-    g
+    Some(g)
 }
 
 fn long_port(n: &Node) -> Result<Vec<PortSpec>, String> {

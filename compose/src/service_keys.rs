@@ -23,7 +23,7 @@ pub(crate) fn env_of(name: &str, v: &Node, cx: &mut Ctx, out: &mut Vec<(String, 
                 put(k, s.to_string(), out);
             }
         }
-    } else if let Some(list) = strings(v) {
+    } else if let Some(list) = items(v).and_then(|_| strings(v)) {
         for (s, l) in list {
             match s.split_once('=') {
                 Some((k, val)) => put(k.to_string(), val.to_string(), out),

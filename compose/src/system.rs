@@ -232,7 +232,9 @@ pub fn import(
         for e in entries(services).unwrap_or_default() {
             let name = key_text(e);
             let above = leading_comments(&cx.lines, line(&e.key));
-            let plan = service::plan(&name, &e.value, above, &mut cx);
+            let Some(plan) = service::plan(&name, &e.value, above, &mut cx) else {
+                continue;
+            };
             let mut host = file_host.clone();
             for h in &opts.hosts {
                 if let HostArg::Services(n, svcs) = h {
@@ -630,6 +632,13 @@ pub fn import(
         body.line(1, "{}");
         body.text = body.text.replace("groups:\n  {}\n", "groups: {}\n");
     }
+    let mut unique: Vec<Note> = Vec::new();
+    for n in notes {
+        if !unique.contains(&n) {
+            unique.push(n);
+        }
+    }
+    let notes = unique;
     if notes.is_empty() {
         o.line(0, "# Everything was carried over.");
     } else {
