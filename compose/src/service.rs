@@ -159,10 +159,16 @@ fn unsupported(key: &str) -> Option<&'static str> {
 }
 
 /// Plans service `name` (`node` is its mapping).
-pub fn plan(name: &str, node: &Node, lines_above: Vec<String>, cx: &mut Ctx) -> Option<GroupPlan> {
+pub fn plan(
+    name: &str,
+    at: usize,
+    node: &Node,
+    lines_above: Vec<String>,
+    cx: &mut Ctx,
+) -> Option<GroupPlan> {
     let mut g = GroupPlan {
         service: name.to_string(),
-        line: line(node),
+        line: at,
         comments: lines_above,
         ..GroupPlan::default()
     };

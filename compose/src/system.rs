@@ -144,7 +144,9 @@ pub fn import(
                         });
                     }
                     *s = v;
+                    return true;
                 }
+                false
             });
         }
         let Some(root) = tree.root.as_ref() else {
@@ -232,7 +234,7 @@ pub fn import(
         for e in entries(services).unwrap_or_default() {
             let name = key_text(e);
             let above = leading_comments(&cx.lines, line(&e.key));
-            let Some(plan) = service::plan(&name, &e.value, above, &mut cx) else {
+            let Some(plan) = service::plan(&name, line(&e.key), &e.value, above, &mut cx) else {
                 continue;
             };
             let mut host = file_host.clone();

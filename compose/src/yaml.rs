@@ -71,11 +71,16 @@ pub fn strings(n: &Node) -> Option<Vec<(String, usize)>> {
     }
 }
 
-/// Every scalar of the tree (keys left alone) passed through `f`.
-pub fn map_scalars(n: &mut Node, f: &mut dyn FnMut(&mut String, usize)) {
+/// Every scalar of the tree (keys left alone) passed through `f`;
+/// `f` says whether it changed the text: a changed scalar is a string (not null, not a number).
+pub fn map_scalars(n: &mut Node, f: &mut dyn FnMut(&mut String, usize) -> bool) {
     let l = n.mark.line;
     match &mut n.kind {
-        Kind::Scalar { text, .. } => f(text, l),
+        Kind::Scalar { text, plain, .. } => {
+            if f(text, l) {
+                *plain = false;
+            }
+        }
         Kind::Seq(v) => v.iter_mut().for_each(|c| map_scalars(c, f)),
         Kind::Map(es) => es.iter_mut().for_each(|e| map_scalars(&mut e.value, f)),
     }

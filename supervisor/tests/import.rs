@@ -71,7 +71,10 @@ fn the_seed_imports_and_passes_check_on_both_hosts() {
         t.contains("docker/mainpc/docker-compose.mainpc.yml:12: services.gpu-infrastructure-group.container_name"),
         "{t}"
     );
-    assert!(t.contains("docker/pc2/docker-compose.pc2.yml:2: version"), "{t}");
+    assert!(
+        t.contains("docker/pc2/docker-compose.pc2.yml:2: version"),
+        "{t}"
+    );
     assert!(
         t.contains("docker/pc2/docker-compose.pc2.yml:7: services.redis.image: redis:7-alpine"),
         "{t}"
@@ -79,10 +82,22 @@ fn the_seed_imports_and_passes_check_on_both_hosts() {
     let path = seed.0.join("system.yaml");
     let written = std::fs::read_to_string(&path).expect("read the system file");
     // The same notes at the top of the file, and the seed's comments carried over.
-    assert!(written.starts_with("# Imported by `agent-supervisor import compose`"), "{written}");
-    assert!(written.contains("#   docker/mainpc/docker-compose.mainpc.yml:12: "), "{written}");
-    assert!(written.contains("  # GPU INFRASTRUCTURE GROUP (1 agent)\n  gpu-infrastructure-group:\n"), "{written}");
-    assert!(written.contains("      # Forwards to MainPC\n      - name: observability-hub-forwarder\n"), "{written}");
+    assert!(
+        written.starts_with("# Imported by `agent-supervisor import compose`"),
+        "{written}"
+    );
+    assert!(
+        written.contains("#   docker/mainpc/docker-compose.mainpc.yml:12: "),
+        "{written}"
+    );
+    assert!(
+        written.contains("  # GPU INFRASTRUCTURE GROUP (1 agent)\n  gpu-infrastructure-group:\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains("      # Forwards to MainPC\n      - name: observability-hub-forwarder\n"),
+        "{written}"
+    );
 
     let l = agent_config::load(&path).expect("the imported file loads");
     let s = &l.system;
@@ -129,22 +144,38 @@ fn the_seed_imports_and_passes_check_on_both_hosts() {
     assert_eq!(gpu.image.as_deref(), Some("gpu-infrastructure-group"));
     let req = gpu.gpus.as_ref().expect("the GPU reservation is carried");
     assert_eq!(req.devices, agent_config::model::GpuDevices::Count(1));
-    assert_eq!(gpu.env.get("AGENT_GROUP_NAME").map(String::as_str), Some("gpu_infrastructure"));
-    assert_eq!(gpu.agents[0].command.0, ["python3", "-m", "agents.stand_in_agent"]);
+    assert_eq!(
+        gpu.env.get("AGENT_GROUP_NAME").map(String::as_str),
+        Some("gpu_infrastructure")
+    );
+    assert_eq!(
+        gpu.agents[0].command.0,
+        ["python3", "-m", "agents.stand_in_agent"]
+    );
     assert_eq!(gpu.agents[0].workdir.as_deref(), Some(Path::new("/app")));
-    let recipe = agent_images::recipe::load_recipe(&seed.0.join("images/gpu-infrastructure-group.yaml"))
-        .expect("the recipe loads");
+    let recipe =
+        agent_images::recipe::load_recipe(&seed.0.join("images/gpu-infrastructure-group.yaml"))
+            .expect("the recipe loads");
     assert_eq!(recipe.base, "docker-archive:python-3.11-slim.tar");
     assert_eq!(recipe.context.as_deref(), Some(Path::new("..")));
-    assert_eq!(recipe.ignore_file.as_deref(), Some(Path::new(".dockerignore")));
+    assert_eq!(
+        recipe.ignore_file.as_deref(),
+        Some(Path::new(".dockerignore"))
+    );
     assert!(recipe.steps.contains(&agent_images::recipe::Step::Copy {
         src: "main_pc_code/agents".into(),
         dst: "/app/agents".into()
     }));
     let hub = &s.groups["observability-hub-forwarder"];
-    assert_eq!(hub.env.get("HUB_MODE").map(String::as_str), Some("forwarder"));
     assert_eq!(
-        s.hosts["pc2"].daemon.as_ref().and_then(|d| d.http_listen.as_deref()),
+        hub.env.get("HUB_MODE").map(String::as_str),
+        Some("forwarder")
+    );
+    assert_eq!(
+        s.hosts["pc2"]
+            .daemon
+            .as_ref()
+            .and_then(|d| d.http_listen.as_deref()),
         Some("127.0.0.1:9001")
     );
 
@@ -210,6 +241,12 @@ fn an_imported_group_runs() {
     }
     eprintln!("{t}");
     assert!(run.status.success(), "{t}");
-    assert!(t.contains("RAN STTService 5800 speech-services-group mainpc"), "{t}");
-    assert!(t.contains("RAN TTSService 5801 speech-services-group mainpc"), "{t}");
+    assert!(
+        t.contains("RAN STTService 5800 speech-services-group mainpc"),
+        "{t}"
+    );
+    assert!(
+        t.contains("RAN TTSService 5801 speech-services-group mainpc"),
+        "{t}"
+    );
 }
