@@ -235,7 +235,7 @@ pub fn plan(
                     if let Some((file, img)) = archive {
                         cx.note(l, format!("services.{name}.image: {img} becomes the recipe images/{}.yaml with base docker-archive:{file}; make the archive with `skopeo copy docker://{img} docker-archive:images/{file}:{img}` (or `docker save {img} -o images/{file}`); its CMD, ENTRYPOINT, ENV and WORKDIR are not known to the import", sanitize(name)));
                     } else {
-                        text = format!("base: scratch\nsteps: []\n");
+                        text = "base: scratch\nsteps: []\n".to_string();
                     }
                     cx.files.push((rel.clone(), text));
                     g.image = Some((sanitize(name), rel.display().to_string()));
@@ -323,14 +323,16 @@ pub fn plan(
                 }
                 other => cx.note(l, format!("services.{name}.network_mode: {other:?} is not carried (only host, bridge and none)")),
             },
-            "command" => match argv(v, cx, name, "command") {
-                Some(a) => command = Some((a, l)),
-                None => {}
-            },
-            "entrypoint" => match argv(v, cx, name, "entrypoint") {
-                Some(a) => entrypoint = Some((a, l)),
-                None => {}
-            },
+            "command" => {
+                if let Some(a) = argv(v, cx, name, "command") {
+                    command = Some((a, l));
+                }
+            }
+            "entrypoint" => {
+                if let Some(a) = argv(v, cx, name, "entrypoint") {
+                    entrypoint = Some((a, l));
+                }
+            }
             "working_dir" => workdir = scalar(v).map(String::from),
             "user" => cx.note(l, format!("services.{name}.user: agents run as root in their sandbox (user namespaces are not mapped); not carried")),
             "stop_grace_period" => match scalar(v).and_then(duration_ms) {

@@ -422,7 +422,7 @@ pub fn import(
             notes.push(Note { file: files[0].0.clone(), line: 0, message: format!("host {h}: an agent has port 9000, the daemon's default /metrics port; the daemon listens on 127.0.0.1:{free} there") });
         }
     }
-    let host_note = Note { file: PathBuf::from(files[0].0.clone()), line: 0, message: format!("hosts {}: the addresses are placeholders (192.0.2.x); write the real ones; the first host is the primary", host_order.join(", ")) };
+    let host_note = Note { file: files[0].0.clone(), line: 0, message: format!("hosts {}: the addresses are placeholders (192.0.2.x); write the real ones; the first host is the primary", host_order.join(", ")) };
     notes.push(host_note);
     let images: Vec<(String, String)> = groups
         .iter()

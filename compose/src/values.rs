@@ -8,7 +8,7 @@ pub fn duration_ms(s: &str) -> Option<u64> {
         return None;
     }
     if let Ok(n) = t.parse::<f64>() {
-        return (n >= 0.0 && n.is_finite()).then(|| (n * 1000.0) as u64);
+        return (n >= 0.0 && n.is_finite()).then_some((n * 1000.0) as u64);
     }
     let mut total = 0f64;
     let mut rest = t;
@@ -39,7 +39,7 @@ pub fn duration_ms(s: &str) -> Option<u64> {
 
 /// Milliseconds as a system-file duration.
 pub fn dur_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -63,7 +63,7 @@ pub fn bytes(s: &str) -> Option<u64> {
         _ => return None,
     };
     let v = n * mult as f64;
-    (v.is_finite() && v >= 0.0 && v < 1.8e19).then_some(v as u64)
+    (0.0..1.8e19).contains(&v).then_some(v as u64)
 }
 
 /// One published or exposed port of a service.
