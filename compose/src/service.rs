@@ -285,7 +285,7 @@ pub fn plan(
                 _ => cx.note(l, format!("services.{name}.pids_limit: {:?} is not a limit (unlimited is the default)", scalar(v).unwrap_or(""))),
             },
             "cpu_shares" => match scalar(v).and_then(|s| s.parse::<u64>().ok()) {
-                Some(n) => g.resources.push(("cpu_weight".into(), (n * 100 / 1024).clamp(1, 10000).to_string())),
+                Some(n) => g.resources.push(("cpu_weight".into(), (n.saturating_mul(100) / 1024).clamp(1, 10000).to_string())),
                 None => cx.note(l, format!("services.{name}.cpu_shares: not a number")),
             },
             "gpus" => {
@@ -455,7 +455,9 @@ pub fn plan(
                 ..AgentPlan::default()
             });
         }
-        let a = agents.last_mut().expect("an agent was just pushed");
+        let Some(a) = agents.last_mut() else {
+            continue;
+        };
         if !a.ports.contains(&p.spec.container) {
             a.ports.push(p.spec.container);
         }
