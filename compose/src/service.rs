@@ -8,7 +8,8 @@ use agent_config::tree::Node;
 use crate::emit::q;
 use crate::recipe::{self, relative, ImageFacts};
 use crate::service_keys::{
-    depends, deploy, env_file, env_of, healthcheck, restart, set_cpus, set_memory, ulimits, volumes,
+    depends, deploy, env_file, env_of, extra_keys, healthcheck, restart, set_cpus, set_memory,
+    ulimits, volumes,
 };
 use crate::values::{dur_text, duration_ms, short_port, PortSpec};
 use crate::yaml::{
@@ -249,6 +250,7 @@ pub fn plan(
                     let specs = if let Some(s) = scalar(it) {
                         short_port(s)
                     } else {
+                        extra_keys(cx, it, &["target", "published", "host_ip", "protocol"], &format!("services.{name}.ports"));
                         long_port(it)
                     };
                     match specs {

@@ -45,6 +45,12 @@ pub(crate) fn env_file(name: &str, v: &Node, cx: &mut Ctx, g: &mut GroupPlan) {
             if let Some(s) = scalar(it) {
                 paths.push((s.to_string(), line(it)));
             } else if let Some(p) = get(it, "path").and_then(scalar) {
+                extra_keys(
+                    cx,
+                    it,
+                    &["path", "required"],
+                    &format!("services.{name}.env_file"),
+                );
                 if get(it, "required").and_then(scalar) == Some("false")
                     && (cx.read)(&cx.dir.join(p)).is_none()
                 {
@@ -253,6 +259,12 @@ pub(crate) fn deploy(
                 }
             }
             "restart_policy" => {
+                extra_keys(
+                    cx,
+                    &e.value,
+                    &["condition", "max_attempts", "delay", "window"],
+                    &format!("services.{name}.deploy.restart_policy"),
+                );
                 let cond = get(&e.value, "condition").and_then(scalar).unwrap_or("any");
                 let max = get(&e.value, "max_attempts")
                     .and_then(scalar)
@@ -290,6 +302,12 @@ pub(crate) fn deploy(
 pub(crate) fn gpus(name: &str, v: &Node, cx: &mut Ctx, g: &mut GroupPlan) {
     for d in items(v).unwrap_or(&[]) {
         let l = line(d);
+        extra_keys(
+            cx,
+            d,
+            &["driver", "count", "device_ids", "capabilities", "options"],
+            &format!("services.{name}.deploy.resources.reservations.devices"),
+        );
         let driver = get(d, "driver").and_then(scalar);
         let caps: Vec<String> = get(d, "capabilities")
             .and_then(strings)
@@ -461,6 +479,16 @@ pub(crate) fn ulimits(name: &str, v: &Node, cx: &mut Ctx, g: &mut GroupPlan) {
         match n {
             Some(n) if ["nofile", "nproc", "core", "memlock", "stack", "as", "fsize", "cpu"].contains(&k.as_str()) => g.rlimits.push((k, n)),
             _ => cx.note(l, format!("services.{name}.ulimits.{k}: not carried (rlimits: nofile, nproc, core, memlock, stack, as, fsize, cpu)")),
+        }
+    }
+}
+
+/// Notes every key of mapping `n` that is not in `known`, at its line: `{what}.{key}`.
+pub(crate) fn extra_keys(cx: &mut Ctx, n: &Node, known: &[&str], what: &str) {
+    for e in entries(n).unwrap_or_default() {
+        let k = key_text(e);
+        if !known.contains(&k.as_str()) {
+            cx.note(line(&e.key), format!("{what}.{k}: not carried"));
         }
     }
 }
