@@ -213,13 +213,13 @@ fn ports_become_agents_and_published_ports() {
     has(
         &i,
         "01-ports.yml",
-        18,
+        19,
         "services.api.ports.mode: not carried",
     );
     has(
         &i,
         "01-ports.yml",
-        19,
+        20,
         "services.api.ports.app_protocol: not carried",
     );
     assert_eq!(s.groups["api"].agents[0].port.map(|p| p.0), Some(8082));
