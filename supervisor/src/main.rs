@@ -1,5 +1,5 @@
-//! The `agent-supervisor` binary: check, build, run-group, daemon, up, bundle, images, and
-//! the launcher's hidden subcommands. (The benchmarks are `agent-bench`, in `bench/`.)
+//! The `agent-supervisor` binary: check, build, run-group, daemon, up, bundle, images,
+//! import, and the launcher's hidden subcommands. (The benchmarks are `agent-bench`, in `bench/`.)
 
 use std::path::PathBuf;
 use std::process::ExitCode;

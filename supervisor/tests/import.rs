@@ -250,3 +250,42 @@ fn an_imported_group_runs() {
         "{t}"
     );
 }
+
+#[test]
+fn an_existing_output_is_kept_without_force() {
+    let seed = Seed::new("force");
+    assert!(seed.import().status.success());
+    let again = seed.import();
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("system.yaml: exists; pass --force to replace it"),
+        "{}",
+        text(&again)
+    );
+    let bad = Command::new(BIN)
+        .current_dir(&seed.0)
+        .args([
+            "import",
+            "compose",
+            "docker/pc2/docker-compose.pc2.yml",
+            "--join",
+            "nogroup",
+            "-o",
+            "x.yaml",
+        ])
+        .output()
+        .expect("run agent-supervisor import compose");
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("--join \"nogroup\": expected GROUP=svc1,svc2"),
+        "{}",
+        text(&bad)
+    );
+    let missing = Command::new(BIN)
+        .current_dir(&seed.0)
+        .args(["import", "compose", "nope.yml", "-o", "y.yaml"])
+        .output()
+        .expect("run agent-supervisor import compose");
+    assert!(text(&missing).contains("nope.yml: "), "{}", text(&missing));
+    assert!(!seed.0.join("y.yaml").exists());
+}
