@@ -223,7 +223,8 @@ fn an_imported_group_runs() {
     std::fs::write(&path, edited).expect("write the edited system file");
     std::fs::write(
         seed.0.join("stand_in.py"),
-        "import os\nprint('RAN', os.environ['AGENT_NAME'], os.environ['AGENT_PORT'], os.environ['AGENT_GROUP'], os.environ['AGENT_HOST'])\n",
+        // One write(2) per line: the two agents share the output, and a short write is atomic.
+        "import os\ne = os.environ\nos.write(1, ('RAN %s %s %s %s\\n' % (e['AGENT_NAME'], e['AGENT_PORT'], e['AGENT_GROUP'], e['AGENT_HOST'])).encode())\n",
     )
     .expect("write the stand-in");
     let run = Command::new(BIN)
