@@ -401,6 +401,17 @@ pub fn plan(
         },
     };
     let cmd = cmd.filter(|c| !c.is_empty());
+    if let (Some(c), Some(_)) = (&cmd, &g.image) {
+        let first = c[0].rsplit('/').next().unwrap_or("");
+        let script = if first.starts_with("python") && !c.iter().any(|a| a == "-m" || a == "-c") {
+            c[1..].iter().find(|a| a.ends_with(".py"))
+        } else {
+            c.first().filter(|a| a.ends_with(".py"))
+        };
+        if let Some(sc) = script {
+            cx.note(g.line, format!("services.{name}: the command runs {sc} out of the image; `check` looks for it on this machine (under the agent's workdir) and reports it missing unless it is there too (`python3 -m module` is not looked up)"));
+        }
+    }
     if cmd.is_none() {
         cx.note(g.line, format!("services.{name}: no command (no command, entrypoint, or Dockerfile CMD/ENTRYPOINT the import could read); the agents got a placeholder that exits 78 — set their `command`"));
     }

@@ -454,3 +454,26 @@ fn odd_values_are_notes_not_panics() {
     has(&i, "23-odd.yml", 19, "is not SOURCE:TARGET[:MODE]");
     has(&i, "23-odd.yml", 21, "\"abc\" is not a port");
 }
+
+#[test]
+fn a_script_inside_an_image_is_a_note() {
+    let i = one("24-image-script.yml");
+    let s = system(&i);
+    assert_eq!(
+        s.groups["py"].agents[0].command.0,
+        ["python3", "-u", "main.py"]
+    );
+    assert_eq!(
+        s.groups["py"].agents[0].workdir.as_deref(),
+        Some(Path::new("/app"))
+    );
+    has(
+        &i,
+        "24-image-script.yml",
+        2,
+        "runs main.py out of the image",
+    );
+    assert!(at(&i, "24-image-script.yml", 6)
+        .iter()
+        .all(|m| !m.contains("out of the image")));
+}
