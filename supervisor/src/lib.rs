@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod export_cli;
 pub mod gpu_stats;
 pub mod images_cli;
+pub mod import_cli;
 pub mod install;
 pub mod netfilter;
 pub mod pod;

@@ -1,10 +1,10 @@
-//! The `agent-supervisor` binary: check, build, run-group, daemon, up, bundle, images, and
-//! the launcher's hidden subcommands. (The benchmarks are `agent-bench`, in `bench/`.)
+//! The `agent-supervisor` binary: check, build, run-group, daemon, up, bundle, images,
+//! import, and the launcher's hidden subcommands. (The benchmarks are `agent-bench`, in `bench/`.)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_supervisor::{bundle, check, daemon, images_cli, launch, run_group};
+use agent_supervisor::{bundle, check, daemon, images_cli, import_cli, launch, run_group};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -156,6 +156,11 @@ enum Cmd {
         #[command(subcommand)]
         what: agent_supervisor::export_cli::ExportCmd,
     },
+    /// Import another tool's files into a system file (`docs/import-export.md`).
+    Import {
+        #[command(subcommand)]
+        what: ImportCmd,
+    },
     /// The systemd unit's `ExecStop=`: SIGQUIT for a restart, SIGTERM for a stop.
     #[command(name = "__systemd-stop", hide = true)]
     SystemdStop { unit: String, pid: i32 },
@@ -169,6 +174,29 @@ enum BridgeCmd {
         /// The private key file to write (its `bridge.private_key_file`).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Docker Compose files (one per host) to one system file and image recipes; what
+    /// cannot be carried over is listed with its file and line.
+    Compose {
+        /// The compose files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// `NAME` (paired with the files in order) or `NAME=svc1,svc2` (these services).
+        #[arg(long)]
+        host: Vec<String>,
+        /// `GROUP=svc1,svc2`: these services become one group.
+        #[arg(long)]
+        join: Vec<String>,
+        /// The system file to write (recipes go to `images/` beside it).
+        #[arg(short, long, default_value = "system.yaml")]
+        output: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -276,6 +304,31 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Export { what } => agent_supervisor::export_cli::main(what),
+        Cmd::Import {
+            what:
+                ImportCmd::Compose {
+                    files,
+                    host,
+                    join,
+                    output,
+                    force,
+                },
+        } => match import_cli::compose(&import_cli::ComposeArgs {
+            files,
+            hosts: host,
+            joins: join,
+            output,
+            force,
+        }) {
+            Ok(m) => {
+                print!("{m}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-supervisor import compose: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::SystemdStop { unit, pid } => match agent_supervisor::systemd_stop::run(&unit, pid) {
             Ok(m) => {
                 eprintln!("{m}");
