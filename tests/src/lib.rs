@@ -2,5 +2,6 @@
 //! throwaway QEMU VM with a full cgroup v2 host.
 
 pub mod fixture;
+pub mod fuzz;
 pub mod hosts;
 pub mod vm;
