@@ -37,7 +37,8 @@ pub enum Edit {
     Indent { line: u16, by: i8 },
     /// Insert a dictionary word at a byte offset.
     Insert { at: u16, word: u16 },
-    /// Overwrite one byte.
+    /// Overwrite one byte with an ASCII one (so text stays UTF-8; arbitrary bytes are the
+    /// byte-level targets' job).
     Byte { at: u16, byte: u8 },
     /// Cut the text at a byte offset.
     Truncate { at: u16 },
@@ -104,12 +105,13 @@ impl Mutator {
         &self.seeds
     }
 
-    /// Seed `seed` (modulo their number) with the first 16 `edits` applied in order.
+    /// Seed `seed` (modulo their number) with the first 3 `edits` applied in order (more
+    /// would break the syntax of nearly every input).
     pub fn apply(&self, seed: u16, edits: &[Edit]) -> Vec<u8> {
         let base = &self.seeds[seed as usize % self.seeds.len()];
         let mut lines: Vec<Vec<u8>> = base.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
         let word = |w: u16| self.words[w as usize % self.words.len()].clone();
-        for e in edits.iter().take(16) {
+        for e in edits.iter().take(3) {
             let n = lines.len().max(1);
             match e {
                 Edit::Value { line, word: w } => {
@@ -171,7 +173,7 @@ impl Mutator {
                     let mut text = lines.join(&b'\n');
                     if !text.is_empty() {
                         let at = *at as usize % text.len();
-                        text[at] = *byte;
+                        text[at] = *byte & 0x7f;
                     }
                     lines = text.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
                 }
@@ -206,6 +208,37 @@ pub fn regression_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect();
     out.sort();
     out
+}
+
+/// Counts of what a target's inputs did (`loaded`, `error`, ...), printed when it ends
+/// (`cargo test -- --nocapture` shows them), so a long session says how much it tried.
+#[derive(Debug, Default)]
+pub struct Tally {
+    name: &'static str,
+    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Tally {
+    pub fn new(name: &'static str) -> Tally {
+        Tally {
+            name,
+            counts: Default::default(),
+        }
+    }
+
+    /// Counts one input under `label`.
+    pub fn hit(&self, label: &'static str) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *c.entry(label).or_default() += 1;
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let total: u64 = c.values().sum();
+        eprintln!("fuzz {}: {total} inputs {c:?}", self.name);
+    }
 }
 
 #[cfg(test)]

@@ -3,5 +3,6 @@
 
 pub mod fixture;
 pub mod fuzz;
+pub mod fuzz_tar;
 pub mod hosts;
 pub mod vm;
