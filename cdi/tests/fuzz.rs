@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use agent_cdi::{parse, parse_qualified};
-use agent_supervisor_tests::fuzz::{budget, regression_files, Edit, Mutator};
+use agent_supervisor_tests::fuzz::{budget, keep_on_panic, regression_files, Edit, Mutator};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -37,8 +37,10 @@ fn fuzz_parse_bytes() {
     bolero::check!()
         .with_test_time(budget())
         .for_each(|bytes: &[u8]| {
-            parse_once("/etc/cdi/fuzz.yaml", bytes);
-            parse_once("/etc/cdi/fuzz.json", bytes);
+            keep_on_panic("cdi-bytes", bytes, || {
+                parse_once("/etc/cdi/fuzz.yaml", bytes);
+                parse_once("/etc/cdi/fuzz.json", bytes);
+            });
         });
 }
 
@@ -55,7 +57,8 @@ fn fuzz_parse_mutated_fixtures() {
         .with_test_time(budget())
         .for_each(|(seed, json, edits)| {
             let name = if *json { "/cdi/m.json" } else { "/cdi/m.yaml" };
-            parse_once(name, &m.apply(*seed, edits));
+            let bytes = m.apply(*seed, edits);
+            keep_on_panic("cdi-mutated", &bytes, || parse_once(name, &bytes));
         });
 }
 

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use agent_config::{load_all, validate::validate, Finding};
-use agent_supervisor_tests::fuzz::{budget, regression_files, Edit, Mutator, Tally};
+use agent_supervisor_tests::fuzz::{
+    budget, keep_on_panic, regression_files, system_file_seeds, Edit, Mutator, Tally,
+};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,30 +18,8 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The example first, then the corpus files in name order.
 fn seeds() -> (Mutator, Vec<PathBuf>) {
-    let example = root().join("examples/ai-system/system.yaml");
-    let corpus = root().join("supervisor/tests/corpus");
-    let mut paths = vec![example];
-    let mut more: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .expect("read the corpus")
-        .map(|e| e.expect("read a corpus entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    more.sort();
-    paths.extend(more);
-    let bytes = paths
-        .iter()
-        .map(|p| std::fs::read(p).expect("read a seed"))
-        .collect();
-    let words = [
-        "hosts", "groups", "agents", "images", "daemon", "host", "name", "command", "port",
-        "restart", "always", "on-failure", "health", "depends_on", "healthy", "started", "env",
-        "env_file", "binds", "gpus", "network", "private", "publish", "bridge", "address",
-        "limits", "memory", "cpus", "image", "rootfs", "security", "seccomp", "version",
-        "10.88.0.0/16", "127.0.0.1:9000", "1.2.3.4", "a:b:ro", "512MiB", "1.5", "30s",
-    ];
-    (Mutator::new(bytes, &words), paths)
+    system_file_seeds(&root())
 }
 
 /// Loads `text` as the file `path` (which need not exist: only the files it names are read)
@@ -101,7 +81,9 @@ fn fuzz_load_bytes() {
         .for_each(|bytes: &[u8]| {
             // Not UTF-8 is one finding before parsing (`fuzz_load_file_not_utf8`).
             let text = String::from_utf8_lossy(bytes);
-            tally.hit(outcome(&load_once(&path, &text)));
+            keep_on_panic("config-bytes", text.as_bytes(), || {
+                tally.hit(outcome(&load_once(&path, &text)));
+            });
         });
 }
 
@@ -136,7 +118,9 @@ fn fuzz_load_mutated_seeds() {
             let path = &paths[*seed as usize % paths.len()];
             let bytes = m.apply(*seed, edits);
             match std::str::from_utf8(&bytes) {
-                Ok(text) => tally.hit(outcome(&load_once(path, text))),
+                Ok(text) => keep_on_panic("config-mutated", &bytes, || {
+                    tally.hit(outcome(&load_once(path, text)));
+                }),
                 Err(_) => tally.hit("not utf-8"),
             }
         });

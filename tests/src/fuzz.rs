@@ -2,7 +2,7 @@
 //! (`FUZZ_SECS`) and a structure-aware mutator of seed files (real examples, the broken-input
 //! corpus) driven by inputs bolero generates, so the fuzzed parsers get past their syntax layer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bolero::TypeGenerator;
@@ -188,8 +188,58 @@ impl Mutator {
     }
 }
 
+/// The seeds of the system-file targets (`config`, `plan`): the example
+/// `examples/ai-system/system.yaml` first, then the broken-input corpus
+/// (`supervisor/tests/corpus/*.yaml`) in name order, each with its path (relative paths in a
+/// seed resolve against it), and a mutator over them with the system file's keywords.
+pub fn system_file_seeds(workspace: &Path) -> (Mutator, Vec<PathBuf>) {
+    let example = workspace.join("examples/ai-system/system.yaml");
+    let corpus = workspace.join("supervisor/tests/corpus");
+    let mut paths = vec![example];
+    let mut more: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .expect("read the corpus")
+        .map(|e| e.expect("read a corpus entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    more.sort();
+    paths.extend(more);
+    let bytes = paths
+        .iter()
+        .map(|p| std::fs::read(p).expect("read a seed"))
+        .collect();
+    let words = [
+        "hosts", "groups", "agents", "images", "daemon", "host", "name", "command", "port",
+        "restart", "always", "on-failure", "health", "depends_on", "healthy", "started", "env",
+        "env_file", "binds", "gpus", "network", "private", "publish", "bridge", "address",
+        "limits", "memory", "cpus", "image", "rootfs", "security", "seccomp", "version",
+        "10.88.0.0/16", "127.0.0.1:9000", "1.2.3.4", "a:b:ro", "512MiB", "1.5", "30s",
+    ];
+    (Mutator::new(bytes, &words), paths)
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Runs `check` on `input`; when it panics, first writes `input` to
+/// `$FUZZ_FAILURES/<target>` (default: `<temp dir>/agent-supervisor-fuzz-failures/`), the
+/// last failing input of a target being the shrunk one bolero reports, ready to be checked
+/// in as a regression file.
+pub fn keep_on_panic<T>(target: &str, input: &[u8], check: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
+        Ok(v) => v,
+        Err(e) => {
+            let dir = std::env::var_os("FUZZ_FAILURES").map_or_else(
+                || std::env::temp_dir().join("agent-supervisor-fuzz-failures"),
+                PathBuf::from,
+            );
+            let path = dir.join(target);
+            if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&path, input).is_ok() {
+                eprintln!("fuzz {target}: the failing input is in {}", path.display());
+            }
+            std::panic::resume_unwind(e)
+        }
+    }
 }
 
 /// Every file of the directory `dir` (for checked-in regression inputs), sorted by name;
