@@ -13,7 +13,8 @@ use bolero::TypeGenerator;
 #[derive(Debug, Clone, TypeGenerator)]
 pub struct TarEntry {
     pub kind: EntryKind,
-    /// Index into [`PATHS`] (or, past its end, a path built from [`NAMES`]).
+    /// Index into [`PATHS`] and [`TarDict::paths`] (or, past their end, a path built from
+    /// [`NAMES`]).
     pub path: u16,
     /// Symlink or hard-link target: index into [`TARGETS`].
     pub target: u8,
@@ -72,6 +73,8 @@ pub const TARGETS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct TarDict {
     pub data: Vec<Vec<u8>>,
+    /// Entry paths of the caller's format (`blobs/sha256/<digest>` of its blobs, say).
+    pub paths: Vec<String>,
     pub outside: PathBuf,
 }
 
@@ -88,18 +91,29 @@ impl TarDict {
         ]);
         TarDict {
             data,
+            paths: Vec::new(),
             outside: outside.to_path_buf(),
         }
     }
 
+    /// The same with the entry paths `paths` added to [`PATHS`].
+    pub fn with_paths(mut self, paths: Vec<String>) -> TarDict {
+        self.paths = paths;
+        self
+    }
+
     fn path(&self, i: u16) -> String {
-        let i = i as usize;
+        // Mostly the dictionaries, else one of 64 generated paths.
+        let i = i as usize % (PATHS.len() + self.paths.len() + 64);
         if i < PATHS.len() {
             return PATHS[i].replace("OUT", &self.outside.display().to_string());
         }
-        // Past the dictionary: a path of up to 4 components from the bits of `i`.
+        if let Some(p) = self.paths.get(i - PATHS.len()) {
+            return p.clone();
+        }
+        // Past the dictionaries: a path of up to 4 components from the bits of `i`.
         let mut parts = Vec::new();
-        let mut n = i - PATHS.len();
+        let mut n = ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 24) as usize;
         for _ in 0..=(n % 4) {
             n /= 4;
             parts.push(NAMES[n % NAMES.len()]);
