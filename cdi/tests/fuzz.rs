@@ -50,7 +50,16 @@ fn fuzz_parse_mutated_fixtures() {
         &fixtures(),
         &[".yaml", ".json"],
         Vec::new(),
-        &["0.3.0", "1.1.0", "9.9.9", "c", "b", "hooks", "createContainer", "major"],
+        &[
+            "0.3.0",
+            "1.1.0",
+            "9.9.9",
+            "c",
+            "b",
+            "hooks",
+            "createContainer",
+            "major",
+        ],
     );
     bolero::check!()
         .with_type::<(u16, bool, Vec<Edit>)>()

@@ -34,7 +34,11 @@ fn load_once(path: &Path, text: &str) -> Vec<Finding> {
         "loading is not deterministic"
     );
     for f in &findings {
-        assert_eq!(f.file.as_deref(), Some(path), "a loader finding names no file: {f}");
+        assert_eq!(
+            f.file.as_deref(),
+            Some(path),
+            "a loader finding names no file: {f}"
+        );
         assert!(f.at.is_some(), "a loader finding has no line: {f}");
     }
     let strict = agent_config::load::parse(path, text);

@@ -58,12 +58,45 @@ fn recipe_seeds() -> Mutator {
     }
     assert!(seeds.len() > 3, "too few recipe seeds");
     let words = [
-        "base", "scratch", "host-closure", "debootstrap", "oci:x", "oci-archive:x.tar",
-        "docker-archive:x.tar", "oci:", "steps", "copy", "run", "env", "workdir", "user",
-        "entrypoint", "cmd", "labels", "src", "dst", "binaries", "packages", "paths", "suite",
-        "variant", "minbase", "buildd", "mirror", "http://deb.debian.org/debian", "include",
-        "context", "ignore_file", "ignore", "check_python", "/usr/bin/python3", "python3",
-        "sh -c 'true'", ".", "..", "/",
+        "base",
+        "scratch",
+        "host-closure",
+        "debootstrap",
+        "oci:x",
+        "oci-archive:x.tar",
+        "docker-archive:x.tar",
+        "oci:",
+        "steps",
+        "copy",
+        "run",
+        "env",
+        "workdir",
+        "user",
+        "entrypoint",
+        "cmd",
+        "labels",
+        "src",
+        "dst",
+        "binaries",
+        "packages",
+        "paths",
+        "suite",
+        "variant",
+        "minbase",
+        "buildd",
+        "mirror",
+        "http://deb.debian.org/debian",
+        "include",
+        "context",
+        "ignore_file",
+        "ignore",
+        "check_python",
+        "/usr/bin/python3",
+        "python3",
+        "sh -c 'true'",
+        ".",
+        "..",
+        "/",
     ];
     Mutator::new(seeds, &words)
 }
@@ -135,9 +168,43 @@ fn fuzz_recipe_mutated() {
 
 /// Pieces of `.dockerignore` patterns and of paths.
 const GLOB: &[&str] = &[
-    "*", "**", "?", "[a-z]", "[!a]", "[^b]", "[", "]", "\\", "\\*", "!", "/", "a", "b", "ab",
-    "..", ".", "#", " ", "\t", "{", "}", "(", ")", "|", "+", "^", "$", "[[:alpha:]]", "[a-]",
-    "[]a]", "[\\]]", "\u{e9}", "x.py", "**/", "/**", "a/**/b",
+    "*",
+    "**",
+    "?",
+    "[a-z]",
+    "[!a]",
+    "[^b]",
+    "[",
+    "]",
+    "\\",
+    "\\*",
+    "!",
+    "/",
+    "a",
+    "b",
+    "ab",
+    "..",
+    ".",
+    "#",
+    " ",
+    "\t",
+    "{",
+    "}",
+    "(",
+    ")",
+    "|",
+    "+",
+    "^",
+    "$",
+    "[[:alpha:]]",
+    "[a-]",
+    "[]a]",
+    "[\\]]",
+    "\u{e9}",
+    "x.py",
+    "**/",
+    "/**",
+    "a/**/b",
 ];
 const PATH_PARTS: &[&str] = &["a", "b", "ab", "x.py", "*", ".", "..", "[", "\u{e9}", "a b"];
 
@@ -163,7 +230,10 @@ fn fuzz_ignore_rules() {
             keep_on_panic("ignore", text.as_bytes(), || {
                 let mut ig = Ignore::default();
                 if let Err(e) = ig.add_lines(".dockerignore", &text) {
-                    assert!(e.line >= 1 && e.to_string().contains(".dockerignore"), "{e}");
+                    assert!(
+                        e.line >= 1 && e.to_string().contains(".dockerignore"),
+                        "{e}"
+                    );
                     tally.hit("error");
                     return;
                 }

@@ -41,7 +41,11 @@ impl Bed {
         let arch = self.archive.display();
         let docker = store.import(&format!("docker-archive:{arch}"), "fuzz");
         let oci = store.import(&format!("oci-archive:{arch}"), "fuzz");
-        assert_eq!(before, snapshot(&self.root, &skip), "import wrote outside the store");
+        assert_eq!(
+            before,
+            snapshot(&self.root, &skip),
+            "import wrote outside the store"
+        );
         match (docker.is_ok(), oci.is_ok()) {
             (true, _) => "docker imported",
             (_, true) => "oci imported",

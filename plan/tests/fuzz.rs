@@ -61,7 +61,10 @@ fn resolve_all(path: &Path, text: &str, host_rootfs: bool) -> &'static str {
                 // name, say, are a `validate` error, and `diff` keys agents by name).
                 if valid {
                     let d = diff(&plan, &plan);
-                    assert!(d.is_empty(), "host {host}'s plan differs from itself: {d:?}");
+                    assert!(
+                        d.is_empty(),
+                        "host {host}'s plan differs from itself: {d:?}"
+                    );
                 }
             }
             Err(findings) => panic!("host {host} is in the file, yet: {findings:?}"),
@@ -101,6 +104,9 @@ fn the_example_resolves() {
     let text = String::from_utf8_lossy(&m.seeds()[0]);
     let gpu = Path::new("/dev/nvidia0").exists();
     let outcome = resolve_all(&paths[0], &text, true);
-    assert!(outcome == "resolved" || !gpu && outcome == "findings", "{outcome}");
+    assert!(
+        outcome == "resolved" || !gpu && outcome == "findings",
+        "{outcome}"
+    );
     assert_eq!(resolve_all(&paths[0], &text, false), "findings");
 }

@@ -97,7 +97,8 @@ fn fuzz_unpack_bytes() {
         .with_type::<(u8, Vec<u8>)>()
         .with_test_time(budget())
         .for_each(|(how, bytes)| {
-            let media = [Compression::None, Compression::Gzip, Compression::Zstd][*how as usize % 3];
+            let media =
+                [Compression::None, Compression::Gzip, Compression::Zstd][*how as usize % 3];
             let opts = &options()[(*how as usize / 3) % 2];
             bed.unpack(std::slice::from_ref(bytes), media, opts);
         });
@@ -112,7 +113,11 @@ fn fuzz_unpack_hostile_layers() {
         .with_test_time(budget())
         .for_each(|(overlay, lower, upper)| {
             let layers = [dict.build(lower), dict.build(upper)];
-            bed.unpack(&layers, Compression::None, &options()[usize::from(*overlay)]);
+            bed.unpack(
+                &layers,
+                Compression::None,
+                &options()[usize::from(*overlay)],
+            );
         });
 }
 
@@ -150,7 +155,10 @@ fn the_snapshot_sees_writes_outside_the_target() {
     assert_ne!(before, bed.around(), "a changed sentinel file is not seen");
     let beside = bed.target.parent().expect("a parent").join("beside");
     std::fs::write(&beside, b"x").expect("write beside");
-    assert!(bed.around().contains_key(&beside), "a file beside the target is not seen");
+    assert!(
+        bed.around().contains_key(&beside),
+        "a file beside the target is not seen"
+    );
 }
 
 /// Inputs that once failed a target, checked in under `tests/fuzz_regressions/`: each is one
