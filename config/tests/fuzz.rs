@@ -156,3 +156,25 @@ fn regressions() {
         }
     }
 }
+
+/// Found while fuzzing by hand: nine aliases of nine aliases ("billion laughs") made the
+/// loader expand 9^10 nodes, minutes and gigabytes; it now stops at `MAX_NODES`.
+#[test]
+fn alias_bombs_stop_quickly() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/billion-laughs.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the regression input");
+    let start = std::time::Instant::now();
+    let findings = load_once(&path, &text);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.message.contains("aliases expand the document past")),
+        "{findings:?}"
+    );
+}
