@@ -368,10 +368,12 @@ mod tests {
 
     #[test]
     fn pax_records_count_their_own_length() {
-        let r = pax_record("path", "a");
-        assert_eq!(r, b"11 path=a\n".to_vec());
-        let long = "x".repeat(95);
-        let r = pax_record("path", &long);
-        assert_eq!(r.len().to_string(), String::from_utf8_lossy(&r[..3]));
+        assert_eq!(pax_record("path", "a"), b"9 path=a\n".to_vec());
+        for n in [1, 90, 95, 200] {
+            let r = pax_record("path", &"x".repeat(n));
+            let text = String::from_utf8(r.clone()).expect("ASCII");
+            let len = text.split(' ').next().expect("a length");
+            assert_eq!(len, r.len().to_string(), "{text:?}");
+        }
     }
 }
