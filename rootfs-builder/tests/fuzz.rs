@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use agent_rootfs::{unpack_layer_with, Compression, UnpackOptions, Whiteouts};
-use agent_supervisor_tests::fuzz::{budget, regression_files};
+use agent_rootfs::{unpack_layer_with, Compression, UnpackError, UnpackOptions, Whiteouts};
+use agent_supervisor_tests::fuzz::{budget, keep_on_panic, regression_files, Tally};
 use agent_supervisor_tests::fuzz_tar::{snapshot, Snapshot, TarDict, TarEntry};
 
 /// `root/outside` (the sentinel: a file `secret`) and `root/w/w/w/w/w/target`, deep enough
@@ -51,14 +51,20 @@ impl Bed {
         snapshot(&self.root, &move |p: &Path| p == t || p == l)
     }
 
-    /// Unpacks each layer into a fresh target and checks nothing else changed.
-    fn unpack(&self, layers: &[Vec<u8>], media: Compression, opts: &UnpackOptions) {
+    /// Unpacks each layer into a fresh target and checks nothing else changed; says how the
+    /// last layer ended.
+    fn unpack(&self, layers: &[Vec<u8>], media: Compression, opts: &UnpackOptions) -> &'static str {
         let _ = std::fs::remove_dir_all(&self.target);
         std::fs::create_dir_all(&self.target).expect("create the target");
         let before = self.around();
+        let mut outcome = "none";
         for bytes in layers {
             std::fs::write(&self.layer, bytes).expect("write the layer");
-            let _ = unpack_layer_with(&self.layer, media, &self.target, opts);
+            outcome = match unpack_layer_with(&self.layer, media, &self.target, opts) {
+                Ok(_) => "unpacked",
+                Err(UnpackError::Refused { .. }) => "refused",
+                Err(_) => "error",
+            };
             assert_eq!(
                 before,
                 self.around(),
@@ -66,6 +72,7 @@ impl Bed {
                 self.target.display()
             );
         }
+        outcome
     }
 }
 
@@ -93,6 +100,7 @@ fn options() -> [UnpackOptions; 2] {
 #[test]
 fn fuzz_unpack_bytes() {
     let bed = Bed::new("bytes");
+    let tally = Tally::new("unpack bytes");
     bolero::check!()
         .with_type::<(u8, Vec<u8>)>()
         .with_test_time(budget())
@@ -100,7 +108,9 @@ fn fuzz_unpack_bytes() {
             let media =
                 [Compression::None, Compression::Gzip, Compression::Zstd][*how as usize % 3];
             let opts = &options()[(*how as usize / 3) % 2];
-            bed.unpack(std::slice::from_ref(bytes), media, opts);
+            keep_on_panic("unpack-bytes", bytes, || {
+                tally.hit(bed.unpack(std::slice::from_ref(bytes), media, opts));
+            });
         });
 }
 
@@ -108,6 +118,7 @@ fn fuzz_unpack_bytes() {
 fn fuzz_unpack_hostile_layers() {
     let bed = Bed::new("hostile");
     let dict = TarDict::new(&bed.outside, Vec::new());
+    let tally = Tally::new("unpack hostile");
     bolero::check!()
         .with_type::<(bool, Vec<TarEntry>, Vec<TarEntry>)>()
         .with_test_time(budget())
@@ -161,15 +172,24 @@ fn the_snapshot_sees_writes_outside_the_target() {
     );
 }
 
-/// Inputs that once failed a target, checked in under `tests/fuzz_regressions/`: each is one
-/// layer, unpacked plain in both modes.
+/// Hostile inputs checked in under `tests/fuzz_regressions/` (a symlink out and a file
+/// written through it, a hard link out and a file written over it): each is one layer,
+/// unpacked plain in both modes, and refused.
 #[test]
 fn regressions() {
     let bed = Bed::new("regressions");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
-    for (_, bytes) in regression_files(&dir) {
+    let files = regression_files(&dir);
+    assert!(
+        !files.is_empty(),
+        "no regression input in {}",
+        dir.display()
+    );
+    for (name, bytes) in files {
         for opts in &options() {
-            bed.unpack(std::slice::from_ref(&bytes), Compression::None, opts);
+            let outcome = bed.unpack(std::slice::from_ref(&bytes), Compression::None, opts);
+            // Each checked-in archive tries to write outside: it must be refused.
+            assert_eq!(outcome, "refused", "{name}");
         }
     }
 }
