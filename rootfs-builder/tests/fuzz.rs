@@ -124,11 +124,10 @@ fn fuzz_unpack_hostile_layers() {
         .with_test_time(budget())
         .for_each(|(overlay, lower, upper)| {
             let layers = [dict.build(lower), dict.build(upper)];
-            bed.unpack(
-                &layers,
-                Compression::None,
-                &options()[usize::from(*overlay)],
-            );
+            keep_on_panic("unpack-hostile", &layers.concat(), || {
+                let opts = &options()[usize::from(*overlay)];
+                tally.hit(bed.unpack(&layers, Compression::None, opts));
+            });
         });
 }
 
@@ -138,6 +137,7 @@ fn fuzz_unpack_hostile_gzip() {
     use std::io::Write;
     let bed = Bed::new("gzip");
     let dict = TarDict::new(&bed.outside, Vec::new());
+    let tally = Tally::new("unpack gzip");
     bolero::check!()
         .with_type::<(Vec<TarEntry>, u16)>()
         .with_test_time(budget() / 2)
@@ -150,7 +150,9 @@ fn fuzz_unpack_hostile_gzip() {
             if *cut % 4 == 0 {
                 bytes.truncate(*cut as usize % (bytes.len() + 1));
             }
-            bed.unpack(&[bytes], Compression::Gzip, &options()[0]);
+            keep_on_panic("unpack-gzip", &bytes, || {
+                tally.hit(bed.unpack(&[bytes.clone()], Compression::Gzip, &options()[0]));
+            });
         });
 }
 
