@@ -43,6 +43,18 @@ pub struct Entry {
     pub removed: bool,
 }
 
+/// The most nodes a document may expand to through its aliases.
+pub const MAX_NODES: usize = 200_000;
+
+/// The number of nodes of `n`, itself included.
+fn size(n: &Node) -> usize {
+    1 + match &n.kind {
+        Kind::Scalar { .. } => 0,
+        Kind::Seq(items) => items.iter().map(size).sum(),
+        Kind::Map(entries) => entries.iter().map(|e| size(&e.key) + size(&e.value)).sum(),
+    }
+}
+
 /// A node of the document.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -127,7 +139,8 @@ impl Tree {
             next_id: 0,
         };
         let mut stack: Vec<Open> = Vec::new();
-        let mut anchors: HashMap<usize, Node> = HashMap::new();
+        // Each anchor's node and its size.
+        let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
         // Anchors of collections still open, set when they close.
         let mut open_anchors: Vec<usize> = Vec::new();
         let mut documents = 0;
@@ -192,8 +205,22 @@ impl Tree {
                 Event::Alias(id) => {
                     last_mark = mark;
                     let path = tree.child_path(&stack);
-                    match anchors.get(&id).cloned() {
-                        Some(mut n) => {
+                    match anchors.get(&id) {
+                        // Aliases of aliases grow exponentially ("billion laughs"): a
+                        // document stops at MAX_NODES nodes, far above any system file.
+                        Some((_, len)) if tree.next_id + len > MAX_NODES => {
+                            tree.issues.push(TreeIssue {
+                                path,
+                                at: mark,
+                                message: format!(
+                                    "aliases expand the document past {MAX_NODES} nodes; this one is not expanded"
+                                ),
+                            });
+                            tree.skip_value(&mut stack);
+                            continue;
+                        }
+                        Some((n, _)) => {
+                            let mut n = n.clone();
                             tree.renumber(&mut n);
                             finished = Some((n, 0));
                         }
@@ -255,7 +282,7 @@ impl Tree {
                 continue;
             };
             if anchor != 0 {
-                anchors.insert(anchor, node.clone());
+                anchors.insert(anchor, (node.clone(), size(&node)));
             }
             tree.attach(&mut stack, node);
         }

@@ -218,10 +218,16 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, RecipeError> {
         if let Some(rest) = message.strip_prefix(&format!("{field}: ")) {
             message = rest.to_string();
         }
+        // The YAML reader gives no place for some errors (a second document): the line
+        // of the second document's marker, else the start of the file.
+        let (line, column) = loc
+            .as_ref()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or_else(|| (second_document(&text).unwrap_or(1), 1));
         RecipeError::Parse {
             path: path.to_path_buf(),
-            line: loc.as_ref().map_or(0, |l| l.line()),
-            column: loc.as_ref().map_or(0, |l| l.column()),
+            line,
+            column,
             field,
             message,
         }
@@ -263,6 +269,23 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, RecipeError> {
         });
     }
     Ok(recipe)
+}
+
+/// The line of the marker (`---` or `...`) that ends the first YAML document of `text`, if
+/// another follows it.
+fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    for (i, l) in text.lines().enumerate() {
+        let marker = l.starts_with("---") || l.starts_with("...");
+        let blank = l.trim().is_empty() || l.trim_start().starts_with('#');
+        if marker && content {
+            return Some(i + 1);
+        }
+        if !blank && !l.starts_with('%') && !l.starts_with("---") {
+            content = true;
+        }
+    }
+    None
 }
 
 /// The `debootstrap` fields: only with that base, and values debootstrap takes as they are
@@ -356,6 +379,11 @@ mod tests {
         let err = load_recipe(&bad).unwrap_err().to_string();
         assert!(err.contains("bad.yaml:3:"), "{err}");
         assert!(err.contains("unknown field `dts`"), "{err}");
+        // Found by the fuzz target: the YAML reader gives this error no place (was 0:0).
+        let two = dir.join("two.yaml");
+        std::fs::write(&two, "# a\nbase: scratch\n---\nbase: scratch\n").unwrap();
+        let err = load_recipe(&two).unwrap_err().to_string();
+        assert!(err.contains("two.yaml:3:1: "), "{err}");
         let base = dir.join("base.yaml");
         std::fs::write(&base, "base: ubuntu\n").unwrap();
         assert!(load_recipe(&base)

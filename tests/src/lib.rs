@@ -2,5 +2,7 @@
 //! throwaway QEMU VM with a full cgroup v2 host.
 
 pub mod fixture;
+pub mod fuzz;
+pub mod fuzz_tar;
 pub mod hosts;
 pub mod vm;
