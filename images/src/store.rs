@@ -53,6 +53,16 @@ pub enum StoreError {
     #[error("{path}: {what} is not supported yet")]
     Unsupported { path: PathBuf, what: String },
     #[error(
+        "image {image:?}: its {what} blob {blob} is missing from the store: rebuild or \
+         re-import the image"
+    )]
+    MissingBlob {
+        image: String,
+        what: &'static str,
+        /// `DIGEST (PATH)`.
+        blob: String,
+    },
+    #[error(
         "invalid image name {name:?}: use letters, digits, `.`, `_`, `-` (first a letter or digit)"
     )]
     BadName { name: String },
@@ -290,12 +300,31 @@ impl Store {
     }
 
     fn info(&self, name: &str, m: &Descriptor) -> Result<ImageInfo, StoreError> {
+        let missing = |what: &'static str, d: &Digest| StoreError::MissingBlob {
+            image: name.to_string(),
+            what,
+            blob: format!("{d} ({})", self.blob_path(d).display()),
+        };
+        let read = |what: &'static str, d: &Digest| {
+            if self.blob_path(d).exists() {
+                self.read_blob(d)
+            } else {
+                Err(missing(what, d))
+            }
+        };
         let manifest: Manifest =
-            parse_json(&self.blob_path(&m.digest), &self.read_blob(&m.digest)?)?;
+            parse_json(&self.blob_path(&m.digest), &read("manifest", &m.digest)?)?;
         let config: ImageConfig = parse_json(
             &self.blob_path(&manifest.config.digest),
-            &self.read_blob(&manifest.config.digest)?,
+            &read("config", &manifest.config.digest)?,
         )?;
+        if let Some(l) = manifest
+            .layers
+            .iter()
+            .find(|l| !self.blob_path(&l.digest).exists())
+        {
+            return Err(missing("layer", &l.digest));
+        }
         let layers = manifest
             .layers
             .iter()

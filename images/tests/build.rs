@@ -232,3 +232,30 @@ fn unsupported_parts_say_so() {
         .to_string();
     assert!(e.contains("invalid image name"), "{e}");
 }
+
+#[test]
+fn a_blob_missing_from_the_store_is_an_error_naming_the_image() {
+    let t = TempDir::new("missing-blob");
+    let ctx = context(&t);
+    let store = Store::open(&t.join("state")).unwrap();
+    store
+        .build(&ctx.join("recipe.yaml"), "app", &BuildOptions::default())
+        .unwrap();
+    let info = store.inspect("app").unwrap();
+    let layer = info.layers[0].path.clone();
+    std::fs::remove_file(&layer).unwrap();
+    let e = store
+        .inspect("app")
+        .expect_err("a layer is gone")
+        .to_string();
+    assert!(e.contains("image \"app\""), "{e}");
+    assert!(e.contains("layer blob"), "{e}");
+    assert!(e.contains(&layer.display().to_string()), "{e}");
+    let config = store.blob_path(&info.manifest.config.digest);
+    std::fs::remove_file(&config).unwrap();
+    let e = store
+        .inspect("app")
+        .expect_err("the config is gone")
+        .to_string();
+    assert!(e.contains("image \"app\": its config blob"), "{e}");
+}
