@@ -223,16 +223,7 @@ fn group_objects(
     }
     let image = match image_ref(input, hp, g) {
         Some((reference, push)) => {
-            if push.digest.is_empty() {
-                notes.group(
-                    &g.name,
-                    format!(
-                        "image {} is not in this machine's store: referenced by tag, not digest",
-                        push.image
-                    ),
-                );
-            }
-            add_push(pushes, push);
+            add_push(pushes, push, notes, &g.name);
             reference
         }
         None => {

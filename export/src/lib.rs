@@ -184,7 +184,17 @@ pub(crate) fn host_placeholder(input: &Input, group: &str) -> String {
 }
 
 /// Adds `push` unless the same image of the same host is there already.
-pub(crate) fn add_push(pushes: &mut Vec<Push>, push: Push) {
+/// Also notes, for group `group`, an image referenced by tag (not in this machine's store).
+pub(crate) fn add_push(pushes: &mut Vec<Push>, push: Push, notes: &mut Notes, group: &str) {
+    if push.digest.is_empty() {
+        notes.group(
+            group,
+            format!(
+                "image {} is not in this machine's store: referenced by tag, not digest",
+                push.image
+            ),
+        );
+    }
     if !pushes
         .iter()
         .any(|p| p.host == push.host && p.image == push.image)

@@ -161,16 +161,7 @@ fn task_group(
         }
     };
     if let Some(push) = push {
-        if push.digest.is_empty() {
-            notes.group(
-                &g.name,
-                format!(
-                    "image {} is not in this machine's store: referenced by tag, not digest",
-                    push.image
-                ),
-            );
-        }
-        add_push(pushes, push);
+        add_push(pushes, push, notes, &g.name);
     }
     let gpus = crate::kube_pod::gpu_count(
         input
