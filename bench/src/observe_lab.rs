@@ -102,6 +102,8 @@ pub struct Lab {
     pub env: std::collections::HashMap<usize, String>,
     /// More groups, as YAML lines under `groups:` (e.g. the soak's OOM group).
     pub extra_groups: String,
+    /// The underlay: the veth end in each host's namespace.
+    pub underlay: [String; 2],
     keys: Vec<String>,
     made_ns: Vec<String>,
     daemons: Vec<(usize, Child)>,
@@ -163,6 +165,7 @@ impl Lab {
             health: "{http: /health, interval: 5s}".into(),
             env: std::collections::HashMap::new(),
             extra_groups: String::new(),
+            underlay: [0, 1].map(|i| format!("ob{pid:x}u{}", i + 1)),
             keys: Vec::new(),
             tools,
             dir,
@@ -185,8 +188,7 @@ impl Lab {
             lab.made_ns.push(h.netns.clone());
             lab.ip(&["-n", &h.netns, "link", "set", "lo", "up"])?;
         }
-        let veth = |i: usize| format!("ob{pid:x}u{}", i + 1);
-        let (va, vb) = (veth(0), veth(1));
+        let [va, vb] = lab.underlay.clone();
         lab.ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
         for (i, v) in [(0, &va), (1, &vb)] {
             let ns = lab.hosts[i].netns.clone();

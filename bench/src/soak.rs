@@ -10,6 +10,10 @@
 //! or bridge was replaced, and h1's summary is `ok` again; then every host's
 //! `restarts_total` must equal the restarts the faults caused. At the end the daemons shut
 //! down and nothing may be left: processes, cgroups, mounts, links, nftables rules.
+//! Once per run the underlay between the hosts is cut (every packet dropped) for a sixth of
+//! the run, at least 15 s and at most 5 minutes (see [`partition`]).
+
+mod partition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -105,7 +109,10 @@ pub fn run(minutes: u64, seed: Option<u64>, agents: usize) -> Result<String, Str
     lab.extra_groups = oom_group(&python);
     lab.write_config()?;
     let baseline = Baseline::take(&lab, &nft);
-    let result = Soak::new(&mut lab, &mut r, seed).and_then(|mut s| s.run(minutes));
+    let result = Soak::new(&mut lab, &mut r, seed, nft.clone()).and_then(|mut s| {
+        s.cut_for = partition::length(minutes);
+        s.run(minutes)
+    });
     if let Err(e) = result {
         r.violations.push(e);
     }
@@ -167,11 +174,20 @@ struct Soak<'a> {
     next_sample: Instant,
     t0: Instant,
     generation: u64,
+    /// The `nft` tool (the partition is an nftables table).
+    nft: std::path::PathBuf,
+    /// How long the underlay is cut for.
+    cut_for: Duration,
 }
 
 impl<'a> Soak<'a> {
     /// Starts both daemons and waits until every agent runs once and h1's summary is `ok`.
-    fn new(lab: &'a mut Lab, r: &'a mut Report, seed: u64) -> Result<Soak<'a>, String> {
+    fn new(
+        lab: &'a mut Lab,
+        r: &'a mut Report,
+        seed: u64,
+        nft: std::path::PathBuf,
+    ) -> Result<Soak<'a>, String> {
         let mut names = lab.agents.names.clone();
         names.push(OOMER_NAME.to_string());
         let mut place = HashMap::new();
@@ -201,6 +217,8 @@ impl<'a> Soak<'a> {
             next_sample: Instant::now(),
             t0,
             generation: 0,
+            nft,
+            cut_for: Duration::from_secs(15),
         };
         progress(&format!(
             "waiting until all {} agents run and are healthy",
@@ -240,6 +258,9 @@ impl<'a> Soak<'a> {
         while round == 0 || Instant::now() < until {
             round += 1;
             let mut kinds = Kind::ALL.to_vec();
+            if round > 1 {
+                kinds.retain(|k| *k != Kind::Partition);
+            }
             self.rng.shuffle(&mut kinds);
             progress(&format!("round {round}: {kinds:?}"));
             for kind in kinds {
@@ -363,6 +384,9 @@ impl<'a> Soak<'a> {
                 .push("not every agent ran exactly once before it".into());
             return Ok(());
         };
+        if kind == Kind::Partition {
+            return self.partition(before);
+        }
         let mut down = None;
         let expect = match self.inject(kind, &before, &mut down) {
             Ok(e) => e,
@@ -488,6 +512,7 @@ impl<'a> Soak<'a> {
                 );
                 e.restart = vec![pick];
             }
+            Kind::Partition => return Err("a partition is not injected here".into()),
             Kind::GroupRestart => {
                 let (host, group) = self.place[&pick].clone();
                 self.ctl(host, &["restart", &format!("{group}:*")])?;

@@ -22,10 +22,14 @@ pub enum Kind {
     Reload,
     /// `supervisorctl restart GROUP:*`: every agent of the group restarts, no other.
     GroupRestart,
+    /// The underlay between the hosts drops every packet for a while (once per run, in the
+    /// first round): each host shows the other down within 10 s, no agent restarts, and
+    /// the whole system is `ok` again once the underlay is back.
+    Partition,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::AgentKill,
         Kind::AgentHang,
         Kind::Oom,
@@ -33,6 +37,7 @@ impl Kind {
         Kind::BridgeKill,
         Kind::Reload,
         Kind::GroupRestart,
+        Kind::Partition,
     ];
 
     pub fn label(self) -> &'static str {
@@ -44,6 +49,7 @@ impl Kind {
             Kind::BridgeKill => "bridge process SIGKILL",
             Kind::Reload => "reload (changed env)",
             Kind::GroupRestart => "group restart",
+            Kind::Partition => "peer unreachable (underlay cut)",
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Report {
     pub doubled: BTreeMap<String, String>,
     /// `restarts_total` mismatches.
     pub restarts: Vec<String>,
+    /// What each partition showed (the hosts' views during it, the recovery after it).
+    pub partitions: Vec<String>,
     pub summary: Vec<Duration>,
     pub summary_hangs: Vec<String>,
     pub summary_errors: Vec<String>,
@@ -269,6 +271,7 @@ pub fn render(r: &Report) -> String {
         ("agents doubled", none_or(&doubled)),
         ("`restarts_total` = restarts caused", none_or(&r.restarts)),
         ("left behind after shutdown", none_or(&r.left)),
+        ("peer unreachable (underlay cut)", none_or(&r.partitions)),
     ];
     for (what, v) in rows {
         let _ = writeln!(s, "| {what} | {v} |");
