@@ -219,6 +219,12 @@ impl Lab {
         output(c, None)
     }
 
+    /// What the names of the lab's namespaces and cgroup roots have in common (and nothing
+    /// else on the machine has): `abench-obs-PID-`.
+    pub fn tag(&self) -> String {
+        format!("abench-obs-{}-", std::process::id())
+    }
+
     /// Host `i`'s underlay address (its `address` in the system file).
     pub fn host_address(&self, i: usize) -> String {
         format!("{NET}.0.{}", i + 1)

@@ -286,7 +286,7 @@ impl<'a> Soak<'a> {
     /// expected).
     fn tick(&mut self, down: Option<usize>, period: Duration) {
         let t = Instant::now();
-        let c = census();
+        let c = census(&self.lab.tag());
         for (name, pids) in doubled(&self.last, &c) {
             let at = self.t0.elapsed().as_secs_f64();
             self.r

@@ -90,11 +90,28 @@ pub fn agent_of(args: &[String]) -> Option<String> {
     args.get(at + 1).cloned()
 }
 
-/// Every soak agent's processes now, by name (from `/proc`; zombies have no command line).
-pub fn census() -> BTreeMap<String, Vec<i32>> {
+/// Whether a `/proc/PID/cgroup` text puts the process under a cgroup whose path has `tag`
+/// (the lab's cgroup roots are named after it), in any hierarchy.
+pub fn in_cgroup_tagged(cgroup: &str, tag: &str) -> bool {
+    cgroup
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .any(|path| path.contains(tag))
+}
+
+/// Every soak agent's processes now, by name (from `/proc`; zombies have no command line):
+/// the stand-in and OOM agents in a cgroup under one of the lab's roots (whose names have
+/// `tag`), so that the same stand-in agent run by anything else on the machine is not
+/// counted.
+pub fn census(tag: &str) -> BTreeMap<String, Vec<i32>> {
     let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for pid in procs::pids() {
-        if let Some(name) = procs::cmdline(pid).and_then(|a| agent_of(&a)) {
+        let Some(name) = procs::cmdline(pid).and_then(|a| agent_of(&a)) else {
+            continue;
+        };
+        let mine = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| in_cgroup_tagged(&c, tag));
+        if mine {
             out.entry(name).or_default().push(pid);
         }
     }
@@ -268,6 +285,22 @@ mod tests {
         assert!(matches!(
             e.judge(&c(&[("a1", &[11]), ("a2", &[21])])),
             Err(Judged::Wrong(w)) if w.contains("a2")
+        ));
+    }
+
+    #[test]
+    fn only_processes_under_the_labs_cgroups_are_counted() {
+        let hybrid =
+            "12:memory:/abench-obs-77-h1.slice/h1g1/a1\n1:name=systemd:/user.slice\n0::/\n";
+        assert!(in_cgroup_tagged(hybrid, "abench-obs-77-"));
+        assert!(!in_cgroup_tagged(hybrid, "abench-obs-78-"));
+        assert!(in_cgroup_tagged(
+            "0::/abench-obs-77-h2.slice/g/a\n",
+            "abench-obs-77-"
+        ));
+        assert!(!in_cgroup_tagged(
+            "0::/user.slice/abench\n",
+            "abench-obs-77-"
         ));
     }
 

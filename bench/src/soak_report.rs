@@ -151,7 +151,7 @@ pub fn left_behind(lab: &Lab, before: &Baseline, nft: &Path) -> Vec<String> {
     let mut left = Vec::new();
     let dir = lab.dir.to_string_lossy().into_owned();
     let me = std::process::id() as i32;
-    let agents: Vec<String> = census()
+    let agents: Vec<String> = census(&lab.tag())
         .into_iter()
         .map(|(n, p)| format!("{n} {p:?}"))
         .collect();
