@@ -9,7 +9,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-packages=(python3 redis-server redis-tools iproute2 nftables wireguard-tools wireguard-go tcpdump iperf3 curl chromium openssh-server openssh-client systemd procps util-linux kmod zstd prometheus crun runc skopeo umoci supervisor debootstrap buildah)
+packages=(python3 redis-server redis-tools iproute2 nftables wireguard-tools wireguard-go tcpdump iperf3 curl chromium openssh-server openssh-client systemd procps util-linux kmod zstd prometheus crun runc skopeo umoci supervisor debootstrap buildah strace)
 # The run-step test pip-installs a requirement inside an image (offline, from a wheel).
 packages+=(python3-pip python3-setuptools python3-wheel python3-distutils)
 missing=()

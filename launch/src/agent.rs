@@ -451,7 +451,7 @@ fn child(
 ) -> LaunchError {
     let g = spec.group.as_str();
     let step = || -> Result<std::convert::Infallible, LaunchError> {
-        join_cgroup(&spec.cgroup_procs)?;
+        join_cgroup(g, &spec.cgroup_procs)?;
         unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| LaunchError::sys("unshare cgroup namespace", g, e))?;
         setns(&ns.ipc, CloneFlags::CLONE_NEWIPC)

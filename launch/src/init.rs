@@ -51,7 +51,7 @@ fn launch(spec_path: &Path) -> Result<(), LaunchError> {
     close_inherited_fds();
     let spec: GroupSpec = read(spec_path)?;
     // Step 2: join the group's init cgroup (the init and all it forks are accounted there).
-    join_cgroup(&spec.cgroup_procs)?;
+    join_cgroup(&spec.group, &spec.cgroup_procs)?;
     // Step 3: new namespaces. The pid namespace applies to the child forked next.
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS

@@ -133,11 +133,11 @@ pub fn close_inherited_fds() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 }
 
-/// Moves the calling process into a cgroup by writing 0 to each `cgroup.procs`.
-pub fn join_cgroup(procs: &[PathBuf]) -> Result<(), LaunchError> {
+/// Moves the calling process into a cgroup of `group` by writing 0 to each `cgroup.procs`.
+pub fn join_cgroup(group: &str, procs: &[PathBuf]) -> Result<(), LaunchError> {
     for p in procs {
         std::fs::write(p, "0").map_err(|source| LaunchError::Cgroup {
-            group: String::new(),
+            group: group.to_string(),
             path: p.clone(),
             source,
         })?;

@@ -424,3 +424,139 @@ fn hundred_cycles_through_the_server_leave_nothing_behind() {
     let state = f.dir.join("run/groups/sp-cycle");
     assert!(!state.exists(), "{} is left", state.display());
 }
+
+/// Processes alive now whose command line contains `needle`.
+fn running(needle: &str) -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&p| alive(p))
+                .map(|p| (p, cmdline(p)))
+                .filter(|(_, c)| c.contains(needle))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Attaches `strace` to the server `pid` so that it is killed (`SIGKILL`) on entering its
+/// next `syscall`: its `recvmsg` of the next request (it dies before reading it) or the
+/// `sendmsg` of the reply (it dies after the fork, before answering). Returns once the
+/// tracer is attached.
+fn kill_server_at(pid: i32, syscall: &str) -> std::process::Child {
+    let tracer = Command::new("strace")
+        .args(["-qq", "-p", &pid.to_string(), "-e"])
+        .arg(format!("trace={syscall}"))
+        .arg("-e")
+        .arg(format!("inject={syscall}:signal=SIGKILL"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run strace (apt-get install strace)");
+    let traced = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("TracerPid:"))
+                    .map(|v| v.trim() != "0")
+            })
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !traced() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(traced(), "strace did not attach to the server {pid}");
+    tracer
+}
+
+#[test]
+fn a_server_killed_between_a_request_and_its_reply_leaves_no_agent_behind() {
+    if !root_or_skip("a_server_killed_between_a_request_and_its_reply_leaves_no_agent_behind") {
+        return;
+    }
+    // The agent's command line is unique to this test: `sleep 4711`.
+    let (f, l, opts) = fixture("sp-kill", "[sleep, '4711']");
+    let group = &l.groups["sp-kill"];
+    let agent = &group.agents[0];
+    let exec_opts = PodOptions {
+        spawner: None,
+        ..opts.clone()
+    };
+    drop(opts);
+    let pod = Pod::start(group, &exec_opts).expect("start the group");
+    let left = || {
+        let mut v = running("sleep 4711");
+        v.extend(running("sp-kill:sp-kill-a"));
+        v
+    };
+    // Before it read the request; after it forked the shim (which got its spec) but
+    // before it answered.
+    for (syscall, when) in [
+        ("recvmsg", "before reading"),
+        ("sendmsg", "before answering"),
+    ] {
+        let opts = served(&f);
+        let server = opts.spawner.as_ref().expect("a launch server").pid();
+        let mut tracer = kill_server_at(server, syscall);
+        let served_pod = Pod::adopt(group, &opts)
+            .expect("adopt the group")
+            .expect("the group runs");
+        let e = match served_pod.spawn_agent(agent, None, [Io::Null; 3]) {
+            Ok((shim, _)) => panic!("killed {when}, the server answered: shim {}", shim.pid),
+            Err(e) => e.to_string(),
+        };
+        let _ = tracer.wait();
+        assert!(!alive(server), "{when}: the server {server} still runs");
+        // The error names the agent and the launch; whatever the server had forked goes (a
+        // shim that got its spec finds its cgroup removed and its agent killed).
+        assert!(
+            e.contains("sp-kill-a") && e.contains("__agent"),
+            "{when}: {e}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !left().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(left(), Vec::new(), "{when}: left running after: {e}");
+        // Killed before answering, the server had forked the shim, which got its spec: its
+        // exit record says it found its cgroup gone, or that its agent was killed with the
+        // cgroup (whichever came first).
+        if syscall == "sendmsg" {
+            let record = served_pod.exit_record("sp-kill-a");
+            let why = record
+                .as_ref()
+                .and_then(|r| r.error.clone())
+                .unwrap_or_default();
+            let killed = record.as_ref().is_some_and(|r| r.signal == Some(9));
+            assert!(
+                killed
+                    || (why.contains("group sp-kill: cannot join cgroup")
+                        && why.contains("sp-kill-a")),
+                "the forked shim's exit record: {record:?}"
+            );
+        }
+        // The next launch through the dead server's pod is an exec: it works, once.
+        let (shim, cg) = served_pod
+            .spawn_agent(agent, None, [Io::Null; 3])
+            .unwrap_or_else(|e| panic!("{when}: the next launch: {e}"));
+        assert!(
+            matches!(shim.proc, Proc::Child(_)),
+            "{when}: {:?}",
+            shim.proc
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running("sleep 4711").is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(running("sleep 4711").len(), 1, "{when}: {:?}", left());
+        cg.remove().expect("remove the agent's cgroup");
+        shim.wait();
+        drop(served_pod);
+        drop(opts);
+    }
+    pod.stop().expect("stop the group");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
+    assert_eq!(left(), Vec::new());
+}
