@@ -1,7 +1,10 @@
 //! Starting launcher processes from the daemon's side: through the fork server
 //! ([`crate::launch::server`], `agent-launch __spawner`) when one runs, else by exec'ing the
 //! launcher binary. Either way the caller gets a [`Launched`]: its pid, the pipes it asked
-//! for and a handle to wait for its end.
+//! for and a handle to wait for its end. A server found dead — by a request it cannot be sent
+//! (that launch execs) or one it dropped unanswered (that launch fails: the server may have
+//! forked the process, which the caller's cleanup kills with its cgroup) — is started again
+//! by the next launch, at most once a second; launches within that second exec.
 //!
 //! Architecture Invariant: nothing here forks; the server is spawned like any program
 //! (`Command`, no `pre_exec`) and talked to over a socket.
@@ -13,7 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::launch::client::{receive, send, seqpacket_pair};
 use crate::launch::server::{AGENT, GROUP_INIT, PING};
@@ -47,22 +51,44 @@ pub enum Io {
     Inherit,
 }
 
-/// A running fork server. Each request carries its own reply socket, so requests from
-/// several threads need no lock; dropping it closes the socket, which ends the server (what
-/// it launched keeps running).
+/// A fork server, started again when it is found dead (at most once per [`REVIVE_EVERY`]).
+/// Each request carries its own reply socket, so requests from several threads need no lock
+/// but a read lock on the current server; dropping it closes the socket, which ends the
+/// server (what it launched keeps running).
 #[derive(Debug)]
 pub struct Spawner {
+    server: RwLock<Arc<Server>>,
+    /// When a dead server was last replaced (or the replacement last failed).
+    revived: Mutex<Option<Instant>>,
+    launcher: PathBuf,
+}
+
+/// A dead server is started again at most this often; meanwhile launches exec.
+pub const REVIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// One run of `launcher __spawner`.
+#[derive(Debug)]
+struct Server {
     /// `None` once dropped.
     sock: Option<OwnedFd>,
     child: Mutex<Child>,
     /// Set once a request failed at the socket: the server is gone.
     dead: AtomicBool,
-    launcher: PathBuf,
 }
 
-impl Spawner {
+impl Drop for Server {
+    fn drop(&mut self) {
+        // End of file on its socket ends the server; then it is reaped here.
+        drop(self.sock.take());
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Server {
     /// Spawns `launcher __spawner` and checks it answers.
-    pub fn start(launcher: &Path) -> std::io::Result<Spawner> {
+    fn start(launcher: &Path) -> std::io::Result<Server> {
         let (ours, theirs) = seqpacket_pair()?;
         let child = Command::new(launcher)
             .arg("__spawner")
@@ -70,31 +96,20 @@ impl Spawner {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let spawner = Spawner {
+        let server = Server {
             sock: Some(ours),
             child: Mutex::new(child),
             dead: AtomicBool::new(false),
-            launcher: launcher.to_path_buf(),
         };
-        let (text, _) = spawner.request(PING.as_bytes())?;
+        let (_, reply) = server.request_during(PING.as_bytes(), Vec::new(), || ())?;
+        let (text, _) = reply?;
         if text != "pong" {
             return Err(std::io::Error::other(format!(
                 "{} __spawner answered {text:?} to a ping",
                 launcher.display()
             )));
         }
-        Ok(spawner)
-    }
-
-    /// The server's pid.
-    pub fn pid(&self) -> i32 {
-        self.child.lock().expect("spawner lock poisoned").id() as i32
-    }
-
-    /// Sends one request and reads its reply (text and at most one descriptor).
-    fn request(&self, payload: &[u8]) -> std::io::Result<(String, Option<OwnedFd>)> {
-        let (_, reply) = self.request_during(payload, Vec::new(), || ())?;
-        reply
+        Ok(server)
     }
 
     /// Sends one request, runs `during` while the server serves it, then reads the reply.
@@ -131,6 +146,66 @@ impl Spawner {
         }
         Ok((r, reply))
     }
+}
+
+impl Spawner {
+    /// Spawns `launcher __spawner` and checks it answers.
+    pub fn start(launcher: &Path) -> std::io::Result<Spawner> {
+        Ok(Spawner {
+            server: RwLock::new(Arc::new(Server::start(launcher)?)),
+            revived: Mutex::new(None),
+            launcher: launcher.to_path_buf(),
+        })
+    }
+
+    /// The current server's pid.
+    pub fn pid(&self) -> i32 {
+        let server = self.current();
+        let child = server.child.lock().unwrap_or_else(|p| p.into_inner());
+        child.id() as i32
+    }
+
+    fn current(&self) -> Arc<Server> {
+        Arc::clone(&self.server.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The server to send a request to: the current one, or, when it is dead, a new one
+    /// (unless one was started less than [`REVIVE_EVERY`] ago: then the dead one, whose
+    /// requests fail unsent, so the caller execs).
+    fn live(&self) -> Arc<Server> {
+        let server = self.current();
+        if !server.dead.load(Ordering::Relaxed) {
+            return server;
+        }
+        let mut revived = self.revived.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.server.write().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&slot, &server) {
+            // Another thread replaced it meanwhile.
+            return Arc::clone(&slot);
+        }
+        if revived.is_some_and(|t| t.elapsed() < REVIVE_EVERY) {
+            return server;
+        }
+        *revived = Some(Instant::now());
+        match Server::start(&self.launcher) {
+            Ok(new) => {
+                eprintln!(
+                    "agent-supervisor: the launch server ({} __spawner) had exited: started a new one",
+                    self.launcher.display()
+                );
+                *slot = Arc::new(new);
+                Arc::clone(&slot)
+            }
+            Err(e) => {
+                eprintln!(
+                    "agent-supervisor: the launch server ({} __spawner) had exited and cannot be \
+                     started again: {e}; exec'ing the launcher",
+                    self.launcher.display()
+                );
+                server
+            }
+        }
+    }
 
     /// Launches `req`, the three descriptors becoming its stdio, running `during`
     /// meanwhile. `Err`: nothing was sent (`during` did not run).
@@ -147,7 +222,7 @@ impl Spawner {
         payload.extend_from_slice(req.spec.as_os_str().as_bytes());
         payload.push(0);
         payload.extend_from_slice(req.label.as_bytes());
-        let (r, reply) = self.request_during(&payload, stdio.into(), during)?;
+        let (r, reply) = self.live().request_during(&payload, stdio.into(), during)?;
         Ok((
             r,
             reply.and_then(|(text, fd)| self.launched(verb, &text, fd)),
@@ -177,16 +252,6 @@ impl Spawner {
             .ok_or_else(|| refused(&format!("unexpected reply {text:?}")))?;
         let fd = fd.ok_or_else(|| refused("no pidfd in the reply"))?;
         Ok((pid, fd))
-    }
-}
-
-impl Drop for Spawner {
-    fn drop(&mut self) {
-        // End of file on its socket ends the server; then it is reaped here.
-        drop(self.sock.take());
-        if let Ok(child) = self.child.get_mut() {
-            let _ = child.wait();
-        }
     }
 }
 

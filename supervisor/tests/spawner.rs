@@ -537,14 +537,21 @@ fn a_server_killed_between_a_request_and_its_reply_leaves_no_agent_behind() {
                 "the forked shim's exit record: {record:?}"
             );
         }
-        // The next launch through the dead server's pod is an exec: it works, once.
+        // The next launch starts a new server and goes through it: it works, once.
         let (shim, cg) = served_pod
             .spawn_agent(agent, None, [Io::Null; 3])
             .unwrap_or_else(|e| panic!("{when}: the next launch: {e}"));
         assert!(
-            matches!(shim.proc, Proc::Child(_)),
+            matches!(shim.proc, Proc::Forked(_)),
             "{when}: {:?}",
             shim.proc
+        );
+        let revived = opts.spawner.as_ref().expect("a launch server").pid();
+        assert!(revived != server && alive(revived), "{when}: no new server");
+        assert!(
+            cmdline(revived).contains("__spawner"),
+            "{}",
+            cmdline(revived)
         );
         let deadline = Instant::now() + Duration::from_secs(5);
         while running("sleep 4711").is_empty() && Instant::now() < deadline {
@@ -559,4 +566,63 @@ fn a_server_killed_between_a_request_and_its_reply_leaves_no_agent_behind() {
     pod.stop().expect("stop the group");
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
     assert_eq!(left(), Vec::new());
+}
+
+#[test]
+fn a_dead_server_is_replaced_at_most_once_a_second_and_launches_exec_meanwhile() {
+    if !root_or_skip("a_dead_server_is_replaced_at_most_once_a_second_and_launches_exec_meanwhile")
+    {
+        return;
+    }
+    let (_f, l, opts) = fixture("sp-revive", "[/bin/true]");
+    let group = &l.groups["sp-revive"];
+    let agent = &group.agents[0];
+    let spawner = opts.spawner.clone().expect("a launch server");
+    let pod = Pod::start(group, &opts).expect("start the group");
+    let kill_server = || {
+        let pid = spawner.pid();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the server");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pid
+    };
+    let launch = |what: &str| {
+        let (shim, cg) = pod
+            .spawn_agent(agent, None, [Io::Null; 3])
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let forked = matches!(shim.proc, Proc::Forked(_));
+        shim.wait();
+        let record = pod.exit_record("sp-revive-a").expect("an exit record");
+        assert_eq!(record.code, Some(0), "{what}: {record:?}");
+        let _ = cg.remove();
+        forked
+    };
+    // Found dead by the launch that fails to send to it (that one execs); the next one
+    // starts a new server.
+    let first = kill_server();
+    assert!(!launch("the launch to the dead server"), "it was forked");
+    let since = Instant::now();
+    assert!(launch("the launch after"), "not through a new server");
+    let second = spawner.pid();
+    assert_ne!(first, second);
+    // The new one dies too: within a second of the last start, launches exec.
+    kill_server();
+    assert!(!launch("to the second dead server"));
+    let execd = !launch("within the second");
+    // (A machine so slow that the second was over by now proves nothing either way.)
+    if since.elapsed() < Duration::from_millis(900) {
+        assert!(execd, "forked within the second");
+        assert_eq!(spawner.pid(), second, "a server started within the second");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(launch("a second later"), "not through a third server");
+    assert!(![first, second].contains(&spawner.pid()));
+    pod.stop().expect("stop the group");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pod.init_pid), None);
 }
