@@ -10,7 +10,9 @@
 //! or bridge was replaced, and h1's summary is `ok` again; then every host's
 //! `restarts_total` must equal the restarts the faults caused. At the end the daemons shut
 //! down and nothing may be left: processes, cgroups, mounts, links, nftables rules.
-//! Once per run the underlay between the hosts is cut (every packet dropped) for a sixth of
+//! A daemon is killed once per round: h1's in the first, h2's in the others, so that one
+//! daemon process (h1's second) lives through nearly the whole run and its RSS and fd slopes
+//! mean something. Once per run the underlay between the hosts is cut (every packet dropped) for a sixth of
 //! the run, at least 15 s and at most 5 minutes (see [`partition`]).
 
 mod partition;
@@ -178,6 +180,8 @@ struct Soak<'a> {
     nft: std::path::PathBuf,
     /// How long the underlay is cut for.
     cut_for: Duration,
+    /// The round of faults under way (1, 2, ...).
+    round: usize,
 }
 
 impl<'a> Soak<'a> {
@@ -219,6 +223,7 @@ impl<'a> Soak<'a> {
             generation: 0,
             nft,
             cut_for: Duration::from_secs(15),
+            round: 0,
         };
         progress(&format!(
             "waiting until all {} agents run and are healthy",
@@ -257,6 +262,7 @@ impl<'a> Soak<'a> {
         let mut round = 0;
         while round == 0 || Instant::now() < until {
             round += 1;
+            self.round = round;
             let mut kinds = Kind::ALL.to_vec();
             if round > 1 {
                 kinds.retain(|k| *k != Kind::Partition);
@@ -476,7 +482,9 @@ impl<'a> Soak<'a> {
                 e.restart = vec![OOMER_NAME.to_string()];
             }
             Kind::DaemonKill => {
-                let i = self.rng.usize(..2);
+                // h1's daemon in the first round only, h2's after: h1's next daemon then runs
+                // to the end, so its RSS and fd slopes span nearly the whole soak.
+                let i = usize::from(self.round > 1);
                 let h = &self.lab.hosts[i];
                 let pid = h
                     .daemon_pid()
