@@ -314,7 +314,12 @@ mod tests {
                 ..LogDrops::default()
             })
         );
-        for bad in [&b""[..], b"{\"stdout\":-1,\"stderr\":0}", b"12 bytes", b"{\"stdout\":1"] {
+        for bad in [
+            &b""[..],
+            b"{\"stdout\":-1,\"stderr\":0}",
+            b"12 bytes",
+            b"{\"stdout\":1",
+        ] {
             let e = LogDrops::parse(bad).expect_err("garbage");
             assert!(e.contains("not a log drop count"), "{e}");
         }

@@ -714,9 +714,8 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
         // Nobody reads the FIFO yet: the writer blocks opening it.
-        let mut s =
-            LogStream::start("test".into(), RotatingFile::new(&fifo, 0, 0), 1000, None)
-                .expect("start");
+        let mut s = LogStream::start("test".into(), RotatingFile::new(&fifo, 0, 0), 1000, None)
+            .expect("start");
         let t = Instant::now();
         for _ in 0..100 {
             s.push(vec![b'a'; 99].into_iter().chain([b'\n']).collect(), 100);

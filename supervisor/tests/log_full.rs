@@ -25,7 +25,13 @@ impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .unwrap();
@@ -177,7 +183,9 @@ fn a_full_log_disk_drops_output_says_so_and_the_agent_runs_on() {
         f: &f,
         child: f.start_daemon(),
     };
-    let a = d.wait_for("RUNNING", Duration::from_secs(20), |a| a["state"] == "RUNNING");
+    let a = d.wait_for("RUNNING", Duration::from_secs(20), |a| {
+        a["state"] == "RUNNING"
+    });
     let pid = a["pid"].as_i64().expect("a pid");
 
     // The disk fills; the shim drops output and says why.

@@ -715,6 +715,10 @@ mod tests {
         );
         assert!(lines[3].starts_with("g:fine "), "{table}");
         // The columns stay aligned: the note is not a row.
-        assert_eq!(lines[1].find("RUNNING"), lines[3].find("RUNNING"), "{table}");
+        assert_eq!(
+            lines[1].find("RUNNING"),
+            lines[3].find("RUNNING"),
+            "{table}"
+        );
     }
 }

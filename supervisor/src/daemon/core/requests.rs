@@ -142,10 +142,9 @@ impl Core {
                             row.log_dropped_bytes = d.total();
                             row.log_error = d.error;
                         }
-                        Some(Err(e)) => eprintln!(
-                            "agent-supervisor: agent {}:{}: {e}",
-                            row.group, row.agent
-                        ),
+                        Some(Err(e)) => {
+                            eprintln!("agent-supervisor: agent {}:{}: {e}", row.group, row.agent)
+                        }
                         Some(Ok(None)) | None => {}
                     }
                     row
