@@ -204,8 +204,8 @@ fn start_logs(
     let who = format!("agent {}:{}", spec.group, spec.agent);
     let drops = match &log.drops {
         Some(p) => Some(
-            Publisher::start(p, who.clone()).map_err(|source| LaunchError::Io {
-                step: "start the log drop counter",
+            Publisher::new(p, who.clone()).map_err(|source| LaunchError::Io {
+                step: "remove the last run's log drop counts",
                 group: spec.group.clone(),
                 source,
             })?,

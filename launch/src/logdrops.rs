@@ -1,7 +1,8 @@
 //! What an agent's shim could not write to its log files, published for the daemon: a small
 //! JSON file beside the agent's pid and exit files (`<run_dir>/groups/<g>/agents/<a>.logdrops`,
 //! [`file`]), `{"stdout": N, "stderr": N, "error": "..."}`, written by a thread of the shim
-//! ([`Publisher`]) and read by the daemon when it builds a status snapshot ([`read`]).
+//! ([`Publisher`], started at the first loss: a shim that loses nothing has neither the thread
+//! nor the file) and read by the daemon when it builds a status snapshot ([`read`]).
 //!
 //! Why a file in the run directory: it is the channel the shim already uses for its pid and
 //! exit records, it outlives a daemon restart (the counts of an adopted agent are still
@@ -109,6 +110,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 struct State {
     drops: LogDrops,
+    /// The thread was started (at the first loss: a shim that loses nothing has none).
+    started: bool,
     /// Counts changed since the last write.
     dirty: bool,
     /// No more counts: write what is left and end.
@@ -118,9 +121,14 @@ struct State {
     writes: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
+    /// The counts file, and who publishes it (`agent g:a`, in messages on stderr).
+    path: PathBuf,
+    label: String,
     state: Mutex<State>,
+    /// The thread, once started (for `finish` to join).
+    thread: Mutex<Option<JoinHandle<()>>>,
     /// A count changed or the publisher is closed (for the thread).
     changed: Condvar,
     /// The thread ended (for `finish`).
@@ -159,19 +167,49 @@ impl DropCounter {
         }
         st.dirty = true;
         self.shared.changed.notify_one();
+        if !st.started {
+            st.started = true;
+            drop(st);
+            start_thread(&self.shared);
+        }
     }
 }
 
-/// The thread that writes the counts file (started after the fork, like the log writers).
+/// Starts the publishing thread of `shared` (from the first [`DropCounter::add`]). When no
+/// thread can be started, that is said once on stderr; the counts are then only in the
+/// `bytes lost` / `bytes dropped` lines of the log files.
+fn start_thread(shared: &Arc<Shared>) {
+    let s = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("log-drops".into())
+        .spawn(move || publish(&s));
+    match spawned {
+        Ok(t) => *lock(&shared.thread) = Some(t),
+        Err(e) => {
+            let _ = writeln!(
+                io::stderr(),
+                "agent-supervisor: {}: cannot start the thread that writes {}: {e}",
+                shared.label,
+                shared.path.display()
+            );
+            let mut st = lock(&shared.state);
+            st.finished = true;
+            shared.done.notify_all();
+        }
+    }
+}
+
+/// Keeps the counts file up to date, from a thread started at the first loss (after the
+/// fork, like the log writers; a shim that loses nothing has no such thread and no file).
 #[derive(Debug)]
 pub struct Publisher {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Publisher {
-    /// Starts the thread that keeps `path` up to date. An earlier run's file is removed.
-    pub fn start(path: &Path, label: String) -> io::Result<Publisher> {
+    /// The publisher of `path`; an earlier run's file is removed. `label` names the agent in
+    /// messages on stderr.
+    pub fn new(path: &Path, label: String) -> io::Result<Publisher> {
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(io::Error::new(
@@ -181,18 +219,15 @@ impl Publisher {
             }
             _ => {}
         }
-        let shared = Arc::new(Shared::default());
-        let s = Arc::clone(&shared);
-        let path = path.to_path_buf();
-        let thread = std::thread::Builder::new()
-            .name("log-drops".into())
-            .spawn(move || publish(&s, &path, &label))
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot start the log drop counter: {e}"))
-            })?;
         Ok(Publisher {
-            shared,
-            thread: Some(thread),
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                label,
+                state: Mutex::default(),
+                thread: Mutex::default(),
+                changed: Condvar::new(),
+                done: Condvar::new(),
+            }),
         })
     }
 
@@ -214,10 +249,18 @@ impl Publisher {
         lock(&self.shared.state).writes
     }
 
+    #[cfg(test)]
+    fn started(&self) -> bool {
+        lock(&self.shared.state).started
+    }
+
     /// No more counts: writes the last ones, waiting for that until `deadline`.
     pub fn finish(&mut self, deadline: Instant) {
         let mut st = lock(&self.shared.state);
         st.closed = true;
+        if !st.started {
+            return;
+        }
         self.shared.changed.notify_one();
         while !st.finished {
             let now = Instant::now();
@@ -232,14 +275,16 @@ impl Publisher {
                 .0;
         }
         drop(st);
-        if let Some(t) = self.thread.take() {
+        let thread = lock(&self.shared.thread).take();
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
 }
 
 /// The thread: writes the counts when they changed, at most once per [`PUBLISH_EVERY`].
-fn publish(shared: &Shared, path: &Path, label: &str) {
+fn publish(shared: &Shared) {
+    let (path, label) = (&shared.path, &shared.label);
     let mut last_error = String::new();
     let mut next = Instant::now();
     loop {
@@ -352,7 +397,7 @@ mod tests {
         let blocker = dir.join("a-file");
         std::fs::write(&blocker, "").expect("file");
         let counts = file(&dir, "a");
-        let mut publisher = Publisher::start(&counts, "test".into()).expect("start");
+        let mut publisher = Publisher::new(&counts, "test".into()).expect("start");
         // A log directory that cannot be created: under a regular file.
         let log = blocker.join("x.log");
         let mut s = LogStream::start(
@@ -378,22 +423,39 @@ mod tests {
     }
 
     #[test]
+    fn a_shim_that_loses_nothing_writes_nothing() {
+        let dir = tmp("nothing");
+        let p = file(&dir, "a");
+        let mut publisher = Publisher::new(&p, "test".into()).expect("start");
+        let _counter = publisher.counter(Stream::Stdout);
+        let t = Instant::now();
+        publisher.finish(t + Duration::from_secs(5));
+        assert!(t.elapsed() < Duration::from_millis(100));
+        assert!(!publisher.started());
+        assert_eq!(read(&p), Ok(None));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_publisher_writes_changes_at_most_once_a_second() {
         let dir = tmp("publish");
         let p = file(&dir, "a");
         std::fs::write(&p, "an earlier run's counts").expect("stale file");
-        let mut publisher = Publisher::start(&p, "test".into()).expect("start");
+        let mut publisher = Publisher::new(&p, "test".into()).expect("start");
         assert!(!p.exists(), "the earlier run's file is removed");
         let (out, err) = (
             publisher.counter(Stream::Stdout),
             publisher.counter(Stream::Stderr),
         );
+        // Nothing lost, no thread and no file.
+        err.add(0, "nothing");
+        assert!(!publisher.started());
         let t = Instant::now();
         for _ in 0..100 {
             out.add(10, "disk full");
         }
         err.add(5, TOO_SLOW);
-        err.add(0, "nothing");
+        assert!(publisher.started());
         // The first change is written at once, the rest within a second after it.
         loop {
             if let Ok(Some(d)) = read(&p) {
