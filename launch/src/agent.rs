@@ -21,6 +21,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
+use super::logdrops::{Publisher, Stream};
 use super::logfile::{self, RotatingFile, StreamPump};
 use super::sandbox;
 use super::spec::{read, AgentSpec, ExitRecord, LogSpec};
@@ -60,7 +61,7 @@ pub fn main(spec_path: &Path) -> i32 {
             let _ = nix::unistd::dup2_stdin(&null);
         }
     }
-    let mut logs = Vec::new();
+    let mut logs = Logs::default();
     // The agent's command and environment are the shim's largest data (every agent of the
     // system by name is in it): `run` owns and frees them once the agent runs.
     let command = (
@@ -79,7 +80,7 @@ pub fn main(spec_path: &Path) -> i32 {
                 other => other.to_string(),
             };
             let msg = format!("agent {}:{}: {msg}", spec.group, spec.agent);
-            if let Some(err) = logs.get_mut(1) {
+            if let Some(err) = logs.pumps.get_mut(1) {
                 err.note(&msg);
             }
             finish_logs(&mut logs, FLUSH_BEFORE_RECORD);
@@ -107,11 +108,22 @@ fn report(msg: &str) {
     let _ = writeln!(std::io::stderr(), "agent-supervisor: {msg}");
 }
 
-/// Waits for the log writers to write what they hold, for at most `within`.
-fn finish_logs(logs: &mut [StreamPump], within: Duration) {
+/// The agent's log pumps (stdout, stderr) and the publisher of what they lost.
+#[derive(Default)]
+struct Logs {
+    pumps: Vec<StreamPump>,
+    drops: Option<Publisher>,
+}
+
+/// Waits for the log writers to write what they hold, then for the last counts of what was
+/// lost, for at most `within`.
+fn finish_logs(logs: &mut Logs, within: Duration) {
     let deadline = Instant::now() + within;
-    for l in logs {
+    for l in &mut logs.pumps {
         l.finish(deadline);
+    }
+    if let Some(d) = &mut logs.drops {
+        d.finish(deadline);
     }
 }
 
@@ -181,28 +193,44 @@ fn log_pipes(g: &str) -> Result<LogPipes, LaunchError> {
     })
 }
 
-/// Starts the writers of the agent's two log files (threads: only after the fork).
+/// Starts the writers of the agent's two log files, and the publisher of what they lose
+/// (threads: only after the fork).
 fn start_logs(
     spec: &AgentSpec,
     log: &LogSpec,
     out: OwnedFd,
     err: OwnedFd,
-) -> Result<Vec<StreamPump>, LaunchError> {
+) -> Result<Logs, LaunchError> {
     let who = format!("agent {}:{}", spec.group, spec.agent);
+    let drops = match &log.drops {
+        Some(p) => Some(
+            Publisher::new(p, who.clone()).map_err(|source| LaunchError::Io {
+                step: "remove the last run's log drop counts",
+                group: spec.group.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let mut pumps = Vec::new();
-    for (name, fd, path) in [("stdout", out, &log.stdout), ("stderr", err, &log.stderr)] {
+    for (name, stream, fd, path) in [
+        ("stdout", Stream::Stdout, out, &log.stdout),
+        ("stderr", Stream::Stderr, err, &log.stderr),
+    ] {
         let journal =
             super::journal::Journal::for_agent(&spec.group, &spec.agent, name == "stderr");
         let file = RotatingFile::new(path, log.max_size, log.keep).with_journal(journal);
-        let pump =
-            StreamPump::start(format!("{who} {name}"), fd, file).map_err(|e| LaunchError::Io {
+        let counter = drops.as_ref().map(|d| d.counter(stream));
+        let pump = StreamPump::start(format!("{who} {name}"), fd, file, counter).map_err(|e| {
+            LaunchError::Io {
                 step: "start the log writer",
                 group: spec.group.clone(),
                 source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
-            })?;
+            }
+        })?;
         pumps.push(pump);
     }
-    Ok(pumps)
+    Ok(Logs { pumps, drops })
 }
 
 /// Runs the agent; `logs` gets the pumps of its log files when the spec has them (the
@@ -210,7 +238,7 @@ fn start_logs(
 fn run(
     spec: &AgentSpec,
     (spec_argv, spec_env): (Vec<String>, Vec<(String, String)>),
-    logs: &mut Vec<StreamPump>,
+    logs: &mut Logs,
 ) -> Result<ExitRecord, LaunchError> {
     let g = spec.group.as_str();
     let ns = open_ns(spec)?;
@@ -307,7 +335,7 @@ fn run(
                     .map_err(|e| LaunchError::sys("setns back to the shim's pid namespace", g, e))
                     .and_then(|()| start_logs(spec, log, p.out.0, p.err.0));
                 match started {
-                    Ok(pumps) => *logs = pumps,
+                    Ok(started) => *logs = started,
                     Err(e) => {
                         let _ = kill(child, Signal::SIGKILL);
                         let _ = waitpid(child, None);
@@ -338,8 +366,8 @@ fn run(
             drop((env, argv, path_var, filters, caps));
             // SAFETY: malloc_trim only releases free heap memory; no pointer is invalidated.
             unsafe { libc::malloc_trim(0) };
-            let record = supervise(child, &signals, logs);
-            drain(logs);
+            let record = supervise(child, &signals, &mut logs.pumps);
+            drain(&mut logs.pumps);
             Ok(record)
         }
     }

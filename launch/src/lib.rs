@@ -13,6 +13,7 @@ pub mod bpf;
 pub mod client;
 pub mod init;
 pub mod journal;
+pub mod logdrops;
 pub mod logfile;
 pub mod mounts;
 pub mod net;

@@ -7,6 +7,9 @@
 //! per stream writes the buffer to disk ([`RotatingFile`]). When the buffer is full, the newest
 //! output is dropped and, once the writer has caught up, a line says how much:
 //! `… [agent-supervisor: N bytes dropped: log writer too slow]`.
+//!
+//! Every byte lost (dropped from a full buffer, or not written because the file could not be
+//! written) is also counted for the daemon ([`super::logdrops`]).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -17,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+
+use super::logdrops::DropCounter;
 
 /// Output buffered in memory per stream while the disk is slow; beyond it output is dropped.
 pub const BUFFER_BYTES: usize = 4 << 20;
@@ -236,23 +241,41 @@ pub struct LogStream {
     shared: Arc<Shared>,
     capacity: usize,
     thread: Option<JoinHandle<()>>,
+    /// Where the dropped bytes are counted for the daemon.
+    drops: Option<DropCounter>,
 }
 
 impl LogStream {
     /// Starts the writer thread of `file`; `label` names the stream in messages on stderr
-    /// (`agent g:a stdout`).
-    pub fn start(label: String, file: RotatingFile, capacity: usize) -> io::Result<LogStream> {
+    /// (`agent g:a stdout`); `drops` counts what is lost.
+    pub fn start(
+        label: String,
+        file: RotatingFile,
+        capacity: usize,
+        drops: Option<DropCounter>,
+    ) -> io::Result<LogStream> {
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
+        let counter = drops.clone();
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || writer(&s, file, &label))
+            .spawn(move || writer(&s, file, &label, counter.as_ref()))
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start a log writer: {e}")))?;
         Ok(LogStream {
             shared,
             capacity,
             thread: Some(thread),
+            drops,
         })
+    }
+
+    /// `raw` bytes of the agent's output did not fit in the buffer.
+    fn drop_raw(&self, st: &mut State, raw: u64) {
+        st.dropped += raw;
+        st.dropped_total += raw;
+        if let Some(c) = &self.drops {
+            c.add(raw, super::logdrops::TOO_SLOW);
+        }
     }
 
     /// Queues whole timestamped lines holding `raw` bytes of the agent's output, or drops
@@ -265,8 +288,7 @@ impl LogStream {
         if st.dropped > 0 {
             let note = dropped_line(st.dropped);
             if st.used + note.len() + lines.len() > self.capacity {
-                st.dropped += raw;
-                st.dropped_total += raw;
+                self.drop_raw(&mut st, raw);
                 return;
             }
             st.used += note.len();
@@ -274,8 +296,7 @@ impl LogStream {
             st.dropped = 0;
         }
         if st.used + lines.len() > self.capacity {
-            st.dropped += raw;
-            st.dropped_total += raw;
+            self.drop_raw(&mut st, raw);
             return;
         }
         st.used += lines.len();
@@ -315,11 +336,17 @@ impl LogStream {
 }
 
 /// The writer thread: writes queued lines until the stream is closed and empty.
-fn writer(shared: &Shared, mut file: RotatingFile, label: &str) {
+fn writer(shared: &Shared, mut file: RotatingFile, label: &str, drops: Option<&DropCounter>) {
     // Bytes lost to write errors, and the last error (printed once per kind of failure).
     let mut lost: u64 = 0;
     let mut last_error = String::new();
     let mut retry_at: Option<Instant> = None;
+    let lose = |n: usize, lost: &mut u64, error: &str| {
+        *lost += n as u64;
+        if let Some(c) = drops {
+            c.add(n as u64, error);
+        }
+    };
     loop {
         let batch: Vec<Vec<u8>> = {
             let mut st = lock(&shared.state);
@@ -347,7 +374,7 @@ fn writer(shared: &Shared, mut file: RotatingFile, label: &str) {
         let n: usize = batch.iter().map(Vec::len).sum();
         for chunk in &batch {
             if retry_at.is_some_and(|t| Instant::now() < t) {
-                lost += chunk.len() as u64;
+                lose(chunk.len(), &mut lost, &last_error);
                 continue;
             }
             let mut result = Ok(());
@@ -356,7 +383,10 @@ fn writer(shared: &Shared, mut file: RotatingFile, label: &str) {
                     "{} … [agent-supervisor: {lost} bytes lost: {last_error}]\n",
                     timestamp(SystemTime::now())
                 );
-                result = file.write_lines(note.as_bytes());
+                // When the note cannot be written, neither is the chunk: all of it is lost.
+                result = file
+                    .write_lines(note.as_bytes())
+                    .map_err(|(e, _)| (e, chunk.len()));
                 if result.is_ok() {
                     lost = 0;
                 }
@@ -367,8 +397,8 @@ fn writer(shared: &Shared, mut file: RotatingFile, label: &str) {
             match result {
                 Ok(()) => retry_at = None,
                 Err((e, unwritten)) => {
-                    lost += unwritten as u64;
                     let msg = e.to_string();
+                    lose(unwritten, &mut lost, &msg);
                     if msg != last_error {
                         let _ = writeln!(
                             io::stderr(),
@@ -474,15 +504,21 @@ pub enum Pumped {
 }
 
 impl StreamPump {
-    /// Starts the writer of `file` for the pipe `fd` (made non-blocking).
-    pub fn start(label: String, fd: OwnedFd, file: RotatingFile) -> io::Result<StreamPump> {
+    /// Starts the writer of `file` for the pipe `fd` (made non-blocking); `drops` counts
+    /// what is lost.
+    pub fn start(
+        label: String,
+        fd: OwnedFd,
+        file: RotatingFile,
+        drops: Option<DropCounter>,
+    ) -> io::Result<StreamPump> {
         let fl = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
         let fl = nix::fcntl::OFlag::from_bits_retain(fl) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(io::Error::from)?;
         Ok(StreamPump {
             fd: Some(fd),
             stamper: Stamper::default(),
-            stream: LogStream::start(label, file, BUFFER_BYTES)?,
+            stream: LogStream::start(label, file, BUFFER_BYTES, drops)?,
         })
     }
 
@@ -659,6 +695,7 @@ mod tests {
             "test".into(),
             RotatingFile::new(&file.join("x.log"), 0, 0),
             BUFFER_BYTES,
+            None,
         )
         .expect("start");
         for _ in 0..10 {
@@ -677,8 +714,8 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
         // Nobody reads the FIFO yet: the writer blocks opening it.
-        let mut s =
-            LogStream::start("test".into(), RotatingFile::new(&fifo, 0, 0), 1000).expect("start");
+        let mut s = LogStream::start("test".into(), RotatingFile::new(&fifo, 0, 0), 1000, None)
+            .expect("start");
         let t = Instant::now();
         for _ in 0..100 {
             s.push(vec![b'a'; 99].into_iter().chain([b'\n']).collect(), 100);

@@ -140,6 +140,10 @@ pub struct LogSpec {
     pub max_size: u64,
     /// Rotated files kept per stream (`path.1` newest ... `path.<keep>` oldest).
     pub keep: u32,
+    /// Where the shim publishes the bytes it could not write (`crate::logdrops`; in the run
+    /// directory, not on the log disk). `None`: they are only noted in the log files.
+    #[serde(default)]
+    pub drops: Option<PathBuf>,
 }
 
 /// How an agent ended, as the shim records it.

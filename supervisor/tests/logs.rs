@@ -65,6 +65,7 @@ impl Group {
             stderr: dir.join("a.stderr.log"),
             max_size,
             keep,
+            drops: None,
         }
     }
 

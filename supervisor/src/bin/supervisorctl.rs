@@ -296,7 +296,8 @@ fn print_done(resp: Response) -> Result<u8, Failure> {
     Ok(code)
 }
 
-/// The `status` table: one aligned line per agent, with a header.
+/// The `status` table: one aligned line per agent, with a header; under the row of an agent
+/// whose shim dropped log output, a line says how much and why.
 fn status_table(s: &Snapshot) -> String {
     let header = [
         "GROUP:AGENT",
@@ -320,7 +321,35 @@ fn status_table(s: &Snapshot) -> String {
             .unwrap_or_else(|| "host".to_string());
         rows.push(row(a, address));
     }
-    columns(rows)
+    let table = columns(rows);
+    let mut out = String::with_capacity(table.len());
+    let mut lines = table.lines();
+    if let Some(header) = lines.next() {
+        out.push_str(header);
+        out.push('\n');
+    }
+    for (line, a) in lines.zip(&s.agents) {
+        out.push_str(line);
+        out.push('\n');
+        if let Some(note) = log_drop_note(a) {
+            out.push_str(&note);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `  logs dropped: 12.3K (cannot write log file ...: No space left on device (os error 28))`
+/// when the agent's shim could not write all of its output.
+fn log_drop_note(a: &AgentStatus) -> Option<String> {
+    (a.log_dropped_bytes > 0).then(|| {
+        let why = a
+            .log_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        format!("  logs dropped: {}{why}", human_bytes(a.log_dropped_bytes))
+    })
 }
 
 /// The daemon's snapshot (`GET path`, a `/v1/status` route).
@@ -649,4 +678,47 @@ async fn exchange_on(
         return Err(http_failure(status, &collected, socket));
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str, dropped: u64, error: Option<&str>) -> serde_json::Value {
+        serde_json::json!({
+            "host": "h1", "group": "g", "agent": name, "state": "RUNNING",
+            "health": "unknown", "health_detail": null, "pid": 7, "started_at": 1.0,
+            "uptime_seconds": 5.0, "restarts": 0, "oom_kills": 0, "memory_bytes": null,
+            "last_exit": null, "last_exit_code": null, "backoff_seconds": null,
+            "log_dropped_bytes": dropped, "log_error": error,
+        })
+    }
+
+    #[test]
+    fn an_agent_that_lost_log_output_gets_a_line_under_its_row() {
+        let s: Snapshot = serde_json::from_value(serde_json::json!({
+            "host": "h1", "version": "0", "daemon_pid": 1, "daemon_started_at": 0.0,
+            "agents": [
+                agent("full", 12_595, Some("cannot write log file /l/full.stdout.log: No space left on device (os error 28)")),
+                agent("fine", 0, None),
+            ],
+            "groups": [],
+        }))
+        .expect("a snapshot");
+        let table = status_table(&s);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[1].starts_with("g:full "), "{table}");
+        assert_eq!(
+            lines[2],
+            "  logs dropped: 12.3K (cannot write log file /l/full.stdout.log: No space left on device (os error 28))"
+        );
+        assert!(lines[3].starts_with("g:fine "), "{table}");
+        // The columns stay aligned: the note is not a row.
+        assert_eq!(
+            lines[1].find("RUNNING"),
+            lines[3].find("RUNNING"),
+            "{table}"
+        );
+    }
 }

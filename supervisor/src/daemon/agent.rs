@@ -189,7 +189,7 @@ impl AgentRt {
     }
 
     /// The status row of this agent, and the cgroup whose memory use fills
-    /// `memory_bytes` (read off the core task).
+    /// `memory_bytes` (read off the core task, as `log_dropped_bytes` is).
     pub fn status(&self, host: &str) -> (AgentStatus, Option<Cgroup>) {
         let p = self.run.proc();
         let row = AgentStatus {
@@ -220,6 +220,8 @@ impl AgentRt {
                 ),
                 _ => None,
             },
+            log_dropped_bytes: 0,
+            log_error: None,
         };
         (row, p.and_then(|p| p.cgroup.clone()))
     }

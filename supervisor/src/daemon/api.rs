@@ -106,6 +106,14 @@ pub struct AgentStatus {
     pub last_exit_code: Option<i32>,
     /// Seconds until the next start attempt, in BACKOFF.
     pub backoff_seconds: Option<f64>,
+    /// Bytes of the agent's stdout and stderr its shim could not write to the log files (a
+    /// full log disk, a log writer too slow) in the current or last run; the agent runs on.
+    #[serde(default)]
+    pub log_dropped_bytes: u64,
+    /// Why output was last dropped (`cannot write log file PATH: No space left on device (os
+    /// error 28)`, `log writer too slow`); `None` while nothing was.
+    #[serde(default)]
+    pub log_error: Option<String>,
 }
 
 /// One group's resource usage, from its cgroup.

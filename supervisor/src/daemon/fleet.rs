@@ -327,6 +327,8 @@ mod tests {
             last_exit: None,
             last_exit_code: None,
             backoff_seconds: None,
+            log_dropped_bytes: 0,
+            log_error: None,
         }
     }
 

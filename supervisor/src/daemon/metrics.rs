@@ -24,6 +24,7 @@
 //! | `container_oom_events_total` | counter | OOM kills (cAdvisor's name) |
 //! | `agent_supervisor_agent_last_exit_code` | gauge | exit code of the last exit that had one |
 //! | `agent_supervisor_agent_start_time_seconds` | gauge | Unix time the current run started |
+//! | `agent_supervisor_log_dropped_bytes_total` | counter | bytes of the agent's output its shim could not write to the log files (this run) |
 //! | `container_memory_usage_bytes` | gauge | memory of the agent's cgroup, and of the group's (no `agent` label) |
 //! | `container_spec_memory_limit_bytes` | gauge | the group's `memory.max`; absent when unlimited |
 //! | `container_cpu_usage_seconds_total` | counter | CPU time of the group |
@@ -238,6 +239,7 @@ pub fn render_fleet_openmetrics(
     let ooms = IntCounter::default();
     let last_exit = IntGauge::default();
     let start_time = FloatGauge::default();
+    let log_dropped = IntCounter::default();
     let memory = IntGauge::default();
     let memory_limit = IntGauge::default();
     let cpu = FloatCounter::default();
@@ -306,6 +308,7 @@ pub fn render_fleet_openmetrics(
             if let Some(m) = a.memory_bytes {
                 memory.get_or_create(&l).set(saturating_i64(m));
             }
+            log_dropped.get_or_create(&l).inc_by(a.log_dropped_bytes);
         }
         for g in &snapshot.groups {
             let l = labels(&[("host", &g.host), ("group", &g.group)]);
@@ -371,6 +374,12 @@ pub fn render_fleet_openmetrics(
         "Unix time the agent's current run started",
         Unit::Seconds,
         start_time,
+    );
+    registry.register_with_unit(
+        "agent_supervisor_log_dropped",
+        "Bytes of the agent's stdout and stderr its shim could not write to the log files (full disk, slow writer) since the agent started",
+        Unit::Bytes,
+        log_dropped,
     );
     registry.register_with_unit(
         "container_memory_usage",
@@ -606,6 +615,8 @@ mod tests {
                     last_exit: None,
                     last_exit_code: None,
                     backoff_seconds: None,
+                    log_dropped_bytes: 0,
+                    log_error: None,
                 })
                 .collect(),
             groups: vec![],
@@ -720,6 +731,19 @@ mod tests {
             "sorted: {classic}"
         );
         assert_eq!(classic, render(&snapshot(&["b", "a"])), "stable");
+        // Every agent has its log drop counter, 0 until something is lost.
+        assert!(
+            classic.contains("# TYPE agent_supervisor_log_dropped_bytes_total counter\n")
+                && classic.contains(
+                    "agent_supervisor_log_dropped_bytes_total{host=\"h1\",group=\"g\",agent=\"a\"} 0\n"
+                ),
+            "{classic}"
+        );
+        let mut lossy = snapshot(&["a"]);
+        lossy.agents[0].log_dropped_bytes = 12_345;
+        assert!(render(&lossy).contains(
+            "agent_supervisor_log_dropped_bytes_total{host=\"h1\",group=\"g\",agent=\"a\"} 12345\n"
+        ));
         // A fresh registry per scrape: a removed agent has no series left.
         assert!(!render(&snapshot(&["a"])).contains("agent=\"b\""));
     }

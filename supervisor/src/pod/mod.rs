@@ -482,7 +482,14 @@ impl Pod {
         );
         let _ = std::fs::remove_file(agents.join(format!("{}.exit", agent.name)));
         let _ = std::fs::remove_file(agents.join(format!("{}.pid", agent.name)));
+        let _ = std::fs::remove_file(crate::launch::logdrops::file(&agents, &agent.name));
         Ok((spec, agents.join(format!("{}.json", agent.name)), cg))
+    }
+
+    /// Where the shim of `agent` counts the log output it could not write
+    /// ([`crate::launch::logdrops`]).
+    pub fn log_drops_file(&self, agent: &str) -> PathBuf {
+        crate::launch::logdrops::file(&self.dir.join("agents"), agent)
     }
 
     /// The exit record the shim wrote for `agent`, if it ended.

@@ -134,6 +134,7 @@ pub fn log_spec(l: &LogPlan) -> LogSpec {
         stderr: l.stderr.clone(),
         max_size: l.max_size,
         keep: l.keep,
+        drops: None,
     }
 }
 
@@ -173,7 +174,12 @@ pub fn agent_spec(
             .collect(),
         pid_file: Some(agents.join(format!("{}.pid", a.name))),
         exit_file: Some(agents.join(format!("{}.exit", a.name))),
-        log,
+        // What the shim could not write to the log files is counted beside the pid file, in
+        // the run directory (never on the log disk).
+        log: log.map(|l| LogSpec {
+            drops: Some(crate::launch::logdrops::file(agents, &a.name)),
+            ..l
+        }),
     }
 }
 
@@ -333,7 +339,12 @@ mod tests {
             s.pid_file.as_deref(),
             Some(Path::new("/run/as/groups/web/agents/front.pid"))
         );
-        assert_eq!(s.log.unwrap().keep, 2);
+        let log = s.log.unwrap();
+        assert_eq!(log.keep, 2);
+        assert_eq!(
+            log.drops.as_deref(),
+            Some(Path::new("/run/as/groups/web/agents/front.logdrops"))
+        );
     }
 
     #[test]

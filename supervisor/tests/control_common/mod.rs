@@ -44,6 +44,8 @@ pub fn agent(group: &str, name: &str, state: AgentState, health: Health) -> Agen
         last_exit: None,
         last_exit_code: None,
         backoff_seconds: None,
+        log_dropped_bytes: 0,
+        log_error: None,
     }
 }
 

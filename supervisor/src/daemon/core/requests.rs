@@ -48,7 +48,7 @@ impl Core {
     }
 
     /// Answers a status request: the rows are taken here, the cgroups (memory, CPU, pids)
-    /// are read on a blocking thread, which sends the answer.
+    /// and the shims' log drop counts are read on a blocking thread, which sends the answer.
     fn snapshot(&self, targets: &[String], reply: Reply) {
         let names = match self.resolve(targets, true) {
             Ok(n) => n,
@@ -60,7 +60,15 @@ impl Core {
         let agents: Vec<_> = names
             .iter()
             .filter_map(|n| self.agents.get(n))
-            .map(|a| a.status(&self.host))
+            .map(|a| {
+                let (row, cg) = a.status(&self.host);
+                let drops = self
+                    .groups
+                    .get(&a.group)
+                    .and_then(|g| g.pod.as_ref())
+                    .map(|p| p.log_drops_file(&a.name));
+                (row, cg, drops)
+            })
             .collect();
         let groups: Vec<_> = self
             .groups
@@ -125,8 +133,20 @@ impl Core {
         tokio::task::spawn_blocking(move || {
             let agents = agents
                 .into_iter()
-                .map(|(mut row, cg)| {
+                .map(|(mut row, cg, drops)| {
                     row.memory_bytes = cg.and_then(|c| c.memory_usage());
+                    // A file on the run directory's tmpfs (never the log disk); none: nothing
+                    // lost. One that cannot be read is reported and counts as nothing lost.
+                    match drops.as_deref().map(crate::launch::logdrops::read) {
+                        Some(Ok(Some(d))) => {
+                            row.log_dropped_bytes = d.total();
+                            row.log_error = d.error;
+                        }
+                        Some(Err(e)) => {
+                            eprintln!("agent-supervisor: agent {}:{}: {e}", row.group, row.agent)
+                        }
+                        Some(Ok(None)) | None => {}
+                    }
                     row
                 })
                 .collect();
