@@ -1,5 +1,6 @@
 //! `agent-bench clients`: one daemon with 77 idle agents, then C concurrent clients (threads
-//! of this process, loopback only), each asking for status R times in a row without pause,
+//! of this process, loopback only), each asking for status R times in a row (without pause,
+//! or with `--pause-ms` between its requests),
 //! on the control socket (`GET /v1/status`) and, separately, on the HTTP listener (`GET
 //! /health_summary`); supervisord with the same programs is asked the same way over its
 //! XML-RPC socket (`getAllProcessInfo`), in the same run. Prints per listener the latency
@@ -89,8 +90,8 @@ impl Target {
     }
 }
 
-/// `clients` threads, started together, each asking `requests` times.
-fn load(target: &Target, clients: usize, requests: usize) -> Result<Load, String> {
+/// `clients` threads, started together, each asking `requests` times, `pause` apart.
+fn load(target: &Target, clients: usize, requests: usize, pause: Duration) -> Result<Load, String> {
     let barrier = Arc::new(Barrier::new(clients + 1));
     let mut threads = Vec::with_capacity(clients);
     for i in 0..clients {
@@ -105,6 +106,7 @@ fn load(target: &Target, clients: usize, requests: usize) -> Result<Load, String
                     let t0 = Instant::now();
                     let r = t.ask();
                     seen.push((t0.elapsed(), r.err()));
+                    std::thread::sleep(pause);
                 }
                 seen
             })
@@ -155,8 +157,14 @@ fn wait_running(d: &mut dyn Daemon, n: usize) -> Result<(), String> {
     }
 }
 
-/// Runs the benchmark: `agents` idle agents, `clients` clients of `requests` requests each.
-pub fn run(agents: usize, clients: usize, requests: usize) -> Result<String, String> {
+/// Runs the benchmark: `agents` idle agents, `clients` clients of `requests` requests each,
+/// `pause` apart.
+pub fn run(
+    agents: usize,
+    clients: usize,
+    requests: usize,
+    pause: Duration,
+) -> Result<String, String> {
     if agents == 0 || clients == 0 || requests == 0 {
         return Err("--agents, --clients and --requests must be at least 1".into());
     }
@@ -188,7 +196,7 @@ pub fn run(agents: usize, clients: usize, requests: usize) -> Result<String, Str
             ] {
                 eprintln!("bench clients: {label}: {clients} clients × {requests}");
                 let r = match &started {
-                    Ok(()) => load(&target, clients, requests),
+                    Ok(()) => load(&target, clients, requests, pause),
                     Err(e) => Err(e.clone()),
                 };
                 rows.push((label, r));
@@ -210,7 +218,7 @@ pub fn run(agents: usize, clients: usize, requests: usize) -> Result<String, Str
         let r = d
             .start()
             .and_then(|_| wait_running(&mut d, agents))
-            .and_then(|()| load(&Target::XmlRpc(d.socket.clone()), clients, requests));
+            .and_then(|()| load(&Target::XmlRpc(d.socket.clone()), clients, requests, pause));
         notes.extend(d.teardown(&w));
         r
     });
@@ -222,13 +230,14 @@ pub fn run(agents: usize, clients: usize, requests: usize) -> Result<String, Str
              {busy_after:.0} % after): the latencies are noisy"
         ));
     }
-    Ok(report(agents, clients, requests, &rows, &notes))
+    Ok(report(agents, clients, requests, pause, &rows, &notes))
 }
 
 fn report(
     agents: usize,
     clients: usize,
     requests: usize,
+    pause: Duration,
     rows: &[(&str, Result<Load, String>)],
     notes: &[String],
 ) -> String {
@@ -236,7 +245,12 @@ fn report(
     let _ = writeln!(
         out,
         "{clients} concurrent clients (threads, loopback), each {requests} requests in a row \
-         without pause, one connection per request; {agents} idle agents; {} CPUs.\n",
+         {}, one connection per request; {agents} idle agents; {} CPUs.\n",
+        if pause.is_zero() {
+            "without pause".to_string()
+        } else {
+            format!("{} ms apart", pause.as_millis())
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let _ = writeln!(

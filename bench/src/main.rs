@@ -111,6 +111,10 @@ enum Cmd {
         /// Number of idle agents.
         #[arg(long, default_value_t = 77)]
         agents: usize,
+        /// Pause of each client between its requests, in milliseconds (0: none, the most
+        /// load the clients can make).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
     },
 }
 
@@ -148,7 +152,16 @@ fn main() -> ExitCode {
             clients,
             requests,
             agents,
-        } => ("clients", clients::run(agents, clients, requests)),
+            pause_ms,
+        } => (
+            "clients",
+            clients::run(
+                agents,
+                clients,
+                requests,
+                std::time::Duration::from_millis(pause_ms),
+            ),
+        ),
     };
     match result {
         Ok(table) => {
