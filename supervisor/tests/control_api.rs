@@ -495,3 +495,29 @@ fn metrics_pass_promtool_and_health_reports() {
         .unwrap();
     assert_eq!(read_answer(&mut s).0, 405);
 }
+
+#[test]
+fn the_http_listener_queues_a_burst_of_connections() {
+    let srv = Server::start("backlog", None, quick());
+    // `ss -l` shows a listener's backlog as its Send-Q: 1024 (or the kernel's cap), not
+    // `TcpListener::bind`'s 128, which drops the SYNs of a burst of 200 clients.
+    let out = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", srv.http.port())])
+        .output();
+    let Ok(out) = out else {
+        assert!(std::env::var_os("CI").is_none(), "ss (iproute2) is missing");
+        eprintln!("SKIP the_http_listener_queues_a_burst_of_connections: no ss");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let backlog: u32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener on {} in {text:?}", srv.http));
+    let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, 1024.min(cap), "{text}");
+}
