@@ -3,6 +3,7 @@
 pub mod bridge;
 pub mod bridge_lab;
 pub mod build;
+pub mod clients;
 pub mod deploy;
 pub mod launch;
 pub mod observe;
@@ -11,6 +12,8 @@ pub mod observe_lab;
 pub mod observe_report;
 pub mod oci;
 pub mod ours;
+pub mod scale;
+pub mod scale_peers;
 pub mod soak;
 pub mod soak_faults;
 pub mod soak_report;

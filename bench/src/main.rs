@@ -1,11 +1,12 @@
 //! The `agent-bench` binary: benchmarks that print a table comparing agent-supervisor with its
-//! peers in one run (`launch`, `supervise`, `build`, `bridge`, `observe`), and the `soak`. Kept out of
+//! peers in one run (`launch`, `supervise`, `build`, `bridge`, `observe`, `scale`, `clients`),
+//! and the `soak`. Kept out of
 //! `agent-supervisor`, the product binary; it runs `agent-supervisor`, `supervisorctl`,
 //! `agent-launch` and `agent-bridge` from its own directory.
 
 use std::process::ExitCode;
 
-use agent_bench::{bridge, build, deploy, launch, observe, soak, supervise};
+use agent_bench::{bridge, build, clients, deploy, launch, observe, scale, soak, supervise};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -86,6 +87,35 @@ enum Cmd {
         #[arg(long, default_value_t = 77)]
         agents: usize,
     },
+    /// For each size N: `agent-supervisor check` of a system file with N idle agents on one
+    /// host, the daemon started with them (time to all RUNNING, RSS), `supervisorctl status`,
+    /// stop all; beside supervisord with the same N programs.
+    Scale {
+        /// Agent counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "77,250,500,1000,2000")]
+        sizes: Vec<usize>,
+        /// Agents per group (the seed's 77 agents are in 11 groups of 7).
+        #[arg(long, default_value_t = 7)]
+        per_group: usize,
+    },
+    /// Concurrent clients asking for status without pause, on the control socket and the
+    /// HTTP listener of a daemon with N idle agents, beside supervisord's XML-RPC socket:
+    /// latency p50/p99/max, throughput, errors.
+    Clients {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Requests per client.
+        #[arg(long, default_value_t = 25)]
+        requests: usize,
+        /// Number of idle agents.
+        #[arg(long, default_value_t = 77)]
+        agents: usize,
+        /// Pause of each client between its requests, in milliseconds (0: none, the most
+        /// load the clients can make).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,6 +147,21 @@ fn main() -> ExitCode {
             seed,
             agents,
         } => ("soak", soak::run(minutes, seed, agents)),
+        Cmd::Scale { sizes, per_group } => ("scale", scale::run(&sizes, per_group)),
+        Cmd::Clients {
+            clients,
+            requests,
+            agents,
+            pause_ms,
+        } => (
+            "clients",
+            clients::run(
+                agents,
+                clients,
+                requests,
+                std::time::Duration::from_millis(pause_ms),
+            ),
+        ),
     };
     match result {
         Ok(table) => {

@@ -90,40 +90,7 @@ impl Ours {
 
     /// One request on the control socket; `Ok(None)` while nothing listens yet.
     fn call(&self, method: &str, path: &str, body: &str) -> Result<Option<Response>, String> {
-        let mut s = match UnixStream::connect(&self.socket) {
-            Ok(s) => s,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(format!("connect to {}: {e}", self.socket.display())),
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes())
-            .map_err(|e| format!("send {method} {path} to {}: {e}", self.socket.display()))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .map_err(|e| format!("read the answer to {method} {path}: {e}"))?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("{method} {path}: not an HTTP answer: {text:?}"))?;
-        let status = head.split_whitespace().nth(1).unwrap_or("?");
-        if status != "200" {
-            return Err(format!("{method} {path}: HTTP {status}: {}", body.trim()));
-        }
-        serde_json::from_str(body)
-            .map(Some)
-            .map_err(|e| format!("{method} {path}: cannot decode {body:?}: {e}"))
+        control_call(&self.socket, method, path, body)
     }
 
     fn status(&self, query: &str) -> Result<Vec<AgentView>, String> {
@@ -141,6 +108,50 @@ impl Ours {
             Some(other) => Err(format!("GET /v1/status: unexpected answer {other:?}")),
         }
     }
+}
+
+/// One request on the control socket `socket` (HTTP over a Unix socket, `Connection:
+/// close`), its JSON answer decoded; `Ok(None)` while nothing listens yet.
+pub fn control_call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<Option<Response>, String> {
+    let mut s = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("connect to {}: {e}", socket.display())),
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send {method} {path} to {}: {e}", socket.display()))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read the answer to {method} {path}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path}: not an HTTP answer: {text:?}"))?;
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    if status != "200" {
+        return Err(format!("{method} {path}: HTTP {status}: {}", body.trim()));
+    }
+    serde_json::from_str(body)
+        .map(Some)
+        .map_err(|e| format!("{method} {path}: cannot decode {body:?}: {e}"))
 }
 
 fn group_count(agents: usize) -> usize {

@@ -82,49 +82,55 @@ impl Supervisord {
 
     /// One XML-RPC call; `Ok(None)` while nothing listens yet.
     fn rpc(&self, method: &str, params: &[&str]) -> Result<Option<String>, String> {
-        let mut s = match UnixStream::connect(&self.socket) {
-            Ok(s) => s,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(format!("connect to {}: {e}", self.socket.display())),
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-        let params: String = params
-            .iter()
-            .map(|p| format!("<param><value><string>{p}</string></value></param>"))
-            .collect();
-        let body = format!(
-            "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName>\
-             <params>{params}</params></methodCall>"
-        );
-        let req = format!(
-            "POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes())
-            .map_err(|e| format!("send {method} to {}: {e}", self.socket.display()))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .map_err(|e| format!("read the answer to {method}: {e}"))?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("{method}: not an HTTP answer: {text:?}"))?;
-        if head.split_whitespace().nth(1) != Some("200") {
-            return Err(format!("{method}: {}", head.lines().next().unwrap_or(head)));
-        }
-        if body.contains("<fault>") {
-            return Err(format!("{method}: fault: {}", compact(body)));
-        }
-        Ok(Some(body.to_string()))
+        xmlrpc(&self.socket, method, params)
     }
+}
+
+/// One XML-RPC call to the supervisord listening on `socket`; `Ok(None)` while nothing
+/// listens yet.
+pub fn xmlrpc(socket: &Path, method: &str, params: &[&str]) -> Result<Option<String>, String> {
+    let mut s = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("connect to {}: {e}", socket.display())),
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let params: String = params
+        .iter()
+        .map(|p| format!("<param><value><string>{p}</string></value></param>"))
+        .collect();
+    let body = format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName>\
+         <params>{params}</params></methodCall>"
+    );
+    let req = format!(
+        "POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send {method} to {}: {e}", socket.display()))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read the answer to {method}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method}: not an HTTP answer: {text:?}"))?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("{method}: {}", head.lines().next().unwrap_or(head)));
+    }
+    if body.contains("<fault>") {
+        return Err(format!("{method}: fault: {}", compact(body)));
+    }
+    Ok(Some(body.to_string()))
 }
 
 /// The configuration: the control socket, logs and pid file in the benchmark's directory.

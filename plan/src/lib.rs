@@ -72,8 +72,9 @@ pub struct GroupPlan {
     pub security: SecurityPlan,
     pub network: NetworkPlan,
     /// `/etc/hosts` lines after the defaults: every group and agent of the system, by name,
-    /// with the address this group reaches it at.
-    pub names: Vec<(std::net::Ipv4Addr, Vec<String>)>,
+    /// with the address this group reaches it at; one table shared by the groups of a host
+    /// that see the system alike (same network mode).
+    pub names: std::sync::Arc<Vec<(std::net::Ipv4Addr, Vec<String>)>>,
     /// GPUs and device nodes passed through, and the group's device cgroup list.
     pub devices: gpu::DevicePlan,
     /// Groups this group starts after (on any host), with their condition.

@@ -180,6 +180,7 @@ impl Plan {
             host_net: host_net.as_ref(),
             out: &mut out,
             portable,
+            names: std::collections::HashMap::new(),
         };
         let mut groups = IndexMap::new();
         for (name, g) in l.system.groups.iter().filter(|(_, g)| g.host == host) {
@@ -220,9 +221,38 @@ struct Resolver<'a> {
     out: &'a mut Findings,
     /// [`Plan::resolve_portable`]: what depends on this machine is a warning, not an error.
     portable: bool,
+    /// The system's names as the groups of one host and network mode see them, made once:
+    /// every such group shares one table (with small groups, one per group would make the
+    /// plan grow with groups × agents).
+    names: std::collections::HashMap<(String, bool), SharedNames>,
+}
+
+/// `/etc/hosts` lines and the environment of [`net::Names`], shared by the groups that
+/// see the system alike.
+#[derive(Clone)]
+struct SharedNames {
+    hosts: std::sync::Arc<Vec<(Ipv4Addr, Vec<String>)>>,
+    env: std::sync::Arc<Vec<(String, String)>>,
 }
 
 impl Resolver<'_> {
+    /// The names of the system as a group on `host` sees them, private network or not.
+    fn names_of(&mut self, host: &str, private: bool) -> SharedNames {
+        let (l, sysnet) = (self.l, self.sysnet);
+        self.names
+            .entry((host.to_string(), private))
+            .or_insert_with(|| {
+                let n = sysnet
+                    .map(|n| n.names(l, host, private))
+                    .unwrap_or_default();
+                SharedNames {
+                    hosts: std::sync::Arc::new(n.hosts),
+                    env: std::sync::Arc::new(n.env),
+                }
+            })
+            .clone()
+    }
+
     fn err(&mut self, code: &'static str, field: &str, message: impl Into<String>) {
         let f = self.l.at(Severity::Error, code, field, message);
         self.out.push(f);
@@ -324,10 +354,7 @@ impl Resolver<'_> {
             .network
             .as_ref()
             .is_some_and(|n| n.mode == NetworkMode::Private);
-        let names = self
-            .sysnet
-            .map(|n| n.names(self.l, &g.host, private))
-            .unwrap_or_default();
+        let names = self.names_of(&g.host, private);
         let asks_gpus = g
             .gpus
             .as_ref()

@@ -228,3 +228,17 @@ fn network_errors_name_their_field() {
         "{e:?}"
     );
 }
+
+#[test]
+fn groups_that_see_the_system_alike_share_one_name_table() {
+    let d = Dir::new("net-shared");
+    d.write("system.yaml", SYSTEM);
+    let p = d.plan("mainpc");
+    let names = |g: &str| &p.groups[g].names;
+    // Two private groups of one host: one table, not one per group (the plan would grow
+    // with groups × agents).
+    assert!(std::sync::Arc::ptr_eq(names("web"), names("api")));
+    // A host-network group reaches the names at other addresses: a table of its own.
+    assert!(!std::sync::Arc::ptr_eq(names("web"), names("cache")));
+    assert_ne!(names("web"), names("cache"));
+}

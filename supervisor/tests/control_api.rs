@@ -289,6 +289,80 @@ fn slow_client_gets_408_while_others_are_served() {
     );
 }
 
+/// A connection that holds the only slot: a request head that never ends.
+fn hold_the_slot(srv: &Server) -> UnixStream {
+    let mut s = UnixStream::connect(&srv.socket).unwrap();
+    s.write_all(b"GET /v1/version HTTP/1.1\r\nHo").unwrap();
+    // Accepted and admitted before the next connection arrives.
+    std::thread::sleep(Duration::from_millis(150));
+    s
+}
+
+/// A whole request on a new connection, its answer read on a thread.
+fn ask_version(srv: &Server) -> std::thread::JoinHandle<(u16, String, Duration)> {
+    let mut s = UnixStream::connect(&srv.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let t = Instant::now();
+    std::thread::spawn(move || {
+        let (status, body) = read_answer(&mut s);
+        (status, body, t.elapsed())
+    })
+}
+
+#[test]
+fn connections_over_the_limit_wait_for_a_slot_and_only_a_full_line_is_refused() {
+    let limits = ServerLimits {
+        request_timeout: Duration::from_millis(800),
+        max_connections: 1,
+        max_waiting: 1,
+        queue_timeout: Duration::from_secs(5),
+        ..ServerLimits::default()
+    };
+    let srv = Server::start("queue", None, limits);
+    let mut slow = hold_the_slot(&srv);
+    // The second waits in line until the slot is free (the slow one's 408), then is served;
+    // the third finds the line full and is refused at once.
+    let second = ask_version(&srv);
+    std::thread::sleep(Duration::from_millis(150));
+    let (status, body, refused_after) = ask_version(&srv).join().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("too many connections (1 served and 1 waiting at once)"),
+        "{body}"
+    );
+    assert!(
+        refused_after < Duration::from_millis(500),
+        "{refused_after:?}"
+    );
+    let (status, body, served_after) = second.join().unwrap();
+    assert_eq!(status, 200, "the waiting connection is served: {body}");
+    assert!(body.contains("version"), "{body}");
+    assert!(
+        served_after >= Duration::from_millis(400),
+        "it waited for the slot: {served_after:?}"
+    );
+    assert_eq!(read_answer(&mut slow).0, 408);
+    drop(srv);
+
+    // A wait longer than queue_timeout ends in 503.
+    let limits = ServerLimits {
+        request_timeout: Duration::from_secs(3),
+        max_connections: 1,
+        queue_timeout: Duration::from_millis(300),
+        ..ServerLimits::default()
+    };
+    let srv = Server::start("queue-timeout", None, limits);
+    let _slow = hold_the_slot(&srv);
+    let (status, body, after) = ask_version(&srv).join().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        after >= Duration::from_millis(250) && after < Duration::from_secs(2),
+        "{after:?}"
+    );
+}
+
 #[test]
 fn logs_tail_rotation_and_follow() {
     let srv = Server::start("logs", None, quick());
@@ -420,4 +494,30 @@ fn metrics_pass_promtool_and_health_reports() {
     s.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(read_answer(&mut s).0, 405);
+}
+
+#[test]
+fn the_http_listener_queues_a_burst_of_connections() {
+    let srv = Server::start("backlog", None, quick());
+    // `ss -l` shows a listener's backlog as its Send-Q: 1024 (or the kernel's cap), not
+    // `TcpListener::bind`'s 128, which drops the SYNs of a burst of 200 clients.
+    let out = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", srv.http.port())])
+        .output();
+    let Ok(out) = out else {
+        assert!(std::env::var_os("CI").is_none(), "ss (iproute2) is missing");
+        eprintln!("SKIP the_http_listener_queues_a_burst_of_connections: no ss");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let backlog: u32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener on {} in {text:?}", srv.http));
+    let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, 1024.min(cap), "{text}");
 }

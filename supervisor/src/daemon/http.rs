@@ -12,7 +12,10 @@
 //! - a head hyper cannot parse gets hyper's bare `400`; HTTP/1.1 without `Host` and bad
 //!   percent-encoding are `400` with a message;
 //! - errors of this module and of the routes are JSON: `{"error": "..."}`;
-//! - at most [`ServerLimits::max_connections`] connections at once; more get `503`;
+//! - at most [`ServerLimits::max_connections`] connections are served at once; more wait
+//!   for a slot, in order of arrival, up to [`ServerLimits::max_waiting`] of them for at most
+//!   [`ServerLimits::queue_timeout`] each (nothing is read from a waiting connection, and
+//!   its request timeout starts once it has a slot); beyond that they get `503`;
 //! - a streamed body (`logs -f`) is chunked (close-delimited for HTTP/1.0 clients) and ends
 //!   when its channel closes, the client goes away or the server is cancelled.
 //!
@@ -32,7 +35,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_io_timeout::TimeoutStream;
 use tokio_stream::StreamExt;
@@ -51,6 +54,10 @@ pub struct ServerLimits {
     pub write_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections waiting for a slot when all are taken; more get `503` at once.
+    pub max_waiting: usize,
+    /// How long a connection waits for a slot before it gets `503`.
+    pub queue_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -61,6 +68,8 @@ impl Default for ServerLimits {
             request_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             max_connections: 128,
+            max_waiting: 512,
+            queue_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -174,7 +183,7 @@ pub async fn serve_unix<H: Handler>(
     handler: Arc<H>,
     cancel: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Slots::new(&limits);
     let limits = Arc::new(limits);
     loop {
         let accepted = tokio::select! {
@@ -207,7 +216,7 @@ pub async fn serve_tcp<H: Handler>(
     handler: Arc<H>,
     cancel: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Slots::new(&limits);
     let limits = Arc::new(limits);
     loop {
         let accepted = tokio::select! {
@@ -234,21 +243,57 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// The connections being served and those waiting for a slot.
+#[derive(Clone)]
+struct Slots {
+    serving: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn new(limits: &ServerLimits) -> Slots {
+        Slots {
+            serving: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            waiting: Arc::new(Semaphore::new(limits.max_waiting)),
+        }
+    }
+
+    /// A slot: at once, or after waiting in line (tokio's semaphore is first come, first
+    /// served) when the line is not full; `None` when the line is full, the wait ran out or
+    /// the server is cancelled.
+    async fn admit(
+        &self,
+        queue_timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = Arc::clone(&self.serving).try_acquire_owned() {
+            return Some(p);
+        }
+        let _in_line = Arc::clone(&self.waiting).try_acquire_owned().ok()?;
+        tokio::select! {
+            p = Arc::clone(&self.serving).acquire_owned() => p.ok(),
+            _ = tokio::time::sleep(queue_timeout) => None,
+            _ = cancel.cancelled() => None,
+        }
+    }
+}
+
 fn spawn_conn<S, H>(
     stream: S,
     peer: Peer,
     limits: &Arc<ServerLimits>,
     handler: &Arc<H>,
-    slots: &Arc<Semaphore>,
+    slots: &Slots,
     cancel: &CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
     let (limits, handler, cancel) = (Arc::clone(limits), Arc::clone(handler), cancel.clone());
-    // Without a slot the connection is still read, to answer it `503`.
-    let permit = Arc::clone(slots).try_acquire_owned().ok();
+    let slots = slots.clone();
     tokio::spawn(async move {
+        // Without a slot the connection is still read, to answer it `503`.
+        let permit = slots.admit(limits.queue_timeout, &cancel).await;
         serve_conn(stream, peer, limits, handler, permit.is_some(), cancel).await;
         drop(permit);
     });
@@ -282,7 +327,11 @@ async fn serve_conn<S, H>(
                 let resp = if admitted {
                     answer(req, peer, &limits, deadline, &*handler).await
                 } else {
-                    error(503, "too many connections; try again")
+                    let message = format!(
+                        "too many connections ({} served and {} waiting at once); try again",
+                        limits.max_connections, limits.max_waiting
+                    );
+                    error(503, message)
                 };
                 Ok::<_, Infallible>(finish(resp))
             }

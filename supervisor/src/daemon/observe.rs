@@ -14,7 +14,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -86,6 +85,11 @@ pub async fn serve_http_with(
     serve(listen, Observability::new(core, me), limits, cancel).await
 }
 
+/// Connections the kernel queues for the listener until it accepts them (capped by
+/// `net.core.somaxconn`). `TcpListener::bind`'s 128 is too few for a burst of clients: the
+/// kernel drops the SYNs over it, and those clients retry after a second.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
 /// Serves `obs` on `listen` until `cancel`.
 pub async fn serve(
     listen: SocketAddr,
@@ -93,12 +97,18 @@ pub async fn serve(
     limits: ServerLimits,
     cancel: CancellationToken,
 ) -> Result<(), MetricsError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| MetricsError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let bind = |source| MetricsError::Bind {
+        addr: listen,
+        source,
+    };
+    let socket = match listen {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(bind)?;
+    socket.set_reuseaddr(true).map_err(bind)?;
+    socket.bind(listen).map_err(bind)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(bind)?;
     http::serve_tcp(listener, limits, obs, cancel).await;
     Ok(())
 }
@@ -118,7 +128,7 @@ pub async fn serve_overlay(
     nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::IpFreebind, &true)
         .map_err(|e| bind(e.into()))?;
     socket.bind(addr).map_err(bind)?;
-    let listener = socket.listen(128).map_err(bind)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(bind)?;
     let guarded = Arc::new(OverlayOnly { obs, net });
     http::serve_tcp(listener, ServerLimits::default(), guarded, cancel).await;
     Ok(())

@@ -115,7 +115,7 @@ pub fn hosts_file(host_hosts: Option<String>, g: &GroupPlan) -> String {
     };
     text.push_str(&format!("{own}\t{}\n", g.name));
     text.push_str("# every group and agent of the system (agent-supervisor)\n");
-    for (ip, names) in &g.names {
+    for (ip, names) in g.names.iter() {
         text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
     }
     text
@@ -209,7 +209,8 @@ mod tests {
             names: vec![(
                 "10.88.1.7".parse().unwrap(),
                 vec!["api".into(), "api.api".into()],
-            )],
+            )]
+            .into(),
             devices: agent_plan::DevicePlan {
                 nodes: vec![agent_plan::DeviceNode {
                     path: "/dev/nvidia0".into(),
