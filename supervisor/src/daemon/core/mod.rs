@@ -93,6 +93,9 @@ pub enum Event {
         result: Result<Box<HostPlan>, ApiError>,
         reply: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
     },
+    /// The cgroup reads of a status snapshot are done (its answers are sent): the next
+    /// batch of status requests may start.
+    SnapshotDone,
     /// Periodic: report dependency waits, settle pending requests.
     Tick,
 }
@@ -141,6 +144,10 @@ pub struct Core {
     state_path: PathBuf,
     started: SystemTime,
     pending: Vec<Pending>,
+    /// Status requests waiting for the snapshot under way to finish (the agents each asked
+    /// for, and where the answer goes); `snapshot_busy` while one is under way.
+    status_queue: Vec<(Vec<String>, requests::Reply)>,
+    snapshot_busy: bool,
     shutting_down: Option<CancellationToken>,
     /// What was last written to `state.json`.
     saved: Option<persist::State>,
@@ -175,6 +182,8 @@ impl Core {
             pid_files: PidFiles::start(),
             started: SystemTime::now(),
             pending: Vec::new(),
+            status_queue: Vec::new(),
+            snapshot_busy: false,
             shutting_down: None,
             saved: None,
             retiring: false,
@@ -545,6 +554,12 @@ impl Core {
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(answer);
+            }
+            Event::SnapshotDone => {
+                self.snapshot_busy = false;
+                if !self.status_queue.is_empty() {
+                    self.start_snapshot();
+                }
             }
             Event::Tick => {}
         }

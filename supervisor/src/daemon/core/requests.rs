@@ -14,7 +14,7 @@ use crate::daemon::api::{
 };
 
 /// Where a request's answer goes.
-type Reply = tokio::sync::oneshot::Sender<Result<Response, ApiError>>;
+pub(super) type Reply = tokio::sync::oneshot::Sender<Result<Response, ApiError>>;
 
 /// A `start`/`stop`/`restart` request waiting for its agents to settle.
 pub(super) struct Pending {
@@ -47,19 +47,33 @@ impl Core {
         }
     }
 
-    /// Answers a status request: the rows are taken here, the cgroups (memory, CPU, pids)
-    /// and the shims' log drop counts are read on a blocking thread, which sends the answer.
-    fn snapshot(&self, targets: &[String], reply: Reply) {
-        let names = match self.resolve(targets, true) {
-            Ok(n) => n,
+    /// Queues a status request; the snapshot starts at once unless one is under way, which
+    /// then answers every request that came meanwhile with one more snapshot (taken after
+    /// they arrived: an answer never predates its request). 200 clients asking at once cost
+    /// two snapshots, not 200.
+    fn snapshot(&mut self, targets: &[String], reply: Reply) {
+        match self.resolve(targets, true) {
+            Ok(names) => self.status_queue.push((names, reply)),
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return;
             }
-        };
-        let agents: Vec<_> = names
-            .iter()
-            .filter_map(|n| self.agents.get(n))
+        }
+        if !self.snapshot_busy {
+            self.start_snapshot();
+        }
+    }
+
+    /// Takes a snapshot of every agent and group for the queued status requests: the rows
+    /// are taken here, the cgroups (memory, CPU, pids) and the shims' log drop counts are
+    /// read on a blocking thread, which sends each request its agents and then
+    /// [`Event::SnapshotDone`].
+    pub(super) fn start_snapshot(&mut self) {
+        let waiting = std::mem::take(&mut self.status_queue);
+        self.snapshot_busy = true;
+        let agents: Vec<_> = self
+            .agents
+            .values()
             .map(|a| {
                 let (row, cg) = a.status(&self.host);
                 let drops = self
@@ -130,8 +144,10 @@ impl Core {
                 .map(|f| f.views.borrow().clone())
                 .unwrap_or_default(),
         };
+        let done = SnapshotDoneOnDrop(self.tx.clone());
         tokio::task::spawn_blocking(move || {
-            let agents = agents
+            let _done = done;
+            let agents: Vec<crate::daemon::api::AgentStatus> = agents
                 .into_iter()
                 .map(|(mut row, cg, drops)| {
                     row.memory_bytes = cg.and_then(|c| c.memory_usage());
@@ -179,12 +195,18 @@ impl Core {
                 })
                 .collect();
             let snapshot = Snapshot {
-                agents,
+                agents: Vec::new(),
                 groups,
                 gpu,
                 ..head
             };
-            let _ = reply.send(Ok(Response::Status { snapshot }));
+            let rows: std::collections::HashMap<String, crate::daemon::api::AgentStatus> =
+                agents.into_iter().map(|r| (r.agent.clone(), r)).collect();
+            for (names, reply) in waiting {
+                let mut s = snapshot.clone();
+                s.agents = names.iter().filter_map(|n| rows.get(n).cloned()).collect();
+                let _ = reply.send(Ok(Response::Status { snapshot: s }));
+            }
         });
     }
 
@@ -426,4 +448,14 @@ fn group_eth0(pid: i32) -> Option<(u64, u64)> {
         .collect();
     // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit.
     Some((*f.first()?, *f.get(8)?))
+}
+
+/// Sends [`Event::SnapshotDone`] when dropped: at the end of a snapshot's blocking task,
+/// also when it panicked, so status requests never wait for one that is gone.
+struct SnapshotDoneOnDrop(tokio::sync::mpsc::UnboundedSender<Event>);
+
+impl Drop for SnapshotDoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Event::SnapshotDone);
+    }
 }
