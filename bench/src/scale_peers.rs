@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_supervisor::cgroup::{Cgroup, Layout};
 use agent_supervisor::daemon::api::{AgentState, Response};
 
-use super::supervise_ours::{control_call, DAEMON_BIN, HOST};
+use super::supervise_ours::{control_call, shutdown, DAEMON_BIN, HOST};
 use super::supervise_procs as procs;
 use super::supervise_supervisord::{process_infos, xmlrpc, Installed};
 
@@ -264,14 +263,7 @@ impl Daemon for Ours {
     }
 
     fn stop_all(&mut self) -> Result<(), String> {
-        match control_call(&self.socket, "POST", "/v1/shutdown", "{}")? {
-            Some(Response::ShuttingDown) => Ok(()),
-            None => Err(format!(
-                "the control socket {} is gone",
-                self.socket.display()
-            )),
-            Some(other) => Err(format!("POST /v1/shutdown: unexpected answer {other:?}")),
-        }
+        shutdown(&self.socket)
     }
 
     fn exited(&mut self) -> Option<String> {
@@ -280,14 +272,7 @@ impl Daemon for Ours {
 
     fn teardown(&mut self, w: &Workdir) -> Vec<String> {
         let mut notes = end(&mut self.child, w);
-        match Layout::detect().and_then(|l| Cgroup::root(&l, &self.slice)) {
-            Ok(root) => {
-                if let Err(e) = root.remove() {
-                    notes.push(format!("cannot remove the cgroup {}: {e}", self.slice));
-                }
-            }
-            Err(e) => notes.push(format!("cgroup root {}: {e}", self.slice)),
-        }
+        notes.extend(procs::remove_cgroup_root(&self.slice));
         notes
     }
 }

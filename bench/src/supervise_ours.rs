@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use super::supervise::{AgentView, Marks, Peer};
 use super::supervise_procs::{self as procs, Agents};
 use super::supervise_watch::{Watcher, OPENED, REMOVED, WRITTEN};
-use agent_supervisor::cgroup::{Cgroup, Layout};
 use agent_supervisor::daemon::api::{AgentState, Response};
 
 /// The host of the generated system file.
@@ -110,6 +109,32 @@ impl Ours {
     }
 }
 
+/// `POST /v1/shutdown` on the daemon's control socket: it stops every agent and exits.
+pub fn shutdown(socket: &Path) -> Result<(), String> {
+    match control_call(socket, "POST", "/v1/shutdown", "{}")? {
+        Some(Response::ShuttingDown) => Ok(()),
+        None => Err(format!("the control socket {} is gone", socket.display())),
+        Some(other) => Err(format!("POST /v1/shutdown: unexpected answer {other:?}")),
+    }
+}
+
+/// A connection to the Unix socket `socket`; `Ok(None)` while nothing listens there (no
+/// socket file yet, or nobody accepting).
+pub fn connect_if_listening(socket: &Path) -> Result<Option<UnixStream>, String> {
+    match UnixStream::connect(socket) {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(format!("connect to {}: {e}", socket.display())),
+    }
+}
+
 /// One request on the control socket `socket` (HTTP over a Unix socket, `Connection:
 /// close`), its JSON answer decoded; `Ok(None)` while nothing listens yet.
 pub fn control_call(
@@ -118,17 +143,8 @@ pub fn control_call(
     path: &str,
     body: &str,
 ) -> Result<Option<Response>, String> {
-    let mut s = match UnixStream::connect(socket) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(format!("connect to {}: {e}", socket.display())),
+    let Some(mut s) = connect_if_listening(socket)? else {
+        return Ok(None);
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let req = format!(
@@ -253,14 +269,7 @@ impl Peer for Ours {
     }
 
     fn stop_all(&mut self) -> Result<(), String> {
-        match self.call("POST", "/v1/shutdown", "{}")? {
-            Some(Response::ShuttingDown) => Ok(()),
-            None => Err(format!(
-                "the control socket {} is gone",
-                self.socket.display()
-            )),
-            Some(other) => Err(format!("POST /v1/shutdown: unexpected answer {other:?}")),
-        }
+        shutdown(&self.socket)
     }
 
     fn exited(&mut self) -> Option<String> {
@@ -376,14 +385,7 @@ impl Peer for Ours {
     fn teardown(&mut self) -> Vec<String> {
         self.watcher = None;
         let mut notes = procs::end(self.child.take(), &self.agents);
-        match Layout::detect().and_then(|l| Cgroup::root(&l, &self.slice)) {
-            Ok(root) => {
-                if let Err(e) = root.remove() {
-                    notes.push(format!("cannot remove the cgroup {}: {e}", self.slice));
-                }
-            }
-            Err(e) => notes.push(format!("cgroup root {}: {e}", self.slice)),
-        }
+        notes.extend(procs::remove_cgroup_root(&self.slice));
         notes
     }
 }

@@ -258,6 +258,19 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
 }
 
+/// Removes the cgroup root `slice` (in every hierarchy, killing what is left in it); why
+/// not, if it could not be.
+pub fn remove_cgroup_root(slice: &str) -> Option<String> {
+    use agent_supervisor::cgroup::{Cgroup, Layout};
+    match Layout::detect().and_then(|l| Cgroup::root(&l, slice)) {
+        Ok(root) => root
+            .remove()
+            .err()
+            .map(|e| format!("cannot remove the cgroup {slice}: {e}")),
+        Err(e) => Some(format!("cgroup root {slice}: {e}")),
+    }
+}
+
 /// Ends a supervisor: SIGKILL to its process (`child`, if it still runs), then to every
 /// process of the benchmark it left; notes what survived.
 pub fn end(child: Option<std::process::Child>, agents: &Agents) -> Vec<String> {

@@ -5,12 +5,12 @@
 //! `supervisorctl stop all` + `shutdown` to stop it, as a user would.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::supervise::{AgentView, Peer};
+use super::supervise_ours::connect_if_listening;
 use super::supervise_procs::{self as procs, which, Agents};
 
 /// supervisord's programs, found on `PATH` or in the system directories.
@@ -89,17 +89,8 @@ impl Supervisord {
 /// One XML-RPC call to the supervisord listening on `socket`; `Ok(None)` while nothing
 /// listens yet.
 pub fn xmlrpc(socket: &Path, method: &str, params: &[&str]) -> Result<Option<String>, String> {
-    let mut s = match UnixStream::connect(socket) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(format!("connect to {}: {e}", socket.display())),
+    let Some(mut s) = connect_if_listening(socket)? else {
+        return Ok(None);
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let params: String = params

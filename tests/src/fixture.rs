@@ -196,6 +196,24 @@ impl Drop for Fixture {
 }
 
 /// stdout followed by stderr.
+/// Stops a daemon (or any child) the way a service manager would: `SIGTERM`, up to 20 s for
+/// it to exit, then `SIGKILL`; reaped either way.
+pub fn stop_child(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(20) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "{}{}",
