@@ -214,6 +214,11 @@ pub struct AgentSummary {
     pub restarts: u64,
     pub last_exit: Option<String>,
     pub memory_bytes: Option<u64>,
+    /// Log output its shim could not write this run (a full log disk), and why.
+    #[serde(default)]
+    pub log_dropped_bytes: u64,
+    #[serde(default)]
+    pub log_error: Option<String>,
 }
 
 /// Healthy: RUNNING and not failing its health check.
@@ -261,6 +266,8 @@ pub fn health_summary(views: &[HostView]) -> (u16, HealthSummary) {
                     restarts: a.restarts,
                     last_exit: a.last_exit.as_ref().map(ToString::to_string),
                     memory_bytes: a.memory_bytes,
+                    log_dropped_bytes: a.log_dropped_bytes,
+                    log_error: a.log_error.clone(),
                 };
                 match h.groups.iter_mut().find(|g| g.group == a.group) {
                     Some(g) => g.agents.push(row),
@@ -456,5 +463,22 @@ mod tests {
         );
         assert!(page.contains("5.0 MiB of 256.0 MiB"), "{page}");
         assert!(page.contains("http-equiv=\"refresh\""));
+        assert!(!page.contains("logs dropped"), "{page}");
+    }
+
+    #[test]
+    fn the_page_says_when_an_agent_lost_log_output() {
+        let mut a = agent("h1", "web", "chatty", AgentState::Running, Health::Healthy);
+        a.log_dropped_bytes = 3 << 20;
+        a.log_error = Some("cannot write log file /l/chatty.stdout.log: No space left".into());
+        let (_, s) = health_summary(&[view("h1", true, vec![a])]);
+        assert_eq!(s.hosts[0].groups[0].agents[0].log_dropped_bytes, 3 << 20);
+        let page = crate::daemon::page::status_page(&s);
+        assert!(
+            page.contains(
+                "logs dropped: 3.0 MiB (cannot write log file /l/chatty.stdout.log: No space left)"
+            ),
+            "{page}"
+        );
     }
 }

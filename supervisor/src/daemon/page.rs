@@ -127,11 +127,27 @@ fn host_section(out: &mut String, h: &HostSummary) {
                 health = a.health.as_str(),
                 restarts = a.restarts,
                 mem = bytes(a.memory_bytes),
-                exit = esc(a.last_exit.as_deref().unwrap_or("-")),
+                exit = exit_cell(a),
             );
         }
     }
     out.push_str("</table></section>");
+}
+
+/// The last exit cell: the exit, and a line when the agent's shim lost log output.
+fn exit_cell(a: &super::fleet::AgentSummary) -> String {
+    let exit = esc(a.last_exit.as_deref().unwrap_or("-"));
+    if a.log_dropped_bytes == 0 {
+        return exit;
+    }
+    let why = a
+        .log_error
+        .as_deref()
+        .map_or(String::new(), |e| format!(" ({})", esc(e)));
+    format!(
+        "{exit}<br><small class=\"bad\">logs dropped: {}{why}</small>",
+        bytes(Some(a.log_dropped_bytes))
+    )
 }
 
 /// The whole page.
