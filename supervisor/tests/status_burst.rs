@@ -1,6 +1,7 @@
-//! Status requests in a burst, against a real daemon as root: a hundred clients asking at
-//! once are all answered with every agent, and an answer never predates its request — a
-//! status asked right after a restart, in the middle of the burst, shows the new process.
+//! Status from a real daemon as root: a hundred clients asking at once are all answered with
+//! every agent, and an answer never predates its request — a status asked right after a
+//! restart, in the middle of the burst, shows the new process; and once the control socket
+//! is there, so is the HTTP listener.
 #![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::io::{Read, Write};
@@ -98,4 +99,31 @@ fn a_burst_of_status_requests_is_answered_and_no_answer_predates_its_request() {
     let out = f.ctl(CTL, &["shutdown"]);
     assert!(out.status.success(), "{out:?}");
     let _ = daemon.wait();
+}
+
+#[test]
+fn once_the_control_socket_is_there_the_http_listener_answers() {
+    if !root_or_skip("once_the_control_socket_is_there_the_http_listener_answers") {
+        return;
+    }
+    let f = Fixture::new(
+        BIN,
+        "listen-order",
+        "listen",
+        "  lo:\n    host: h1\n    agents:\n      - name: lo-a\n        command: [sleep, '600']\n",
+    );
+    for round in 0..5 {
+        let _ = std::fs::remove_file(f.socket());
+        let mut daemon = f.start_daemon();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], f.port));
+        let connected = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+        assert!(
+            connected.is_ok(),
+            "round {round}: the control socket is there, {addr} is not: {connected:?}\n{}",
+            f.daemon_log()
+        );
+        let out = f.ctl(CTL, &["shutdown"]);
+        assert!(out.status.success(), "{out:?}");
+        let _ = daemon.wait();
+    }
 }

@@ -203,6 +203,18 @@ pub async fn run(
         core_done.cancel();
     });
     {
+        // The HTTP listener is bound first: once the control socket is there, so is it.
+        let (c1, c2) = (cancel.clone(), cancel.clone());
+        let obs = observe::Observability::new(ctl_tx.clone(), identity);
+        match observe::bind(listen) {
+            Ok(listener) => {
+                let o2 = obs.clone();
+                tokio::spawn(async move {
+                    observe::serve(listener, o2, http::ServerLimits::default(), c1).await;
+                });
+            }
+            Err(e) => eprintln!("agent-supervisor: http listener {listen}: {e}"),
+        }
         let (socket, group, log_dir, c) = (
             d.control_socket.clone(),
             d.control_group.clone(),
@@ -213,15 +225,6 @@ pub async fn run(
         tokio::spawn(async move {
             if let Err(e) = control::serve_control(&socket, group, ctl, log_dir, c).await {
                 eprintln!("agent-supervisor: control socket {}: {e}", socket.display());
-            }
-        });
-        let (c1, c2) = (cancel.clone(), cancel.clone());
-        let obs = observe::Observability::new(ctl_tx.clone(), identity);
-        let o2 = obs.clone();
-        tokio::spawn(async move {
-            let limits = http::ServerLimits::default();
-            if let Err(e) = observe::serve(listen, o2, limits, c1).await {
-                eprintln!("agent-supervisor: http listener {listen}: {e}");
             }
         });
         // The other hosts reach this one's listener on its overlay address, through the

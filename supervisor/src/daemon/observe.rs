@@ -82,7 +82,9 @@ pub async fn serve_http_with(
     cancel: CancellationToken,
 ) -> Result<(), MetricsError> {
     let me = Identity::alone("");
-    serve(listen, Observability::new(core, me), limits, cancel).await
+    let listener = bind(listen)?;
+    serve(listener, Observability::new(core, me), limits, cancel).await;
+    Ok(())
 }
 
 /// Connections the kernel queues for the listener until it accepts them (capped by
@@ -90,13 +92,9 @@ pub async fn serve_http_with(
 /// kernel drops the SYNs over it, and those clients retry after a second.
 pub const LISTEN_BACKLOG: u32 = 1024;
 
-/// Serves `obs` on `listen` until `cancel`.
-pub async fn serve(
-    listen: SocketAddr,
-    obs: Arc<Observability>,
-    limits: ServerLimits,
-    cancel: CancellationToken,
-) -> Result<(), MetricsError> {
+/// Binds the HTTP listener on `listen` (with [`LISTEN_BACKLOG`]), before the control
+/// socket appears: whoever sees the socket finds the listener there too.
+pub fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, MetricsError> {
     let bind = |source| MetricsError::Bind {
         addr: listen,
         source,
@@ -108,9 +106,17 @@ pub async fn serve(
     .map_err(bind)?;
     socket.set_reuseaddr(true).map_err(bind)?;
     socket.bind(listen).map_err(bind)?;
-    let listener = socket.listen(LISTEN_BACKLOG).map_err(bind)?;
+    socket.listen(LISTEN_BACKLOG).map_err(bind)
+}
+
+/// Serves `obs` on a listener from [`bind`] until `cancel`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    obs: Arc<Observability>,
+    limits: ServerLimits,
+    cancel: CancellationToken,
+) {
     http::serve_tcp(listener, limits, obs, cancel).await;
-    Ok(())
 }
 
 /// Serves `obs` on the host's overlay address `addr` (bound before the tunnel's address is
