@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use agent_supervisor::daemon::api::{AgentState, Response};
 
+use super::deploy::sibling;
 use super::supervise_ours::{control_call, shutdown, DAEMON_BIN, HOST};
 use super::supervise_procs as procs;
 use super::supervise_supervisord::{process_infos, xmlrpc, Installed};
@@ -126,20 +127,6 @@ fn end(child: &mut Option<Child>, w: &Workdir) -> Vec<String> {
     match w.kill_leftovers() {
         0 => Vec::new(),
         n => vec![format!("{n} processes survived SIGKILL for 10 s")],
-    }
-}
-
-/// A sibling of this executable (`cargo build` puts the workspace's binaries side by side).
-pub fn sibling(name: &str) -> Result<PathBuf, String> {
-    let me = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-    let exe = me.with_file_name(name);
-    if exe.is_file() {
-        Ok(exe)
-    } else {
-        Err(format!(
-            "no {name} next to {} (build it: cargo build -p agent-supervisor)",
-            me.display()
-        ))
     }
 }
 

@@ -107,6 +107,15 @@ pub fn measure(
         .map_or_else(|| Err("no contender".to_string()), |r| r.result)
 }
 
+/// The cells of one line of a Markdown table, trimmed (what the benches' tests read back).
+pub fn cells(line: &str) -> Vec<String> {
+    line.trim()
+        .trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
 /// Milliseconds with two decimals.
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)

@@ -9,14 +9,7 @@ use agent_supervisor_tests::fixture::root_or_skip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-bench");
 
-/// The cells of a Markdown table line.
-fn cells(line: &str) -> Vec<String> {
-    line.trim()
-        .trim_matches('|')
-        .split('|')
-        .map(|c| c.trim().to_string())
-        .collect()
-}
+use agent_bench::table::cells;
 
 /// Whether the binaries next to agent-bench are there (`cargo test -p agent-bench` alone
 /// does not build them); without CI a missing one skips the test.

@@ -10,14 +10,7 @@ use agent_supervisor_tests::fixture::{root_or_skip, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-bench");
 
-/// The cells of a Markdown table line.
-fn cells(line: &str) -> Vec<String> {
-    line.trim()
-        .trim_matches('|')
-        .split('|')
-        .map(|c| c.trim().to_string())
-        .collect()
-}
+use agent_bench::table::cells;
 
 #[test]
 fn bench_supervise_prints_every_row_for_every_supervisor() {
