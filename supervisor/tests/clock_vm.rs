@@ -102,7 +102,7 @@ python3 $D/agents/judge.py $C $SOCK {port}
 echo "@@ daemon"
 kill -0 $DPID && echo "daemon alive"
 echo "TODAY $(date -u +%Y-%m-%d)"
-find $D/logs -name web.stderr.log -exec tail -n 2 {{}} \;
+find $D/logs -name web.stderr.log -exec grep 'GET / HTTP' {{}} \; | tail -n 1
 $C -s $SOCK shutdown || kill -TERM $DPID
 wait $DPID
 echo "daemon exit $?"

@@ -276,6 +276,54 @@ fn failing_health_check_restarts_with_the_reason() {
     assert!(text.contains("health check failed"), "{text}");
 }
 
+/// An http check reads the answer to its end before it closes: the agent's server never
+/// writes into a reset connection (Python's `http.server` prints a traceback for that in the
+/// agent's own log). The server here sends its status line, waits, then its body, so a
+/// check that closed after the status line would hit that write every time.
+#[test]
+fn an_http_check_lets_the_server_finish_its_answer() {
+    if !root_or_skip("an_http_check_lets_the_server_finish_its_answer") {
+        return;
+    }
+    let f = Fixture::new(
+        BIN,
+        "d-drain",
+        "ddrain",
+        "  g:\n    host: h1\n    agents:\n      - name: slowbody\n        command: [python3, agents/slowbody.py]\n        port: 18932\n        health: {http: /health, interval: 100ms, timeout: 2s, retries: 2}\n",
+    );
+    f.file(
+        "agents/slowbody.py",
+        "import http.server, sys, time\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200)\n        self.send_header('Content-Length', '8192')\n        self.end_headers()\n        self.wfile.flush()\n        time.sleep(0.05)\n        self.wfile.write(b'x' * 8192)\n    def log_message(self, fmt, *args):\n        sys.stderr.write('CHECKED ' + self.path + '\\n')\n        sys.stderr.flush()\nhttp.server.HTTPServer(('127.0.0.1', 18932), H).serve_forever()\n",
+    );
+    let d = Daemon::start(&f);
+    let logs = || -> String {
+        std::fs::read_dir(f.dir.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    };
+    let t = Instant::now();
+    while logs().matches("CHECKED /health").count() < 10 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "fewer than 10 checks: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let a = d.wait_for("slowbody", "healthy", Duration::from_secs(10), |a| {
+        a["health"] == "healthy"
+    });
+    assert_eq!(a["restarts"], 0, "{a}");
+    let log = logs();
+    assert!(
+        !log.contains("Traceback") && !log.contains("Exception"),
+        "a check reset the server's answer:\n{log}"
+    );
+}
+
 #[test]
 fn oom_kill_is_the_exit_reason_and_counted() {
     if !root_or_skip("oom_kill_is_the_exit_reason_and_counted") {
