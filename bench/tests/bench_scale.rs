@@ -5,32 +5,11 @@
 use std::process::{Command, Stdio};
 
 use agent_bench::{clients, scale};
-use agent_supervisor_tests::fixture::root_or_skip;
+use agent_supervisor_tests::fixture::{root_or_skip, siblings_or_skip};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-bench");
 
 use agent_bench::table::cells;
-
-/// Whether the binaries next to agent-bench are there (`cargo test -p agent-bench` alone
-/// does not build them); without CI a missing one skips the test.
-fn siblings_or_skip(test: &str) -> bool {
-    for bin in ["agent-supervisor", "supervisorctl"] {
-        let exe = std::path::Path::new(BIN).with_file_name(bin);
-        if !exe.is_file() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no {} next to agent-bench",
-                exe.display()
-            );
-            eprintln!(
-                "SKIP {test}: no {} (cargo build --workspace)",
-                exe.display()
-            );
-            return false;
-        }
-    }
-    true
-}
 
 fn supervisord_installed() -> bool {
     let ok = ["/usr/bin/supervisord", "/usr/local/bin/supervisord"]
@@ -58,7 +37,7 @@ fn run(args: &[&str]) -> String {
 #[test]
 fn scale_prints_a_row_per_size_and_daemon() {
     let test = "scale_prints_a_row_per_size_and_daemon";
-    if !root_or_skip(test) || !siblings_or_skip(test) {
+    if !root_or_skip(test) || !siblings_or_skip(test, BIN, &["agent-supervisor", "supervisorctl"]) {
         return;
     }
     let with_sv = supervisord_installed();
@@ -96,7 +75,7 @@ fn scale_prints_a_row_per_size_and_daemon() {
 #[test]
 fn clients_answers_every_request_on_every_listener() {
     let test = "clients_answers_every_request_on_every_listener";
-    if !root_or_skip(test) || !siblings_or_skip(test) {
+    if !root_or_skip(test) || !siblings_or_skip(test, BIN, &["agent-supervisor", "supervisorctl"]) {
         return;
     }
     let with_sv = supervisord_installed();

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 
 use agent_bench::soak_faults::Kind;
-use agent_supervisor_tests::fixture::root_or_skip;
+use agent_supervisor_tests::fixture::{root_or_skip, siblings_or_skip};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-bench");
 
@@ -18,22 +18,13 @@ fn a_two_minute_soak_recovers_from_every_kind_of_fault() {
     if !root_or_skip("a_two_minute_soak_recovers_from_every_kind_of_fault") {
         return;
     }
-    // The daemon, supervisorctl and the bridge are the binaries next to agent-bench, which
-    // `cargo test -p agent-bench` alone does not build (`cargo test --workspace` does).
-    for bin in ["agent-supervisor", "supervisorctl", "agent-bridge"] {
-        let exe = std::path::Path::new(BIN).with_file_name(bin);
-        if !exe.is_file() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no {} next to agent-bench",
-                exe.display()
-            );
-            eprintln!(
-                "SKIP a_two_minute_soak_recovers_from_every_kind_of_fault: no {} (cargo build --workspace)",
-                exe.display()
-            );
-            return;
-        }
+    let test = "a_two_minute_soak_recovers_from_every_kind_of_fault";
+    if !siblings_or_skip(
+        test,
+        BIN,
+        &["agent-supervisor", "supervisorctl", "agent-bridge"],
+    ) {
+        return;
     }
     let out = Command::new(BIN)
         .args(["soak", "--minutes", "2", "--agents", "12"])

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 
 use agent_bench::supervise::{OURS, ROWS, SUPERVISORS};
-use agent_supervisor_tests::fixture::{root_or_skip, text};
+use agent_supervisor_tests::fixture::{root_or_skip, siblings_or_skip, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-bench");
 
@@ -17,19 +17,8 @@ fn bench_supervise_prints_every_row_for_every_supervisor() {
     if !root_or_skip("bench_supervise_prints_every_row_for_every_supervisor") {
         return;
     }
-    // The daemon is the agent-supervisor binary next to agent-bench, which `cargo test -p
-    // agent-bench` alone does not build (`cargo test --workspace` or `cargo build` does).
-    let daemon = std::path::Path::new(BIN).with_file_name(agent_bench::supervise_ours::DAEMON_BIN);
-    if !daemon.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no {} next to agent-bench",
-            daemon.display()
-        );
-        eprintln!(
-            "SKIP bench_supervise_prints_every_row_for_every_supervisor: no {} (cargo build -p agent-supervisor)",
-            daemon.display()
-        );
+    let test = "bench_supervise_prints_every_row_for_every_supervisor";
+    if !siblings_or_skip(test, BIN, &[agent_bench::supervise_ours::DAEMON_BIN]) {
         return;
     }
     let child = Command::new(BIN)

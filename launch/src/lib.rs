@@ -20,6 +20,7 @@ pub mod net;
 pub mod rtnl;
 pub mod sandbox;
 pub mod server;
+mod shim_sync;
 pub mod spec;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

@@ -20,11 +20,13 @@
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::shim_sync::{lock, wait_until};
 
 /// The most often the file is rewritten.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
@@ -101,10 +103,6 @@ pub fn write(path: &Path, drops: &LogDrops) -> io::Result<()> {
         .map_err(|e| named(e, "write", &tmp))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(|e| named(e, "rename into place", path))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug, Default)]
@@ -262,19 +260,11 @@ impl Publisher {
             return;
         }
         self.shared.changed.notify_one();
-        while !st.finished {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            st = self
-                .shared
-                .done
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let (st, finished) = wait_until(st, &self.shared.done, deadline, |s| s.finished);
         drop(st);
+        if !finished {
+            return;
+        }
         let thread = lock(&self.shared.thread).take();
         if let Some(t) = thread {
             let _ = t.join();

@@ -17,11 +17,12 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::logdrops::DropCounter;
+use crate::shim_sync::{lock, wait_until};
 
 /// Output buffered in memory per stream while the disk is slow; beyond it output is dropped.
 pub const BUFFER_BYTES: usize = 4 << 20;
@@ -39,10 +40,6 @@ const READ_CHUNK: usize = 64 << 10;
 /// `2026-11-24T02:33:00.123Z`.
 pub fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Names the file in an I/O error.
@@ -315,19 +312,11 @@ impl LogStream {
         let mut st = lock(&self.shared.state);
         st.closed = true;
         self.shared.work.notify_one();
-        while !st.finished {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .shared
-                .done
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let (st, finished) = wait_until(st, &self.shared.done, deadline, |s| s.finished);
         drop(st);
+        if !finished {
+            return false;
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

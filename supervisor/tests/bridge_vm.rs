@@ -209,15 +209,7 @@ fn kernel_wireguard_end_talks_to_the_userspace_end_in_the_vm() {
         share_rw: vec![dir.0.clone()],
         ..VmOptions::default()
     };
-    let run = vm::run(&script(&dir.0), &opts).expect("the VM runs the script");
-    eprintln!(
-        "{test}: {:.1?} (VM {:.1?}, boot {:.1?}, exit {})\n{}",
-        started.elapsed(),
-        run.elapsed,
-        run.boot_time,
-        run.exit_code,
-        run.stdout
-    );
+    let run = vm::run_reported(test, started, &script(&dir.0), &opts);
     let out = &run.stdout;
     let s = sections(out);
     let section = |name: &str| {

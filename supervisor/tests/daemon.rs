@@ -4,143 +4,14 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::collections::BTreeMap;
-use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
+use agent_supervisor_tests::daemon::Daemon;
 use agent_supervisor_tests::fixture::{root_or_skip, Fixture};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
 const CTL: &str = env!("CARGO_BIN_EXE_supervisorctl");
-
-/// A running daemon, stopped (with its agents) when dropped.
-struct Daemon<'a> {
-    f: &'a Fixture,
-    child: Option<Child>,
-}
-
-impl<'a> Daemon<'a> {
-    fn start(f: &'a Fixture) -> Daemon<'a> {
-        let d = Daemon {
-            f,
-            child: Some(f.spawn_daemon()),
-        };
-        d.wait_socket();
-        d
-    }
-
-    fn wait_socket(&self) {
-        let t = Instant::now();
-        while !self.f.socket().exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no control socket; daemon log:\n{}",
-                self.f.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("daemon runs").id() as i32
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("SIGKILL the daemon");
-            c.wait().expect("reap the daemon");
-        }
-        let _ = std::fs::remove_file(self.f.socket());
-    }
-
-    fn restart(&mut self) {
-        self.child = Some(self.f.spawn_daemon());
-        self.wait_socket();
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        self.f.ctl(CTL, args)
-    }
-
-    fn status(&self) -> Value {
-        let out = self.ctl(&["status", "--json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "status --json: {e}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    }
-
-    fn agent(&self, name: &str) -> Value {
-        let s = self.status();
-        s["agents"]
-            .as_array()
-            .expect("agents")
-            .iter()
-            .find(|a| a["agent"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no agent {name} in {s}"))
-    }
-
-    /// Waits until `cond` holds for the agent, or fails with the daemon log.
-    fn wait_for(
-        &self,
-        name: &str,
-        what: &str,
-        timeout: Duration,
-        cond: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let t = Instant::now();
-        loop {
-            let a = self.agent(name);
-            if cond(&a) {
-                return a;
-            }
-            assert!(
-                t.elapsed() < timeout,
-                "{name}: {what} not reached in {timeout:?}: {a}\ndaemon log:\n{}",
-                self.f.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect(("127.0.0.1", self.f.port)).expect("connect to /metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("send");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read /metrics");
-        out
-    }
-}
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        if self.child.is_none() {
-            self.restart();
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(20) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn running(a: &Value) -> bool {
     a["state"] == "RUNNING"
@@ -156,7 +27,7 @@ fn kill9_of_an_agent_restarts_it_and_counts() {
         return;
     }
     let f = Fixture::new(BIN, "d-kill", "dkill", "  g:\n    host: h1\n    agents:\n      - name: sleeper\n        command: [sleep, '600']\n        restart: {policy: always, backoff: {initial: 50ms}}\n");
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let a = d.wait_for("sleeper", "RUNNING", Duration::from_secs(10), running);
     assert_eq!(a["restarts"], 0);
     let old = pid(&a);
@@ -198,7 +69,7 @@ fn crashes_back_off_exponentially_reset_after_a_stable_run_and_end_fatal() {
         &format!("d={}/data\necho $(date +%s.%N) >> $d/starts\nn=$(wc -l < $d/starts)\n[ $n -eq 4 ] && sleep 1.5\nexit 3\n", f.dir.display()),
     );
     std::fs::create_dir_all(f.dir.join("data")).unwrap();
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let a = d.wait_for("crasher", "FATAL", Duration::from_secs(30), |a| {
         a["state"] == "FATAL"
     });
@@ -257,7 +128,7 @@ fn failing_health_check_restarts_with_the_reason() {
         "  g:\n    host: h1\n    agents:\n      - name: mute\n        command: [python3, agents/mute.py]\n        port: 18931\n        health: {http: /health, interval: 200ms, timeout: 300ms, retries: 2}\n        restart: {policy: always, backoff: {initial: 50ms}}\n",
     );
     f.file("agents/mute.py", "import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', 18931))\ns.listen(16)\nconns = []\nwhile True:\n    c, _ = s.accept()\n    conns.append(c)\n");
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let a = d.wait_for(
         "mute",
         "restarted for health",
@@ -295,15 +166,8 @@ fn an_http_check_lets_the_server_finish_its_answer() {
         "agents/slowbody.py",
         "import http.server, sys, time\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200)\n        self.send_header('Content-Length', '8192')\n        self.end_headers()\n        self.wfile.flush()\n        time.sleep(0.05)\n        self.wfile.write(b'x' * 8192)\n    def log_message(self, fmt, *args):\n        sys.stderr.write('CHECKED ' + self.path + '\\n')\n        sys.stderr.flush()\nhttp.server.HTTPServer(('127.0.0.1', 18932), H).serve_forever()\n",
     );
-    let d = Daemon::start(&f);
-    let logs = || -> String {
-        std::fs::read_dir(f.dir.join("logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect()
-    };
+    let d = Daemon::start(&f, CTL);
+    let logs = || f.agent_logs();
     let t = Instant::now();
     while logs().matches("CHECKED /health").count() < 10 {
         assert!(
@@ -339,7 +203,7 @@ fn oom_kill_is_the_exit_reason_and_counted() {
         "agents/hog.py",
         "chunks = []\nwhile True:\n    chunks.append(bytearray(4 << 20))\n",
     );
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let a = d.wait_for("hog", "OOM-killed", Duration::from_secs(20), |a| {
         a["last_exit"]["kind"] == "oom_killed"
     });
@@ -366,7 +230,7 @@ fn start_order_follows_dependencies_with_healthy_waits() {
         "  data:\n    host: h1\n    agents:\n      - name: db\n        command: [python3, agents/slow.py, '18941']\n        port: 18941\n        health: {tcp: true, interval: 1s}\n  app:\n    host: h1\n    depends_on: {data: healthy}\n    agents:\n      - name: web\n        command: [sleep, '600']\n        depends_on: [api]\n      - name: api\n        command: [sleep, '600']\n",
     );
     f.file("agents/slow.py", "import socket, sys, time\ntime.sleep(1)\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen(8)\nwhile True:\n    s.accept()\n");
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     d.wait_for("web", "RUNNING", Duration::from_secs(20), running);
     let s = d.status();
     let start: BTreeMap<String, f64> = s["agents"]
@@ -396,7 +260,7 @@ fn reload_touches_only_the_changed_added_and_removed_agents() {
         format!("  g:\n    host: h1\n    agents:\n      - name: a\n        command: [sleep, '600']\n      - name: b\n        command: [sleep, '{b_cmd}']\n      - name: c\n        command: [sleep, '600']\n{extra}  h:\n    host: h1\n    agents:\n      - name: keep\n        command: [sleep, '600']\n")
     };
     let f = Fixture::new(BIN, "d-reload", "dreload", &groups("600", ""));
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     for n in ["a", "b", "c", "keep"] {
         d.wait_for(n, "RUNNING", Duration::from_secs(10), running);
     }
@@ -473,7 +337,7 @@ fn twenty_daemon_kill9s_readopt_every_agent_exactly_once() {
         }
     }
     let f = Fixture::new(BIN, "d-adopt", "dadopt", &groups);
-    let mut d = Daemon::start(&f);
+    let mut d = Daemon::start(&f, CTL);
     let names: Vec<String> = (0..3)
         .flat_map(|g| (0..4).map(move |a| format!("ag{g}x{a}")))
         .collect();
@@ -533,7 +397,7 @@ fn stop_start_restart_and_signal_through_supervisorctl() {
         "dctl",
         "  g:\n    host: h1\n    agents:\n      - name: one\n        command: [sleep, '600']\n      - name: two\n        command: [sleep, '601']\n",
     );
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let first = pid(&d.wait_for("one", "RUNNING", Duration::from_secs(10), running));
     let out = d.ctl(&["stop", "one"]);
     assert!(
@@ -607,16 +471,9 @@ fn a_stopped_agent_gets_its_stop_signal_at_once_not_at_the_stop_timeout() {
         "agents/term.py",
         "import signal, sys, time\ndef term(*_):\n    print('got SIGTERM', flush=True)\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, term)\nprint('ready', flush=True)\nwhile True:\n    time.sleep(1)\n",
     );
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let agent = pid(&d.wait_for("frozen", "RUNNING", Duration::from_secs(10), running));
-    let logs = || -> String {
-        std::fs::read_dir(f.dir.join("logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect()
-    };
+    let logs = || f.agent_logs();
     // The interpreter has installed its handler once it said `ready`.
     let t = Instant::now();
     while !logs().contains("ready") {
@@ -673,7 +530,7 @@ fn a_truncated_or_corrupt_state_file_is_set_aside_and_every_agent_readopted() {
     );
     let state = f.dir.join("run/state.json");
     let aside = f.dir.join("run/state.json.corrupt");
-    let mut d = Daemon::start(&f);
+    let mut d = Daemon::start(&f, CTL);
     let one = pid(&d.wait_for("one", "RUNNING", Duration::from_secs(10), running));
     let two = pid(&d.wait_for("two", "RUNNING", Duration::from_secs(10), running));
     // A restart to count, so that the state file has something in it.

@@ -83,13 +83,7 @@ echo "@@ end"
         share_rw: vec![f.dir.clone()],
         ..VmOptions::default()
     };
-    let run = vm::run(&script, &opts).expect("the VM runs the script");
-    eprintln!(
-        "{test}: {:.1?} (boot {:.1?})\n{}",
-        started.elapsed(),
-        run.boot_time,
-        run.stdout
-    );
+    let run = vm::run_reported(test, started, &script, &opts);
     let out = &run.stdout;
     assert!(
         out.contains("67108864\n0\n"),

@@ -7,9 +7,10 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use agent_supervisor_tests::daemon::Daemon;
 use agent_supervisor_tests::fixture::{root_or_skip, text, Fixture};
 use serde_json::Value;
 
@@ -68,74 +69,16 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The fixture's daemon, stopped (with its agents) when dropped, before the tmpfs goes.
-struct Daemon<'a> {
-    f: &'a Fixture,
-    child: Child,
-}
-
-impl Daemon<'_> {
-    fn ctl(&self, args: &[&str]) -> Output {
-        self.f.ctl(CTL, args)
-    }
-
-    fn agent(&self, name: &str) -> Value {
-        let out = self.ctl(&["status", "--json"]);
-        let s: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out)));
-        s["agents"]
-            .as_array()
-            .expect("agents")
-            .iter()
-            .find(|a| a["agent"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no agent {name} in {s}"))
-    }
-
-    fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&Value) -> bool) -> Value {
-        let t = Instant::now();
-        loop {
-            let a = self.agent("chatty");
-            if cond(&a) {
-                return a;
-            }
-            assert!(
-                t.elapsed() < limit,
-                "{what} not reached in {limit:?}: {a}\ndaemon log:\n{}",
-                self.f.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `/metrics` (the classic text format).
-    fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.f.port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    }
-
-    /// The value of the agent's `agent_supervisor_log_dropped_bytes_total`.
-    fn dropped_metric(&self) -> u64 {
-        let m = self.metrics();
-        let series =
-            "agent_supervisor_log_dropped_bytes_total{host=\"h1\",group=\"g\",agent=\"chatty\"} ";
-        m.lines()
-            .find_map(|l| l.strip_prefix(series))
-            .unwrap_or_else(|| panic!("no {series}in\n{m}"))
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        agent_supervisor_tests::fixture::stop_child(&mut self.child);
-    }
+/// The value of the agent's `agent_supervisor_log_dropped_bytes_total`.
+fn dropped_metric(d: &Daemon) -> u64 {
+    let m = d.metrics();
+    let series =
+        "agent_supervisor_log_dropped_bytes_total{host=\"h1\",group=\"g\",agent=\"chatty\"} ";
+    m.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no {series}in\n{m}"))
+        .parse()
+        .unwrap()
 }
 
 fn dropped(a: &Value) -> u64 {
@@ -167,19 +110,19 @@ fn a_full_log_disk_drops_output_says_so_and_the_agent_runs_on() {
     );
     let disk = Tmpfs::mount(&f.dir.join("logs"), "64k");
     let log = f.dir.join("logs/chatty.stdout.log");
-    let d = Daemon {
-        f: &f,
-        child: f.start_daemon(),
-    };
-    let a = d.wait_for("RUNNING", Duration::from_secs(20), |a| {
+    let d = Daemon::start(&f, CTL);
+    let a = d.wait_for("chatty", "RUNNING", Duration::from_secs(20), |a| {
         a["state"] == "RUNNING"
     });
     let pid = a["pid"].as_i64().expect("a pid");
 
     // The disk fills; the shim drops output and says why.
-    let a = d.wait_for("log output dropped", Duration::from_secs(30), |a| {
-        dropped(a) > 0
-    });
+    let a = d.wait_for(
+        "chatty",
+        "log output dropped",
+        Duration::from_secs(30),
+        |a| dropped(a) > 0,
+    );
     let error = a["log_error"].as_str().unwrap_or_default().to_string();
     assert!(
         error.contains("No space left on device") && error.contains("chatty.stdout.log"),
@@ -187,13 +130,16 @@ fn a_full_log_disk_drops_output_says_so_and_the_agent_runs_on() {
     );
     // It keeps dropping while the agent runs on, the same process, never restarted.
     let first = dropped(&a);
-    let a = d.wait_for("more output dropped", Duration::from_secs(10), |a| {
-        dropped(a) > first
-    });
+    let a = d.wait_for(
+        "chatty",
+        "more output dropped",
+        Duration::from_secs(10),
+        |a| dropped(a) > first,
+    );
     assert_eq!(a["state"], "RUNNING", "{a}");
     assert_eq!(a["pid"].as_i64(), Some(pid), "{a}");
     assert_eq!(a["restarts"], 0, "{a}");
-    let m = d.dropped_metric();
+    let m = dropped_metric(&d);
     assert!(m >= dropped(&a), "the metric {m} lags the status {a}");
 
     let out = d.ctl(&["status"]);
@@ -238,7 +184,7 @@ fn a_full_log_disk_drops_output_says_so_and_the_agent_runs_on() {
     std::thread::sleep(Duration::from_millis(1500));
     let a = d.agent("chatty");
     assert_eq!(dropped(&a), settled, "nothing is lost with room: {a}");
-    assert!(d.dropped_metric() >= settled);
+    assert!(dropped_metric(&d) >= settled);
     assert_eq!(a["pid"].as_i64(), Some(pid), "{a}");
     assert_eq!(a["restarts"], 0, "{a}");
     drop(d);

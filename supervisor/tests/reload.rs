@@ -3,47 +3,23 @@
 //! plan they change (their pids change), and every other agent keeps its process.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use agent_supervisor_tests::daemon::Daemon;
 use agent_supervisor_tests::fixture::{root_or_skip, text, Fixture};
-use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
 const CTL: &str = env!("CARGO_BIN_EXE_supervisorctl");
 
-/// A running daemon, shut down (with its agents) when dropped.
-struct Daemon<'a> {
-    f: &'a Fixture,
-    child: Child,
+/// What the reload tests ask of the daemon beyond [`Daemon`]'s own questions.
+trait Reloads {
+    fn running(&self, name: &str, not: i64) -> i64;
+    fn pids(&self, names: &[&str]) -> BTreeMap<String, i64>;
+    fn reload_restarts(&self, all: &[&str], restarted: &[&str]) -> BTreeMap<String, i64>;
 }
 
-impl<'a> Daemon<'a> {
-    fn start(f: &'a Fixture) -> Daemon<'a> {
-        Daemon {
-            f,
-            child: f.start_daemon(),
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        self.f.ctl(CTL, args)
-    }
-
-    fn agents(&self) -> Vec<Value> {
-        let out = self.ctl(&["status", "--json"]);
-        let s: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out)));
-        s["agents"].as_array().cloned().unwrap_or_default()
-    }
-
-    fn agent(&self, name: &str) -> Value {
-        self.agents()
-            .into_iter()
-            .find(|a| a["agent"] == name)
-            .unwrap_or_else(|| panic!("no agent {name}"))
-    }
-
+impl Reloads for Daemon<'_> {
     /// Waits until `name` is RUNNING with a pid other than `not`; returns the pid.
     fn running(&self, name: &str, not: i64) -> i64 {
         let t = Instant::now();
@@ -103,12 +79,6 @@ impl<'a> Daemon<'a> {
     }
 }
 
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        agent_supervisor_tests::fixture::stop_child(&mut self.child);
-    }
-}
-
 /// The environment of a running process.
 fn environ(pid: i64) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -138,7 +108,7 @@ fn a_changed_env_file_content_restarts_only_its_groups_agents() {
         &format!("  withfile:\n    host: h1\n    env_file: app.env\n    agents:\n      - name: r1\n        command: [sleep, '600']\n      - name: r2\n        command: [sleep, '601']\n{PLAIN}"),
     );
     f.file("app.env", "TOKEN=one\n");
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let all = ["r1", "r2", "other"];
     assert!(environ(d.running("r1", 0)).contains("TOKEN=one"));
     // Only the file's content changes; the system file stays as it was.
@@ -158,7 +128,7 @@ fn a_changed_group_default_restarts_only_the_agents_that_inherit_it() {
         format!("  g:\n    host: h1\n    stop_timeout: {timeout}\n    env: {{MODE: {mode}}}\n    agents:\n      - name: inherits\n        command: [sleep, '600']\n      - name: owns\n        command: [sleep, '601']\n        stop_timeout: 3s\n        env: {{MODE: own}}\n{PLAIN}")
     };
     let f = Fixture::new(BIN, "r-default", "rdefault", &group("5s", "a"));
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let all = ["inherits", "owns", "other"];
     d.pids(&all);
     // The group's stop timeout: only the agent without its own.
@@ -182,7 +152,7 @@ fn a_changed_daemon_setting_restarts_the_agents_it_reaches() {
         "rdaemon",
         &format!("  g:\n    host: h1\n    agents:\n      - name: one\n        command: [sleep, '600']\n{PLAIN}"),
     );
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let all = ["one", "other"];
     d.pids(&all);
     // A setting no agent's plan holds: nothing restarts (it applies at a daemon restart).
@@ -226,7 +196,7 @@ fn a_rebuilt_image_restarts_only_the_groups_on_it() {
     };
     f.file("files/version.txt", "1\n");
     build();
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let all = ["b1", "b2", "other"];
     d.pids(&all);
     // The same recipe and inputs: the same digest, nothing restarts.
@@ -247,7 +217,7 @@ fn a_removed_group_is_torn_down_and_comes_back_when_added_again() {
     }
     let g = "  g:\n    host: h1\n    agents:\n      - name: one\n        command: [sleep, '600']\n";
     let f = Fixture::new(BIN, "r-group", "rgroup", &format!("{g}{PLAIN}"));
-    let d = Daemon::start(&f);
+    let d = Daemon::start(&f, CTL);
     let before = d.pids(&["one", "other"]);
     f.set_groups(g);
     let out = d.ctl(&["reload"]);

@@ -173,6 +173,16 @@ impl Fixture {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
+    /// Every agent log file in the fixture's `logs/` so far, one after another.
+    pub fn agent_logs(&self) -> String {
+        std::fs::read_dir(self.dir.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    }
+
     fn run_group_cmd(&self, group: &str) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("run-group")
@@ -195,7 +205,28 @@ impl Drop for Fixture {
     }
 }
 
-/// stdout followed by stderr.
+/// Whether the binaries `bins` are next to the binary `exe` (a test's own binary, e.g.
+/// agent-bench, whose siblings `cargo test -p` of its crate alone does not build); a missing
+/// one skips the test with a line that names it, and under `CI` fails it.
+pub fn siblings_or_skip(test: &str, exe: &str, bins: &[&str]) -> bool {
+    for bin in bins {
+        let sibling = Path::new(exe).with_file_name(bin);
+        if !sibling.is_file() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: no {} next to {exe}",
+                sibling.display()
+            );
+            eprintln!(
+                "SKIP {test}: no {} (cargo build --workspace)",
+                sibling.display()
+            );
+            return false;
+        }
+    }
+    true
+}
+
 /// Stops a daemon (or any child) the way a service manager would: `SIGTERM`, up to 20 s for
 /// it to exit, then `SIGKILL`; reaped either way.
 pub fn stop_child(child: &mut Child) {
@@ -214,6 +245,7 @@ pub fn stop_child(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// stdout followed by stderr.
 pub fn text(o: &Output) -> String {
     format!(
         "{}{}",

@@ -266,6 +266,23 @@ pub fn shell_quote(s: &str) -> String {
 
 static VM_LOCK: Mutex<()> = Mutex::new(());
 
+/// [`run`] for the test `test`, begun at `started`: panics when the VM cannot run the script,
+/// and prints the test's time, the VM's, its boot, the script's exit status and its output
+/// (what the test's assertions then read, so a failure's report has it above).
+pub fn run_reported(test: &str, started: Instant, script: &str, opts: &VmOptions) -> VmRun {
+    let run =
+        run(script, opts).unwrap_or_else(|e| panic!("{test}: the VM did not run the script: {e}"));
+    eprintln!(
+        "{test}: {:.1?} (VM {:.1?}, boot {:.1?}, exit {})\n{}",
+        started.elapsed(),
+        run.elapsed,
+        run.boot_time,
+        run.exit_code,
+        run.stdout
+    );
+    run
+}
+
 /// Boots a VM, runs `sh -c script` in it (chrooted into the host's root file system, with a
 /// full cgroup v2 hierarchy) and returns its output and exit status. A non-zero exit status
 /// is a successful run: only failures of the harness or the VM are errors.
