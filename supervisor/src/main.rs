@@ -497,10 +497,7 @@ fn exit_code(status: i32) -> ExitCode {
 
 /// Runs the daemon on a tokio runtime; with `live`, prints a status table as it changes.
 fn daemon_main(opts: daemon::Options, live: bool) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match daemon::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("agent-supervisor: cannot start the async runtime: {e}");

@@ -375,7 +375,16 @@ impl Control {
         }
         let (tx, rx) = mpsc::channel(16);
         let cancel = self.cancel.clone();
-        tokio::task::spawn_blocking(move || follow_file(&path, lines, &tx, &cancel));
+        // A follower lives as long as its client: a thread of its own, not one of the
+        // blocking pool's few (see `BLOCKING_THREADS`).
+        std::thread::Builder::new()
+            .name("logs-follow".to_string())
+            .spawn(move || follow_file(&path, lines, &tx, &cancel))
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "/v1/logs/{agent}: cannot start a follower thread: {e}"
+                ))
+            })?;
         Ok(http::stream(200, "text/plain; charset=utf-8", rx))
     }
 }

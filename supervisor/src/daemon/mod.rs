@@ -111,6 +111,36 @@ fn lock(run_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError>
     Ok(f)
 }
 
+/// The most threads the daemon's blocking work runs on at once (agent spawns and exits,
+/// group starts, snapshot cgroup reads, reload's file loading, bridge probes); more waits
+/// for a free one. Tokio's default is 512, and its idle threads, woken in turn, each get work
+/// within the keep-alive whenever work is frequent: every burst of concurrent work (a group
+/// restart) left its threads, and with them a C-allocator arena each, for good — the soak
+/// measured the long-lived daemon's RSS climbing with its thread count. The launch server
+/// behind every spawn is single-threaded, so more threads would not start agents faster.
+/// A long-lived blocking job (`logs -f`) runs on a thread of its own, never in this pool.
+pub const BLOCKING_THREADS: usize = 8;
+
+/// The most glibc malloc arenas the daemon uses (its default is 8 per core, one per new
+/// thread until then; a thread's arena keeps what it once held).
+pub const MALLOC_ARENAS: i32 = 2;
+
+/// The daemon's runtime: one core thread, at most [`BLOCKING_THREADS`] blocking ones, and
+/// (on glibc) at most [`MALLOC_ARENAS`] malloc arenas, set before any thread starts.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; it is called here, before the
+    // runtime starts any thread, and its result (0 when refused) only means the default
+    // stays.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+}
+
 /// The host's plan, with its image store; every finding that stops it in the error.
 pub fn resolve_plan(
     l: &agent_config::Loaded,
