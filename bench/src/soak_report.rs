@@ -318,11 +318,16 @@ pub fn render(r: &Report) -> String {
         };
         let rss_slope = slope_per_minute(&pts(&|x| x.rss_kib as f64));
         let fd_slope = slope_per_minute(&pts(&|x| x.fds as f64));
+        // Its second half alone: a heap that warms up and then holds shows ~0 here, a leak
+        // the same slope as over the whole.
+        let rss_pts = pts(&|x| x.rss_kib as f64);
+        let late_slope = slope_per_minute(&rss_pts[rss_pts.len() / 2..]);
         let span = longest.last().map_or(0.0, |l| l.at) - longest.first().map_or(0.0, |f| f.at);
         let _ = writeln!(
             s,
             "| h{}'s daemon RSS / open fds | start {} / {}, end {} / {}, peak {}; {} processes; \
-             slope over its longest ({:.1} min, {} samples): {} KiB/min, {} fds/min |",
+             slope over its longest ({:.1} min, {} samples): {} KiB/min ({} in its second \
+             half), {} fds/min |",
             host + 1,
             mib(first.rss_kib),
             first.fds,
@@ -333,6 +338,7 @@ pub fn render(r: &Report) -> String {
             span / 60.0,
             longest.len(),
             rss_slope.map_or("-".into(), |v| format!("{v:+.1}")),
+            late_slope.map_or("-".into(), |v| format!("{v:+.1}")),
             fd_slope.map_or("-".into(), |v| format!("{v:+.2}")),
         );
     }

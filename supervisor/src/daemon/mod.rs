@@ -10,6 +10,7 @@ pub mod core;
 pub mod fleet;
 pub mod health;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod observe;
@@ -121,20 +122,11 @@ fn lock(run_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError>
 /// A long-lived blocking job (`logs -f`) runs on a thread of its own, never in this pool.
 pub const BLOCKING_THREADS: usize = 8;
 
-/// The most glibc malloc arenas the daemon uses (its default is 8 per core, one per new
-/// thread until then; a thread's arena keeps what it once held).
-pub const MALLOC_ARENAS: i32 = 2;
-
-/// The daemon's runtime: one core thread, at most [`BLOCKING_THREADS`] blocking ones, and
-/// (on glibc) at most [`MALLOC_ARENAS`] malloc arenas, set before any thread starts.
+/// The daemon's runtime: one core thread and at most [`BLOCKING_THREADS`] blocking ones, on
+/// a heap set up by [`memory::tune`] (called here, before the runtime starts any thread; the
+/// daemon's process has none before).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets an allocator parameter; it is called here, before the
-    // runtime starts any thread, and its result (0 when refused) only means the default
-    // stays.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
-    }
+    memory::tune();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -223,6 +215,7 @@ pub async fn run(
     };
     let overlay = plan.bridge.as_ref().map(|b| (b.address, b.prefix));
     let fleet = fleet::Fleet::start(plan.fleet.clone(), observe::fetch_snapshot, cancel.clone());
+    memory::start(cancel.clone());
     let mut core = Core::new(plan, pod_opts, tx.clone());
     core.set_bridge(bridge);
     core.set_fleet(fleet);
