@@ -7,9 +7,9 @@
 //! of the main heap on its own. Under the soak's faults the long-lived daemon's RSS crept up
 //! ~350-380 KiB/min over a live heap heaptrack measured flat (2.4 MiB at its peak in 10
 //! minutes), whether with 2 arenas or with the trim alone; the three together, the same soak
-//! and seed, +116 KiB/min over 8 minutes, most of it the first burst's warm-up. A burst's big
-//! buffers (status bodies, snapshots, up to ~140 KiB) would otherwise come from the heap once
-//! glibc raised its mapping threshold after freeing the first. mimalloc instead, tried in the
+//! and seed, +116 KiB/min over 8 minutes (+59 over 24 minutes of the 30-minute soak). A
+//! burst's big buffers (status bodies, snapshots, up to ~140 KiB) would otherwise come from
+//! the heap once glibc raised its mapping threshold after freeing the first. mimalloc instead, tried in the
 //! same soak, started at 2.5 times the footprint (32 MiB) and grew faster.
 
 use std::time::Duration;
