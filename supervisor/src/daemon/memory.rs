@@ -9,8 +9,9 @@
 //! minutes), whether with 2 arenas or with the trim alone; the three together, the same soak
 //! and seed, +116 KiB/min over 8 minutes (+59 over 24 minutes of the 30-minute soak). A
 //! burst's big buffers (status bodies, snapshots, up to ~140 KiB) would otherwise come from
-//! the heap once glibc raised its mapping threshold after freeing the first. mimalloc instead, tried in the
-//! same soak, started at 2.5 times the footprint (32 MiB) and grew faster.
+//! the heap once glibc raised its mapping threshold after freeing the first. mimalloc
+//! instead, tried in the same soak, started at 2.5 times the footprint (32 MiB) and grew
+//! faster.
 
 use std::time::Duration;
 
