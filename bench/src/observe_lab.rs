@@ -12,6 +12,7 @@
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -267,7 +268,10 @@ impl Lab {
         let pid = i32::try_from(child.id()).ok();
         self.daemons.push((i, child));
         let t = Instant::now();
-        while !h.socket().exists() || h.daemon_pid() != pid {
+        // Ready when its own control socket accepts: a daemon killed with `kill -9` leaves
+        // its socket file behind, and the new daemon writes its pid file before it binds its
+        // listeners (the HTTP one first, then the control socket).
+        while h.daemon_pid() != pid || UnixStream::connect(h.socket()).is_err() {
             if let Some(why) = self.exited(i) {
                 return Err(why);
             }

@@ -339,6 +339,16 @@ impl<'a> Soak<'a> {
         for (i, h) in self.lab.hosts.iter().enumerate() {
             let Some(pid) = h.daemon_pid() else { continue };
             let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count());
+            let own = in_netns(&h.netns, || {
+                get(daemon_addr(), "/v1/snapshot", SUMMARY_TIMEOUT)
+            })
+            .ok()
+            .and_then(|a| serde_json::from_slice::<Value>(&a.body).ok());
+            let kib = |field: &str| {
+                own.as_ref()
+                    .and_then(|v| v["process"][field].as_u64())
+                    .map(|b| b / 1024)
+            };
             if let (Some(rss_kib), Ok(fds)) = (procs::rss_kib(pid), fds) {
                 self.r.samples.push(Sample {
                     host: i,
@@ -346,6 +356,8 @@ impl<'a> Soak<'a> {
                     at,
                     rss_kib,
                     fds,
+                    anon_kib: kib("anon_bytes"),
+                    heap_kib: kib("heap_in_use_bytes"),
                 });
             }
         }

@@ -37,6 +37,10 @@ pub struct Sample {
     pub at: f64,
     pub rss_kib: u64,
     pub fds: usize,
+    /// What the daemon says of itself (its `/v1/snapshot`): resident anonymous memory and
+    /// glibc's heap in use, KiB; `None` when it did not answer.
+    pub anon_kib: Option<u64>,
+    pub heap_kib: Option<u64>,
 }
 
 /// Everything the table shows.
@@ -323,11 +327,28 @@ pub fn render(r: &Report) -> String {
         let rss_pts = pts(&|x| x.rss_kib as f64);
         let late_slope = slope_per_minute(&rss_pts[rss_pts.len() / 2..]);
         let span = longest.last().map_or(0.0, |l| l.at) - longest.first().map_or(0.0, |f| f.at);
+        // What the daemon said of itself: its anonymous memory and its heap in use (where
+        // RSS grows over a flat heap, what grows is glibc's free memory or stacks).
+        let own = |f: &dyn Fn(&Sample) -> Option<u64>| -> String {
+            let p: Vec<(f64, f64)> = longest
+                .iter()
+                .filter_map(|x| Some((x.at, f(x)? as f64)))
+                .collect();
+            match (p.first(), p.last(), slope_per_minute(&p)) {
+                (Some(a), Some(b), Some(v)) => format!(
+                    "{} → {}, {v:+.1} KiB/min ({} in its second half)",
+                    mib(a.1 as u64),
+                    mib(b.1 as u64),
+                    slope_per_minute(&p[p.len() / 2..]).map_or("-".into(), |v| format!("{v:+.1}")),
+                ),
+                _ => "-".into(),
+            }
+        };
         let _ = writeln!(
             s,
             "| h{}'s daemon RSS / open fds | start {} / {}, end {} / {}, peak {}; {} processes; \
              slope over its longest ({:.1} min, {} samples): {} KiB/min ({} in its second \
-             half), {} fds/min |",
+             half), {} fds/min; its anonymous memory {}; its heap in use {} |",
             host + 1,
             mib(first.rss_kib),
             first.fds,
@@ -340,6 +361,8 @@ pub fn render(r: &Report) -> String {
             rss_slope.map_or("-".into(), |v| format!("{v:+.1}")),
             late_slope.map_or("-".into(), |v| format!("{v:+.1}")),
             fd_slope.map_or("-".into(), |v| format!("{v:+.2}")),
+            own(&|x| x.anon_kib),
+            own(&|x| x.heap_kib),
         );
     }
     let mut notes: Vec<String> = r.violations.clone();

@@ -166,6 +166,9 @@ pub struct Snapshot {
     /// The host's GPUs (`None` when not read).
     #[serde(default)]
     pub gpu: Option<Box<crate::gpu_stats::GpuReport>>,
+    /// The daemon's own process (`None` when not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<super::memory::ProcessStats>,
     /// The other hosts as this daemon last saw them (through the bridge); empty in the
     /// snapshot another host asks for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

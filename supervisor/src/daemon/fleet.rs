@@ -371,6 +371,7 @@ mod tests {
                 agents,
                 bridge: None,
                 gpu: None,
+                process: None,
                 others: Vec::new(),
             }),
         }

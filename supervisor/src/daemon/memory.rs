@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 /// How often freed heap is given back.
@@ -65,6 +66,80 @@ pub fn trim() {
     }
 }
 
+/// What the daemon's own process holds, as `/metrics` and `status --json` report it (the
+/// Prometheus client libraries' `process_*` series, and glibc's view of the heap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStats {
+    /// `VmRSS`: every resident page, the binary's mapped code included.
+    pub resident_bytes: u64,
+    /// `RssAnon`: the resident pages that are the process's own (heap, stacks).
+    pub anon_bytes: u64,
+    /// Bytes the program holds from malloc (`mallinfo2`: in the arena and mapped on their
+    /// own); `None` off glibc.
+    pub heap_in_use_bytes: Option<u64>,
+    /// Bytes free in the arena that glibc keeps (`mallinfo2`'s `fordblks`).
+    pub heap_free_bytes: Option<u64>,
+    pub threads: u64,
+    pub open_fds: u64,
+    /// User and system CPU time so far.
+    pub cpu_seconds: f64,
+}
+
+/// Reads [`ProcessStats`] from `/proc/self` and glibc; a field it cannot read is 0. Blocking
+/// (a few procfs reads): called where the snapshot's cgroup reads run.
+pub fn process_stats() -> ProcessStats {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (heap_in_use_bytes, heap_free_bytes) = heap();
+    ProcessStats {
+        resident_bytes: field("VmRSS") * 1024,
+        anon_bytes: field("RssAnon") * 1024,
+        heap_in_use_bytes,
+        heap_free_bytes,
+        threads: field("Threads"),
+        open_fds: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64),
+        cpu_seconds: cpu_seconds().unwrap_or(0.0),
+    }
+}
+
+/// `utime + stime` of `/proc/self/stat`, in seconds.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut f = rest.split_whitespace();
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)?;
+    Some((utime + stime) as f64 / hz as f64)
+}
+
+/// glibc's bytes in use and free: `(uordblks + hblkhd, fordblks)`.
+#[cfg(target_env = "gnu")]
+fn heap() -> (Option<u64>, Option<u64>) {
+    // SAFETY: mallinfo2 takes no pointer and returns a plain struct; it takes the arenas'
+    // locks, so it is safe beside other threads' allocations.
+    let m = unsafe { libc::mallinfo2() };
+    (
+        Some((m.uordblks + m.hblkhd) as u64),
+        Some(m.fordblks as u64),
+    )
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn heap() -> (Option<u64>, Option<u64>) {
+    (None, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +167,33 @@ mod tests {
             "RssAnon {before} KiB before the trim, {after} KiB after"
         );
         drop(pin);
+    }
+
+    #[test]
+    fn process_stats_see_what_the_process_holds() {
+        let before = process_stats();
+        let block = vec![7u8; 32 << 20];
+        let during = process_stats();
+        assert!(
+            before.resident_bytes > 0 && before.anon_bytes > 0,
+            "{before:?}"
+        );
+        assert!(before.threads >= 1 && before.open_fds >= 3, "{before:?}");
+        // Absolute, not differences: the other tests of this binary allocate beside it.
+        let in_use = during.heap_in_use_bytes.unwrap_or(0);
+        assert!(
+            in_use >= 32 << 20,
+            "heap in use {in_use} with a 32 MiB block"
+        );
+        assert!(
+            during.anon_bytes >= 30 << 20,
+            "RssAnon {} with 32 MiB written",
+            during.anon_bytes
+        );
+        assert_eq!(block.len(), 32 << 20);
+        drop(block);
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_millis(50) {}
+        assert!(process_stats().cpu_seconds > 0.0);
     }
 }

@@ -35,6 +35,9 @@
 //! | `agent_supervisor_group_gpu_absent` | gauge | 1 when an `optional: true` group runs without its GPUs |
 //! | `agent_supervisor_build_info{version}` | gauge | always 1 |
 //! | `agent_supervisor_daemon_start_time_seconds` | gauge | Unix time the daemon started |
+//! | `process_resident_memory_bytes`, `process_threads`, `process_open_fds`, `process_cpu_seconds_total` | | the daemon's own process (labels `host`) |
+//! | `agent_supervisor_daemon_anon_memory_bytes` | gauge | the daemon's resident anonymous memory (`RssAnon`: heap and stacks, not code) |
+//! | `agent_supervisor_daemon_heap_in_use_bytes`, `_heap_free_bytes` | gauge | glibc's heap: bytes held from malloc, bytes free in the arena |
 //! | `agent_supervisor_bridge_up{peer}`, `_handshake_age_seconds`, `_rtt_seconds`, `_receive_bytes_total`, `_transmit_bytes_total` | | the WireGuard bridge, per peer |
 //! | `agent_supervisor_host_up`, `agent_supervisor_host_last_seen_seconds` | gauge | every host (the primary's fleet exposition) |
 //! | `agent_supervisor_gpu_nvml_available` | gauge | 1 when NVML is there; then `DCGM_FI_DEV_{GPU_UTIL,FB_USED,FB_FREE,GPU_TEMP,POWER_USAGE}{gpu,UUID,modelName}` and `agent_supervisor_group_gpu_memory_bytes` |
@@ -53,12 +56,13 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
 use super::api::{AgentState, Health, Snapshot};
+use super::metrics_host::{register_bridge, register_gpus, register_process};
 
-type Labels = Vec<(String, String)>;
-type IntGauge = Family<Labels, Gauge<i64, AtomicI64>>;
-type FloatGauge = Family<Labels, Gauge<f64, AtomicU64>>;
-type IntCounter = Family<Labels, Counter<u64, AtomicU64>>;
-type FloatCounter = Family<Labels, Counter<f64, AtomicU64>>;
+pub(super) type Labels = Vec<(String, String)>;
+pub(super) type IntGauge = Family<Labels, Gauge<i64, AtomicI64>>;
+pub(super) type FloatGauge = Family<Labels, Gauge<f64, AtomicU64>>;
+pub(super) type IntCounter = Family<Labels, Counter<u64, AtomicU64>>;
+pub(super) type FloatCounter = Family<Labels, Counter<f64, AtomicU64>>;
 
 const STATES: [AgentState; 7] = [
     AgentState::Stopped,
@@ -76,7 +80,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
+pub(super) fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -86,132 +90,6 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// The snapshot in the Prometheus text format (0.0.4).
 pub fn render(snapshot: &Snapshot) -> String {
     to_classic(&render_openmetrics(snapshot))
-}
-
-/// `agent_supervisor_bridge_*`: one series per peer of the host's bridge.
-fn register_bridge(registry: &mut Registry, bridges: &[(&str, &super::api::BridgeStatus)]) {
-    let up = IntGauge::default();
-    let age = FloatGauge::default();
-    let rtt = FloatGauge::default();
-    let rx = IntCounter::default();
-    let tx = IntCounter::default();
-    for (host, p) in bridges
-        .iter()
-        .flat_map(|(host, b)| b.peers.iter().map(move |p| (*host, p)))
-    {
-        let l = labels(&[("host", host), ("peer", &p.host)]);
-        up.get_or_create(&l).set(i64::from(p.up));
-        if let Some(a) = p.handshake_age_seconds {
-            age.get_or_create(&l).set(a);
-        }
-        if let Some(r) = p.rtt_ms {
-            rtt.get_or_create(&l).set(r / 1e3);
-        }
-        rx.get_or_create(&l).inc_by(p.rx_bytes);
-        tx.get_or_create(&l).inc_by(p.tx_bytes);
-    }
-    registry.register(
-        "agent_supervisor_bridge_up",
-        "1 when the peer answered the latest echo through the tunnel",
-        up,
-    );
-    registry.register_with_unit(
-        "agent_supervisor_bridge_handshake_age",
-        "Time since the latest completed WireGuard handshake with the peer; absent before the first",
-        Unit::Seconds,
-        age,
-    );
-    registry.register_with_unit(
-        "agent_supervisor_bridge_rtt",
-        "Round-trip time of the latest echo to the peer's overlay address; absent when it went unanswered",
-        Unit::Seconds,
-        rtt,
-    );
-    registry.register_with_unit(
-        "agent_supervisor_bridge_receive",
-        "Bytes received from the peer through the tunnel",
-        Unit::Bytes,
-        rx,
-    );
-    registry.register_with_unit(
-        "agent_supervisor_bridge_transmit",
-        "Bytes sent to the peer through the tunnel",
-        Unit::Bytes,
-        tx,
-    );
-}
-
-/// GPU series under DCGM exporter's names (`DCGM_FI_DEV_*`, labels `gpu`, `UUID`,
-/// `modelName`), each group's GPU memory, and whether NVML is there at all.
-fn register_gpus(registry: &mut Registry, gpus: &[(&str, &crate::gpu_stats::GpuReport)]) {
-    const MIB: u64 = 1 << 20;
-    let available = IntGauge::default();
-    let util = IntGauge::default();
-    let fb_used = IntGauge::default();
-    let fb_free = IntGauge::default();
-    let temp = IntGauge::default();
-    let power = FloatGauge::default();
-    let group_mem = IntGauge::default();
-    for (host, r) in gpus {
-        available
-            .get_or_create(&labels(&[("host", host)]))
-            .set(i64::from(r.nvml));
-        for d in &r.devices {
-            let index = d.index.to_string();
-            let l = labels(&[
-                ("host", host),
-                ("gpu", &index),
-                ("UUID", &d.uuid),
-                ("modelName", &d.name),
-            ]);
-            if let Some(u) = d.utilization_percent {
-                util.get_or_create(&l).set(i64::from(u));
-            }
-            if let Some(b) = d.memory_used_bytes {
-                fb_used.get_or_create(&l).set(saturating_i64(b / MIB));
-            }
-            if let Some(b) = d.memory_free_bytes {
-                fb_free.get_or_create(&l).set(saturating_i64(b / MIB));
-            }
-            if let Some(t) = d.temperature_celsius {
-                temp.get_or_create(&l).set(i64::from(t));
-            }
-            if let Some(w) = d.power_watts {
-                power.get_or_create(&l).set(w);
-            }
-        }
-        if r.nvml {
-            for (group, bytes) in &r.groups {
-                group_mem
-                    .get_or_create(&labels(&[("host", host), ("group", group)]))
-                    .set(saturating_i64(*bytes));
-            }
-        }
-    }
-    registry.register(
-        "agent_supervisor_gpu_nvml_available",
-        "1 when NVML (the NVIDIA driver's library) is loaded, 0 when it is absent: then there are no GPU series",
-        available,
-    );
-    registry.register("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %)", util);
-    registry.register(
-        "DCGM_FI_DEV_FB_USED",
-        "Framebuffer memory used (in MiB)",
-        fb_used,
-    );
-    registry.register(
-        "DCGM_FI_DEV_FB_FREE",
-        "Framebuffer memory free (in MiB)",
-        fb_free,
-    );
-    registry.register("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C)", temp);
-    registry.register("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W)", power);
-    registry.register_with_unit(
-        "agent_supervisor_group_gpu_memory",
-        "GPU memory used by the group's processes",
-        Unit::Bytes,
-        group_mem,
-    );
 }
 
 /// The snapshot in the OpenMetrics text format.
@@ -262,6 +140,7 @@ pub fn render_fleet_openmetrics(
     }
     let mut bridges = Vec::new();
     let mut gpus = Vec::new();
+    let mut processes = Vec::new();
     for snapshot in snapshots {
         let host = snapshot.host.as_str();
         build
@@ -275,6 +154,9 @@ pub fn render_fleet_openmetrics(
         }
         if let Some(g) = &snapshot.gpu {
             gpus.push((host, g.as_ref()));
+        }
+        if let Some(p) = &snapshot.process {
+            processes.push((host, p));
         }
 
         for a in &snapshot.agents {
@@ -457,6 +339,9 @@ pub fn render_fleet_openmetrics(
     if !gpus.is_empty() {
         register_gpus(&mut registry, &gpus);
     }
+    if !processes.is_empty() {
+        register_process(&mut registry, &processes);
+    }
 
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -529,7 +414,7 @@ fn sort_samples(text: &str, eof: bool) -> String {
     out
 }
 
-fn saturating_i64(v: u64) -> i64 {
+pub(super) fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -622,6 +507,7 @@ mod tests {
             groups: vec![],
             bridge: None,
             gpu: None,
+            process: None,
             others: Vec::new(),
         }
     }
@@ -662,6 +548,39 @@ mod tests {
         assert_eq!(
             text.matches("# TYPE agent_supervisor_agent_up ").count(),
             1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_daemons_process_is_in_the_standard_process_series() {
+        use crate::daemon::memory::ProcessStats;
+        let mut s = snapshot(&["a"]);
+        assert!(!render(&s).contains("process_"));
+        s.process = Some(ProcessStats {
+            resident_bytes: 13 << 20,
+            anon_bytes: 4 << 20,
+            heap_in_use_bytes: Some(1_500_000),
+            heap_free_bytes: None,
+            threads: 9,
+            open_fds: 97,
+            cpu_seconds: 2.5,
+        });
+        let text = render(&s);
+        for line in [
+            "process_resident_memory_bytes{host=\"h1\"} 13631488",
+            "agent_supervisor_daemon_anon_memory_bytes{host=\"h1\"} 4194304",
+            "process_threads{host=\"h1\"} 9",
+            "process_open_fds{host=\"h1\"} 97",
+            "process_cpu_seconds_total{host=\"h1\"} 2.5",
+            "agent_supervisor_daemon_heap_in_use_bytes{host=\"h1\"} 1500000",
+            "# TYPE process_cpu_seconds_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // Unknown off glibc: absent, not 0.
+        assert!(
+            !text.contains("agent_supervisor_daemon_heap_free_bytes{"),
             "{text}"
         );
     }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+mod metrics_host;
 pub mod notify;
 pub mod observe;
 pub mod page;

@@ -114,6 +114,7 @@ pub fn snapshot() -> Snapshot {
         ],
         bridge: None,
         gpu: None,
+        process: None,
         others: Vec::new(),
     }
 }

@@ -138,6 +138,7 @@ impl Core {
                 .and_then(|b| b.status.borrow().clone())
                 .map(Box::new),
             gpu: None,
+            process: None,
             others: self
                 .fleet
                 .as_ref()
@@ -198,6 +199,7 @@ impl Core {
                 agents: Vec::new(),
                 groups,
                 gpu,
+                process: Some(crate::daemon::memory::process_stats()),
                 ..head
             };
             let rows: std::collections::HashMap<String, crate::daemon::api::AgentStatus> =
