@@ -95,6 +95,7 @@ impl Report {
             || !self.doubled.is_empty()
             || !self.restarts.is_empty()
             || !self.summary_hangs.is_empty()
+            || !self.summary_errors.is_empty()
             || !self.left.is_empty()
             || self.faults.values().any(|o| !o.failures.is_empty())
     }
@@ -418,5 +419,10 @@ mod tests {
             "{t}"
         );
         assert!(t.ends_with("FAILED\n"), "{t}");
+        let mut r = Report::new(1, 1, 2);
+        r.summary_refused_down = 3;
+        assert!(!r.failed(), "refused while h1's daemon was down on purpose");
+        r.summary_errors.push("connection refused".into());
+        assert!(r.failed(), "refused while h1's daemon should have answered");
     }
 }

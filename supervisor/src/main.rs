@@ -497,6 +497,7 @@ fn exit_code(status: i32) -> ExitCode {
 
 /// Runs the daemon on a tokio runtime; with `live`, prints a status table as it changes.
 fn daemon_main(opts: daemon::Options, live: bool) -> ExitCode {
+    daemon::memory::exec_without_tcache();
     let rt = match daemon::runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -613,3 +613,70 @@ fn a_truncated_or_corrupt_state_file_is_set_aside_and_every_agent_readopted() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `NAME=VALUE` entries of a process's initial environment.
+fn environ(pid: i64) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect()
+}
+
+#[test]
+fn the_daemon_runs_without_malloc_thread_caches_and_its_children_get_the_callers_env() {
+    if !root_or_skip(
+        "the_daemon_runs_without_malloc_thread_caches_and_its_children_get_the_callers_env",
+    ) {
+        return;
+    }
+    let f = Fixture::new(
+        BIN,
+        "d-tcache",
+        "dtcache",
+        "  g:\n    host: h1\n    agents:\n      - name: sleeper\n        command: [sleep, '600']\n",
+    );
+    let d = Daemon::start(&f, CTL);
+    let a = d.wait_for("sleeper", "RUNNING", Duration::from_secs(10), running);
+    // Re-executed in place (the same pid) with the tunable glibc reads at start.
+    let own = environ(i64::from(d.pid()));
+    assert!(
+        own.iter()
+            .any(|e| e == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
+        "daemon's environment: {own:?}"
+    );
+    // Its children: the launch server it started after, and the agent, have neither the
+    // tunable nor the mark (the test's own environment has no GLIBC_TUNABLES).
+    let spawner = std::fs::read_to_string(format!("/proc/{}/task/{}/children", d.pid(), d.pid()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i64>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("__spawner"))
+                .unwrap_or(false)
+        });
+    let mut children = vec![("agent", pid(&a))];
+    children.extend(spawner.map(|p| ("launch server", p)));
+    assert_eq!(
+        children.len(),
+        2,
+        "no launch server among the daemon's children"
+    );
+    for (what, p) in children {
+        let env = environ(p);
+        assert!(!env.is_empty(), "{what} {p}: no environment read");
+        assert!(
+            !env.iter().any(|e| e.starts_with("GLIBC_TUNABLES=")
+                || e.starts_with("AGENT_SUPERVISOR_TUNABLES_WERE=")),
+            "{what} {p}: {env:?}"
+        );
+    }
+    let m = d.metrics();
+    for series in [
+        "process_resident_memory_bytes{host=\"h1\"}",
+        "agent_supervisor_daemon_heap_in_use_bytes{host=\"h1\"}",
+    ] {
+        assert!(m.contains(series), "no {series} in\n{m}");
+    }
+}
