@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs `agent-bench soak` with h1's daemons under heaptrack, to find what holds the daemon's
-# heap as it lives (README, "Soak": the live heap still grows ~27 KiB/min). Run as root:
+# heap as it lives (README, "Soak"). Run as root:
 #   scripts/heaptrack-soak.sh [MINUTES] [SEED]
 # Needs heaptrack (apt-get install heaptrack). Builds a release with line tables, copies the
 # benches' binaries to OUT/bin with a wrapper in place of agent-supervisor that starts
@@ -33,6 +33,9 @@ case "\$*" in
     pipe=$out/fifo.\$\$
     mkfifo "\$pipe"
     $interpret < "\$pipe" | gzip -c > $out/h1.\$\$.gz &
+    # The daemon's own re-exec (glibc's per-thread caches off) done here instead, so that
+    # heaptrack follows one program from its start.
+    export GLIBC_TUNABLES=glibc.malloc.tcache_count=0 AGENT_SUPERVISOR_TUNABLES_WERE=-
     LD_PRELOAD=$preload DUMP_HEAPTRACK_OUTPUT="\$pipe" exec $real "\$@"
     ;;
 esac

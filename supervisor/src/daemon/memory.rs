@@ -1,7 +1,8 @@
-//! The daemon's heap stays the size of what it holds: glibc's malloc is set up once, before
-//! any thread starts ([`tune`]: one arena, blocks of [`MMAP_FROM`] and more mapped on their
-//! own), and every [`TRIM_EVERY`] a blocking thread gives the free pages back
-//! (`malloc_trim(0)`).
+//! The daemon's heap stays the size of what it holds: it runs without glibc's per-thread
+//! caches ([`exec_without_tcache`]), glibc's malloc is set up once, before any thread starts
+//! ([`tune`]: one arena, blocks of [`MMAP_FROM`] and more mapped on their own), and every
+//! [`TRIM_EVERY`] a blocking thread gives the free pages back (`malloc_trim(0)`). What the
+//! process holds is reported ([`process_stats`]).
 //!
 //! Why: glibc keeps what a burst freed in its arenas, fragmenting, and returns only the top
 //! of the main heap on its own. Under the soak's faults the long-lived daemon's RSS crept up
