@@ -213,14 +213,7 @@ mod tests {
     fn trim_gives_back_what_a_burst_freed() {
         // A burst of small blocks, then all freed but one at the end that pins the heap's top:
         // glibc keeps the rest resident until trimmed.
-        fn rss_anon_kib() -> u64 {
-            std::fs::read_to_string("/proc/self/status")
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        }
+        let rss_anon_kib = || process_stats().anon_bytes / 1024;
         let burst: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8; 1000]).collect();
         let pin = vec![1u8; 1000];
         drop(burst);
