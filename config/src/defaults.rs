@@ -48,6 +48,8 @@ pub struct EffectiveDaemon {
     pub control_group: Option<String>,
     pub http_listen: String,
     pub cgroup_root: String,
+    /// Whether the daemon turns on the cgroup2 mount's `favordynmods`.
+    pub cgroup_favordynmods: bool,
     pub log_max_size: ByteSize,
     pub log_keep: u32,
     pub min_free_disk: ByteSize,
@@ -87,6 +89,7 @@ pub fn daemon(system: &System, host: &str) -> EffectiveDaemon {
             .or_else(|| top.control_group.clone()),
         http_listen: pick!(http_listen, HTTP_LISTEN.to_string()),
         cgroup_root: pick!(cgroup_root, CGROUP_ROOT.to_string()),
+        cgroup_favordynmods: pick!(cgroup_favordynmods, true),
         log_max_size: pick!(log_max_size, ByteSize(LOG_MAX_SIZE)),
         log_keep: pick!(log_keep, LOG_KEEP),
         min_free_disk: pick!(min_free_disk, ByteSize(MIN_FREE_DISK)),

@@ -51,6 +51,9 @@ pub struct DaemonSettings {
     pub http_listen: Option<String>,
     /// Root cgroup path for group slices (relative to the cgroup mount).
     pub cgroup_root: Option<String>,
+    /// Remount the cgroup2 file system with `favordynmods` (default true): an agent's move
+    /// into its cgroup then does not wait for an RCU grace period.
+    pub cgroup_favordynmods: Option<bool>,
     /// Rotate an agent's log file when it reaches this size.
     pub log_max_size: Option<ByteSize>,
     /// Rotated log files kept per agent.

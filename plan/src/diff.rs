@@ -150,6 +150,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDiff {
         control_group,
         http_listen,
         cgroup_root,
+        cgroup_favordynmods,
         min_free_disk
     );
     d

@@ -350,6 +350,120 @@ fn host_errors_name_the_path() {
     assert!(e.to_string().contains(&format!("{}/g", slice.name)), "{e}");
 }
 
+/// The cgroup2 mount of this system: where, its mount options and its file system options.
+fn cgroup2_options() -> (PathBuf, Vec<String>, Vec<String>) {
+    let text = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    let point = match Layout::from_mountinfo(&text).expect("a cgroup layout") {
+        Layout::Unified { mount } => mount,
+        Layout::Hybrid { unified, .. } => unified.expect("a cgroup2 mount"),
+    };
+    let line = text
+        .lines()
+        .filter(|l| l.contains(" - cgroup2 "))
+        .rfind(|l| l.split(' ').nth(4) == Some(&*point.to_string_lossy()))
+        .expect("the cgroup2 line")
+        .to_string();
+    let (left, right) = line.split_once(" - ").expect("separator");
+    let words = |s: &str| -> Vec<String> {
+        let mut v: Vec<String> = s.split(',').map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let mount_opts = words(left.split(' ').nth(5).expect("mount options"));
+    let super_opts = words(right.split(' ').nth(2).expect("super options"));
+    (point, mount_opts, super_opts)
+}
+
+/// `favordynmods` off, then on again, through the daemon's own function: the kernel shows the
+/// option come and go, and every other option of the file system and of the mount stays.
+fn favordynmods_scenario() {
+    use cgroup::DynMods;
+    let (point, mount_before, super_before) = cgroup2_options();
+    let without = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .filter(|o| o.as_str() != "favordynmods")
+            .cloned()
+            .collect()
+    };
+    let got = cgroup::set_favordynmods(false).expect("turn favordynmods off");
+    assert!(
+        matches!(
+            &got,
+            DynMods::Changed { on: false, .. } | DynMods::Already { on: false, .. }
+        ),
+        "{got:?}"
+    );
+    let (_, mount_off, super_off) = cgroup2_options();
+    assert_eq!(
+        mount_off,
+        mount_before,
+        "mount options of {}",
+        point.display()
+    );
+    assert_eq!(super_off, without(&super_before), "file system options");
+    assert_eq!(
+        cgroup::set_favordynmods(false).expect("again"),
+        DynMods::Already {
+            mount: point.clone(),
+            on: false
+        }
+    );
+    let got = cgroup::set_favordynmods(true).expect("turn favordynmods on");
+    assert_eq!(
+        got,
+        DynMods::Changed {
+            mount: point.clone(),
+            on: true
+        }
+    );
+    assert!(
+        got.describe().contains("favordynmods"),
+        "{}",
+        got.describe()
+    );
+    let (_, mount_on, super_on) = cgroup2_options();
+    assert_eq!(mount_on, mount_before, "mount options");
+    let mut want = without(&super_before);
+    want.push("favordynmods".into());
+    want.sort();
+    assert_eq!(super_on, want, "file system options");
+    println!("favordynmods OK: {} {super_on:?}", point.display());
+}
+
+/// On this host (hybrid: the option goes on the unified hierarchy, and serves all).
+#[test]
+fn host_favordynmods_on_and_off_keeps_every_other_option() {
+    let _serial = serial();
+    if !need_root("host_favordynmods_on_and_off_keeps_every_other_option") {
+        return;
+    }
+    favordynmods_scenario();
+}
+
+/// In the VM only: on a unified host whose cgroup2 has `nsdelegate`, as systemd mounts it.
+#[test]
+fn vm_inner_favordynmods() {
+    if std::env::var_os(IN_VM).is_none() {
+        println!("vm_inner_favordynmods: runs inside the VM only (see vm_unified_v2_host)");
+        return;
+    }
+    let (point, _, super_opts) = cgroup2_options();
+    if !super_opts.iter().any(|o| o == "nsdelegate") {
+        let out = Command::new("mount")
+            .args(["-o", "remount,nsdelegate"])
+            .arg(&point)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let (_, _, super_opts) = cgroup2_options();
+    assert!(
+        super_opts.iter().any(|o| o == "nsdelegate"),
+        "{super_opts:?}"
+    );
+    favordynmods_scenario();
+}
+
 /// Runs the inner tests of this binary in a VM whose `/sys/fs/cgroup` is a full cgroup2.
 #[test]
 fn vm_unified_v2_host() {
@@ -364,6 +478,7 @@ fn vm_unified_v2_host() {
         "echo layout; cat /proc/self/cgroup; cat /sys/fs/cgroup/cgroup.subtree_control\n\
          {exe} --exact vm_inner_scenario --nocapture --test-threads=1 || exit $?\n\
          {exe} --exact vm_inner_delegated_root --nocapture --test-threads=1 || exit $?\n\
+         {exe} --exact vm_inner_favordynmods --nocapture --test-threads=1 || exit $?\n\
          echo ALL-INNER-OK\n"
     );
     let opts = VmOptions {
@@ -381,7 +496,7 @@ fn vm_unified_v2_host() {
     );
     assert_eq!(run.exit_code, 0, "console:\n{}", run.console);
     assert!(run.stdout.contains("ALL-INNER-OK"));
-    assert_eq!(run.stdout.matches("test result: ok. 1 passed").count(), 2);
+    assert_eq!(run.stdout.matches("test result: ok. 1 passed").count(), 3);
 }
 
 /// In the VM only: the scenario on a unified cgroup v2 host.

@@ -36,8 +36,12 @@
 //! [`DEFAULT_ROOT`] at the top of the hierarchy; on a hybrid host it is [`DEFAULT_ROOT`] at the
 //! top of every hierarchy.
 //!
-//! Not done: device control (v2 needs a BPF program), `io`/`blkio` limits, `cpuset`.
+//! Moves into a cgroup wait for an RCU grace period unless the cgroup2 mount has
+//! `favordynmods`, which the daemon sets (see [`set_favordynmods`]).
+//!
+//! Not done: `io`/`blkio` limits, `cpuset`.
 
+mod dynmods;
 mod files;
 mod layout;
 mod limits;
@@ -51,6 +55,7 @@ use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+pub use dynmods::{set_favordynmods, DynMods};
 use files::{
     collect_pids, keyed_value, mkdir, mkdir_all, read_pids, read_u64, read_words, remove_tree,
     signal_kill, subdirs, write_file,

@@ -182,6 +182,14 @@ pub async fn run(
     // The host's nftables table (masquerading, published ports) before any group starts; a
     // new daemon rewrites the table an earlier one left, so nothing is made twice.
     crate::netfilter::sync(&plan).map_err(|e| DaemonError::Serve(e.to_string()))?;
+    // Agent restarts move a process into a cgroup: without `favordynmods` each waits for an
+    // RCU grace period (see `crate::cgroup::set_favordynmods`).
+    if d.cgroup_favordynmods {
+        match crate::cgroup::set_favordynmods(true) {
+            Ok(found) => eprintln!("agent-supervisor: {}", found.describe()),
+            Err(e) => eprintln!("agent-supervisor: cgroup favordynmods: {e}"),
+        }
+    }
     // One launch server for the daemon's life: every group init and agent shim is forked from
     // it instead of exec'd (see `crate::launch::server`).
     let pod_opts = PodOptions::for_host(&plan)?.with_spawner();
