@@ -209,6 +209,25 @@ fn port_out_of_range() {
     );
 }
 
+/// A name longer than `format!` can pad (65,535) is one error, not a panic of the summary.
+#[test]
+fn a_huge_agent_name_is_an_error_not_a_panic() {
+    let name = "a".repeat(70_000);
+    let f = Fixture::new("huge-name");
+    f.write(
+        "system.yaml",
+        &BASE.replace("name: store", &format!("name: {name}")),
+    );
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{}", &out[..out.len().min(2000)]);
+    assert!(!out.contains("panicked"), "{}", &out[..out.len().min(2000)]);
+    assert!(
+        out.contains("system.yaml:17:15: groups.db.agents[0].name:"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+}
+
 #[test]
 fn duplicate_agent_name() {
     fails_with(

@@ -134,7 +134,14 @@ pub fn render(hosts: &[HostSummary]) -> String {
                 g.agents.len(),
                 attrs.join(", ")
             ));
-            let width = g.agents.iter().map(|a| a.name.len()).max().unwrap_or(0);
+            // (A longer name is an error of its own; `format!` panics on widths over 65535.)
+            let width = g
+                .agents
+                .iter()
+                .map(|a| a.name.len())
+                .max()
+                .unwrap_or(0)
+                .min(64);
             for a in &g.agents {
                 let ports: Vec<String> = a.ports.iter().map(|p| p.to_string()).collect();
                 let ports = if ports.is_empty() {
