@@ -75,11 +75,43 @@ pub fn load_all(path: &Path) -> (Option<Loaded>, Vec<Finding>) {
     }
 }
 
+/// A system file larger than this is refused (the seed's is 20 KiB; 2,000 agents are 300 KiB).
+pub const MAX_SYSTEM_FILE: u64 = 16 << 20;
+
 fn read(path: &Path) -> Result<String, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+    use std::io::Read;
+    let fail = |source: std::io::Error| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // A FIFO would block the read until a writer comes, a device could never end.
+    let meta = std::fs::metadata(path).map_err(fail)?;
+    let kind = meta.file_type();
+    if !kind.is_file() && !kind.is_dir() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a file"
+        };
+        return Err(fail(std::io::Error::other(format!(
+            "{what}, not a regular file"
+        ))));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SYSTEM_FILE + 1).read_to_end(&mut bytes))
+        .map_err(fail)?;
+    if bytes.len() as u64 > MAX_SYSTEM_FILE {
+        return Err(fail(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_SYSTEM_FILE >> 20
+        ))));
+    }
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..at];

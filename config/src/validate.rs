@@ -449,6 +449,15 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
                             "health",
                             format!("http path must start with /, got {path:?}"),
                         ));
+                    } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        out.push(e(
+                            &format!("{hp}.http"),
+                            "health",
+                            format!(
+                                "http path may not contain spaces or control characters \
+                                 (percent-encode them), got {path:?}"
+                            ),
+                        ));
                     }
                 }
                 let t = defaults::health_timing(h);

@@ -228,6 +228,67 @@ fn a_huge_agent_name_is_an_error_not_a_panic() {
     );
 }
 
+/// A FIFO, a device and an oversized file are refused at once, naming the file: no read
+/// that blocks for a writer or never ends.
+#[test]
+fn a_system_file_that_is_not_a_regular_file_or_too_large_is_refused() {
+    let f = Fixture::new("not-regular");
+    let fifo = f.dir.join("system.yaml");
+    let status = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "error: {}: cannot read system file: a FIFO, not a regular file",
+            fifo.display()
+        )),
+        "{out}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let out = Command::new(BIN)
+        .args(["check", "/dev/zero"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error: /dev/zero: cannot read system file: a device, not a regular file"),
+        "{text}"
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    f.write("system.yaml", &"#".repeat((16 << 20) + 1));
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cannot read system file: larger than 16 MiB"),
+        "{out}"
+    );
+}
+
+/// A health path that would break the request line or add a header is refused.
+#[test]
+fn a_health_http_path_with_spaces_or_newlines_is_refused() {
+    for (path, quoted) in [("/h h", "\"/h h\""), ("/h\\nX: y", "\"/h\\nX: y\"")] {
+        let system = BASE.replace(
+            "        port: 18082\n",
+            &format!("        port: 18082\n        health: {{http: \"{path}\"}}\n"),
+        );
+        fails_with(
+            "health-path",
+            &system,
+            &[&format!(
+                "groups.db.agents[0].health.http: http path may not contain spaces or control characters (percent-encode them), got {quoted}"
+            )],
+        );
+    }
+}
+
 #[test]
 fn duplicate_agent_name() {
     fails_with(
