@@ -440,6 +440,55 @@ fn host_favordynmods_on_and_off_keeps_every_other_option() {
     favordynmods_scenario();
 }
 
+/// The daemon turns `favordynmods` on at start, and leaves the mount alone with
+/// `daemon.cgroup_favordynmods: false`.
+#[test]
+fn host_daemon_turns_favordynmods_on_unless_told_not_to() {
+    use agent_supervisor_tests::daemon::Daemon;
+    use agent_supervisor_tests::fixture::Fixture;
+    let _serial = serial();
+    if !need_root("host_daemon_turns_favordynmods_on_unless_told_not_to") {
+        return;
+    }
+    let has = || cgroup2_options().2.iter().any(|o| o == "favordynmods");
+    let f = Fixture::new(
+        env!("CARGO_BIN_EXE_agent-supervisor"),
+        "cg-dynmods",
+        "cgdyn",
+        "  g:\n    host: h1\n    agents:\n      - name: sleeper\n        command: [sleep, '600']\n",
+    );
+    let system = f.dir.join("system.yaml");
+    let text = fs::read_to_string(&system).expect("read the fixture's system file");
+    let off = text.replace(
+        "  http_listen:",
+        "  cgroup_favordynmods: false\n  http_listen:",
+    );
+    assert_ne!(off, text, "the daemon section has http_listen");
+    cgroup::set_favordynmods(false).expect("turn favordynmods off");
+    fs::write(&system, &off).expect("write the system file");
+    {
+        let _d = Daemon::start(&f, env!("CARGO_BIN_EXE_supervisorctl"));
+        assert!(
+            !has(),
+            "cgroup_favordynmods: false, and the daemon remounted"
+        );
+    }
+    fs::write(&system, &text).expect("write the system file");
+    {
+        let _d = Daemon::start(&f, env!("CARGO_BIN_EXE_supervisorctl"));
+        assert!(
+            has(),
+            "the daemon did not turn favordynmods on:\n{}",
+            f.daemon_log()
+        );
+        assert!(
+            f.daemon_log().contains("remounted with favordynmods"),
+            "{}",
+            f.daemon_log()
+        );
+    }
+}
+
 /// In the VM only: on a unified host whose cgroup2 has `nsdelegate`, as systemd mounts it.
 #[test]
 fn vm_inner_favordynmods() {
