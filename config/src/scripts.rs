@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::load::Loaded;
 use crate::model::{Agent, Group};
-use crate::validate::agent_index;
+use crate::validate::AgentRef;
+use std::collections::{HashMap, HashSet};
 
 /// A Python script an agent runs, resolved to a path on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +101,12 @@ pub fn python_script(l: &Loaded, group: &Group, agent: &Agent) -> Option<Script>
 /// `AGENT_DEPENDENCIES` (`Name=address:port,...` of the agents it depends on, directly or
 /// through its group's dependencies; address 127.0.0.1 on the same host, else the host's
 /// address).
-pub fn agent_env(l: &Loaded, group_name: &str, agent: &Agent) -> Vec<(String, String)> {
+pub fn agent_env(
+    l: &Loaded,
+    index: &HashMap<String, AgentRef>,
+    group_name: &str,
+    agent: &Agent,
+) -> Vec<(String, String)> {
     let s = &l.system;
     let Some(group) = s.groups.get(group_name) else {
         return Vec::new();
@@ -113,34 +119,40 @@ pub fn agent_env(l: &Loaded, group_name: &str, agent: &Agent) -> Vec<(String, St
     if let Some(p) = agent.all_ports().first() {
         env.push(("AGENT_PORT".to_string(), p.to_string()));
     }
-    let index = agent_index(l);
-    let mut deps: Vec<(&str, &str)> = Vec::new(); // (agent name, group name)
+    // Each dependency once, the agent's own first, then its group's groups' agents.
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut deps: Vec<(&str, &Agent)> = Vec::new(); // (group name, agent)
     for dep in agent.depends_on.0.keys() {
-        if let Some(r) = index.get(dep) {
-            deps.push((dep.as_str(), r.group.as_str()));
+        let Some(r) = index.get(dep) else { continue };
+        let Some((g, dg)) = s.groups.get_key_value(&r.group) else {
+            continue;
+        };
+        if let Some(a) = dg.agents.get(r.index) {
+            if seen.insert(a.name.as_str()) {
+                deps.push((g.as_str(), a));
+            }
         }
     }
     for g in group.depends_on.0.keys() {
-        if let Some(dg) = s.groups.get(g) {
+        if let Some((g, dg)) = s.groups.get_key_value(g) {
             for a in &dg.agents {
-                if !deps.iter().any(|(n, _)| *n == a.name) {
-                    deps.push((a.name.as_str(), g.as_str()));
+                if seen.insert(a.name.as_str()) {
+                    deps.push((g.as_str(), a));
                 }
             }
         }
     }
     let addrs: Vec<String> = deps
         .iter()
-        .filter_map(|(name, g)| {
+        .filter_map(|(g, a)| {
             let dg = s.groups.get(*g)?;
-            let a = dg.agents.iter().find(|a| a.name == *name)?;
             let port = a.all_ports().first().copied()?;
             let addr = if dg.host == group.host {
                 "127.0.0.1".to_string()
             } else {
                 s.hosts.get(&dg.host)?.address.clone()
             };
-            Some(format!("{name}={addr}:{port}"))
+            Some(format!("{}={addr}:{port}", a.name))
         })
         .collect();
     env.push(("AGENT_DEPENDENCIES".to_string(), addrs.join(",")));

@@ -228,13 +228,15 @@ fn env(ctx: &PodCtx, a: &AgentPlan, notes: &mut Notes) -> Vec<Value> {
     let from_file: &[(String, String)] = ctx.env_file.as_ref().map_or(&[], |(_, v)| v);
     let mut out = Vec::new();
     let mut dropped = Vec::new();
+    let system_names: std::collections::HashSet<&str> =
+        a.names_env.iter().map(String::as_str).collect();
     for (k, v) in &a.env {
         if from_file.iter().any(|(fk, fv)| fk == k && fv == v) {
             continue;
         }
         let value = if k == "AGENT_DEPENDENCIES" {
             ctx.names.dependencies(v, |x| x.dns())
-        } else if a.names_env.contains(k) {
+        } else if system_names.contains(k.as_str()) {
             match ctx.names.rewrite(k, |x| x.dns()) {
                 Rewrite::Keep => v.clone(),
                 Rewrite::Value(x) => x,

@@ -104,6 +104,8 @@ fn env(
     let mut env = Map::new();
     let mut tmpl = String::new();
     let mut dropped = Vec::new();
+    let system_names: std::collections::HashSet<&str> =
+        a.names_env.iter().map(String::as_str).collect();
     for (k, v) in &a.env {
         if k == "AGENT_DEPENDENCIES" {
             if !v.is_empty() {
@@ -111,7 +113,7 @@ fn env(
             }
             continue;
         }
-        if a.names_env.contains(k) {
+        if system_names.contains(k.as_str()) {
             match names.rewrite(k, addr_of) {
                 Rewrite::Keep => {}
                 Rewrite::Value(x) => {

@@ -79,10 +79,19 @@ fn same_agent(old: &AgentPlan, new: &AgentPlan) -> bool {
     if old == new {
         return true;
     }
+    use std::collections::HashSet;
+    let new_names: HashSet<&str> = new.names_env.iter().map(String::as_str).collect();
+    let old_names: HashSet<&str> = old.names_env.iter().map(String::as_str).collect();
+    let old_env: HashSet<(&str, &str)> = old
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut n = new.clone();
-    n.env
-        .retain(|(k, v)| !new.names_env.contains(k) || old.env.contains(&(k.clone(), v.clone())));
-    n.names_env.retain(|k| old.names_env.contains(k));
+    n.env.retain(|(k, v)| {
+        !new_names.contains(k.as_str()) || old_env.contains(&(k.as_str(), v.as_str()))
+    });
+    n.names_env.retain(|k| old_names.contains(k.as_str()));
     n == *old
 }
 

@@ -181,6 +181,7 @@ impl Plan {
             out: &mut out,
             portable,
             names: std::collections::HashMap::new(),
+            agents: agent_config::validate::agent_index(l),
         };
         let mut groups = IndexMap::new();
         for (name, g) in l.system.groups.iter().filter(|(_, g)| g.host == host) {
@@ -225,6 +226,8 @@ struct Resolver<'a> {
     /// every such group shares one table (with small groups, one per group would make the
     /// plan grow with groups × agents).
     names: std::collections::HashMap<(String, bool), SharedNames>,
+    /// Every agent of the system by name, for each agent's `AGENT_DEPENDENCIES`.
+    agents: std::collections::HashMap<String, agent_config::validate::AgentRef>,
 }
 
 /// `/etc/hosts` lines and the environment of [`net::Names`], shared by the groups that
@@ -384,6 +387,11 @@ impl Resolver<'_> {
             .chain(devices.env.iter().map(|(k, v)| format!("{k}={v}")))
             .collect();
         let base = group_base(&names.env, &image_env, env_file, g);
+        let system_names: std::collections::HashMap<&str, &str> = names
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let mut agents = IndexMap::new();
         for (i, a) in g.agents.iter().enumerate() {
             let ap = format!("{gp}.agents[{i}]");
@@ -399,10 +407,18 @@ impl Resolver<'_> {
                         }
                     }
                 }
+                // The system's names the agent still has as the system gave them (its own
+                // env may have replaced one), in the system's order.
+                let unchanged: std::collections::HashSet<&str> = plan
+                    .env
+                    .iter()
+                    .filter(|(k, v)| system_names.get(k.as_str()) == Some(&v.as_str()))
+                    .map(|(k, _)| k.as_str())
+                    .collect();
                 plan.names_env = names
                     .env
                     .iter()
-                    .filter(|kv| plan.env.contains(kv))
+                    .filter(|(k, _)| unchanged.contains(k.as_str()))
                     .map(|(k, _)| k.clone())
                     .collect();
                 agents.insert(a.name.clone(), plan);
@@ -653,7 +669,12 @@ impl Resolver<'_> {
     ) -> Option<AgentPlan> {
         let mut env = base.clone();
         env.extend(a.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.extend(agent_config::scripts::agent_env(self.l, group, a));
+        env.extend(agent_config::scripts::agent_env(
+            self.l,
+            &self.agents,
+            group,
+            a,
+        ));
         let workdir = if defaults::image(g) == defaults::HOST_IMAGE {
             let w = agent_config::scripts::workdir(self.l, g, a);
             std::fs::canonicalize(&w).unwrap_or(w)
