@@ -2,86 +2,10 @@
 //! fails with a message naming the file, line, column and field (or script and line).
 #![allow(clippy::unwrap_used)] // helpers of a test: a panic is the failure report
 
-use std::path::{Path, PathBuf};
+mod check_common;
+use check_common::*;
+
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_agent-supervisor");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A temporary directory with a system file and a good agent script.
-struct Fixture {
-    dir: PathBuf,
-}
-
-impl Fixture {
-    fn new(name: &str) -> Fixture {
-        let dir = std::env::temp_dir().join(format!("as-check-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("agents")).unwrap();
-        std::fs::write(dir.join("agents/ok.py"), "print('ok')\n").unwrap();
-        Fixture { dir }
-    }
-
-    fn write(&self, rel: &str, text: &str) -> &Self {
-        std::fs::write(self.dir.join(rel), text).unwrap();
-        self
-    }
-
-    /// Runs check on system.yaml; returns (exit code, stdout).
-    fn check(&self, extra: &[&str]) -> (i32, String) {
-        let out = Command::new(BIN)
-            .arg("check")
-            .arg(self.dir.join("system.yaml"))
-            .args(extra)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A valid two-group system; tests replace parts of it.
-const BASE: &str = "\
-hosts:
-  h1: {address: 10.0.0.1, role: primary}
-groups:
-  web:
-    host: h1
-    agents:
-      - name: front
-        command: python3 agents/ok.py
-        port: 18080
-      - name: back
-        command: [python3, agents/ok.py]
-        port: 18081
-  db:
-    host: h1
-    depends_on: [web]
-    agents:
-      - name: store
-        command: python3 agents/ok.py
-        port: 18082
-";
-
-fn fails_with(name: &str, system: &str, expect: &[&str]) {
-    let f = Fixture::new(name);
-    f.write("system.yaml", system);
-    let (code, out) = f.check(&[]);
-    assert_eq!(code, 1, "{name}: check should fail:\n{out}");
-    for e in expect {
-        assert!(out.contains(e), "{name}: expected {e:?} in:\n{out}");
-    }
-}
 
 #[test]
 fn base_fixture_passes() {

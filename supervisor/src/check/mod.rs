@@ -202,31 +202,50 @@ fn check_recipes(l: &Loaded, out: &mut Vec<Finding>) {
     }
 }
 
-/// Syntax-checks every agent's Python script; one finding per failing script.
+/// Syntax-checks every agent's Python script; one finding per failing script. An agent whose
+/// working directory is missing or not a directory is that error, at its `workdir`.
 fn check_scripts(l: &Loaded, out: &mut Vec<Finding>) -> ScriptTotals {
     let mut runs: Vec<(String, String, Script)> = Vec::new(); // (field path, agent, script)
+    let mut total = 0;
     for (g, group) in &l.system.groups {
         for (i, a) in group.agents.iter().enumerate() {
-            if let Some(s) = python_script(l, group, a) {
-                runs.push((
-                    format!("groups.{g}.agents[{i}].command"),
-                    format!("{g}:{}", a.name),
-                    s,
-                ));
+            let Some(s) = python_script(l, group, a) else {
+                continue;
+            };
+            total += 1;
+            let ap = format!("groups.{g}.agents[{i}]");
+            if a.command.0.iter().any(|x| x.contains('\0')) {
+                continue; // its NUL byte is the error (rules)
             }
+            if a.workdir.is_some() && group_image_is_host(group) {
+                let w = agent_config::scripts::workdir(l, group, a);
+                let why = match std::fs::metadata(&w) {
+                    Ok(m) if m.is_dir() => None,
+                    Ok(_) => Some("is not a directory"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist"),
+                    Err(_) => Some("cannot be read"),
+                };
+                if let Some(why) = why {
+                    out.push(l.at(
+                        Severity::Error,
+                        "workdir",
+                        &format!("{ap}.workdir"),
+                        format!("agent {g}:{}: workdir {} {why}", a.name, w.display()),
+                    ));
+                    continue;
+                }
+            }
+            runs.push((format!("{ap}.command"), format!("{g}:{}", a.name), s));
         }
     }
     let scripts: Vec<Script> = runs.iter().map(|r| r.2.clone()).collect();
     let results = python::compile_all(&scripts);
-    let mut totals = ScriptTotals {
-        compiled: 0,
-        total: runs.len(),
-    };
+    let mut totals = ScriptTotals { compiled: 0, total };
     let mut reported = std::collections::HashSet::new();
-    for (field, agent, s) in &runs {
-        match results.get(&s.path) {
-            Some(Compiled::Ok) => totals.compiled += 1,
-            Some(Compiled::Missing) => out.push(l.at(
+    for ((field, agent, s), result) in runs.iter().zip(&results) {
+        match result {
+            Compiled::Ok => totals.compiled += 1,
+            Compiled::Missing => out.push(l.at(
                 Severity::Error,
                 "missing-script",
                 field,
@@ -236,34 +255,42 @@ fn check_scripts(l: &Loaded, out: &mut Vec<Finding>) -> ScriptTotals {
                     s.path.display()
                 ),
             )),
-            Some(Compiled::SyntaxError {
+            Compiled::Unreadable(why) => out.push(l.at(
+                Severity::Error,
+                "missing-script",
+                field,
+                format!(
+                    "agent {agent} runs {} but {} cannot be read: {why}",
+                    s.written,
+                    s.path.display()
+                ),
+            )),
+            Compiled::SyntaxError {
                 line,
                 kind,
                 message,
-            }) => {
+            } => {
                 if reported.insert(s.path.clone()) {
-                    out.push(
-                        Finding::error("syntax", format!("{kind}: {message} (agent {agent})"))
-                            .in_file(s.path.clone(), None)
-                            .with_line(*line),
-                    );
+                    let f = Finding::error("syntax", format!("{kind}: {message} (agent {agent})"))
+                        .in_file(s.path.clone(), None);
+                    // Line 0: the error is of the whole file (a NUL byte in it).
+                    out.push(if *line > 0 { f.with_line(*line) } else { f });
                 }
             }
-            Some(Compiled::NoInterpreter(why)) => out.push(l.at(
+            Compiled::NoInterpreter(why) => out.push(l.at(
                 Severity::Error,
                 "interpreter",
                 field,
                 format!("agent {agent}: {why}"),
             )),
-            None => out.push(l.at(
-                Severity::Error,
-                "syntax",
-                field,
-                format!("agent {agent}: {} was not checked", s.path.display()),
-            )),
         }
     }
     totals
+}
+
+/// Whether the group runs on the host's own file system (its paths are this machine's).
+fn group_image_is_host(g: &agent_config::model::Group) -> bool {
+    agent_config::defaults::image(g) == agent_config::defaults::HOST_IMAGE
 }
 
 /// Which host of the file this machine is: `--host`, else by hostname, else by address.
