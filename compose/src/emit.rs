@@ -24,10 +24,17 @@ pub fn key(s: &str) -> String {
     }
 }
 
-/// A comment line's text: one line, no control characters.
+/// A comment line's text: one line of characters YAML can print (no control characters,
+/// no U+FFFE or U+FFFF: a parser refuses them even in a comment).
 pub fn comment(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}' | '\u{feff}') {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

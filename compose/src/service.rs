@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use agent_config::tree::Node;
 
-use crate::emit::q;
+use crate::emit::{comment, q};
 use crate::recipe::{self, relative, ImageFacts};
 use crate::service_keys::{
     depends, deploy, env_file, env_of, extra_keys, healthcheck, restart, set_cpus, set_memory,
@@ -232,7 +232,7 @@ pub fn plan(
                 } else if let Some(img) = scalar(v) {
                     let (base, archive) = recipe::base_for(img);
                     let rel = PathBuf::from("images").join(format!("{}.yaml", sanitize(name)));
-                    let mut text = format!("# The image {img} of service {name}; see docs/import-export.md.\nbase: {}\nsteps: []\n", q(&base));
+                    let mut text = format!("# {}\nbase: {}\nsteps: []\n", comment(&format!("The image {img} of service {name}; see docs/import-export.md.")), q(&base));
                     if let Some((file, img)) = archive {
                         cx.note(l, format!("services.{name}.image: {img} becomes the recipe images/{}.yaml with base docker-archive:{file}; make the archive with `skopeo copy docker://{img} docker-archive:images/{file}:{img}` (or `docker save {img} -o images/{file}`); its CMD, ENTRYPOINT, ENV and WORKDIR are not known to the import", sanitize(name)));
                     } else {
@@ -656,8 +656,11 @@ fn build(name: &str, v: &Node, cx: &mut Ctx, g: &mut GroupPlan, facts: &mut Imag
         cx.notes.push((df_path.clone(), l, m));
     }
     let head = format!(
-        "# From {} (service {name}); see docs/import-export.md.\n",
-        df_path.display()
+        "# {}\n",
+        comment(&format!(
+            "From {} (service {name}); see docs/import-export.md.",
+            df_path.display()
+        ))
     );
     cx.files.push((rel.clone(), head + &c.text));
     *facts = c.facts;

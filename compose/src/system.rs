@@ -383,12 +383,15 @@ pub fn import(
     o.line(
         0,
         &format!(
-            "# Imported by `agent-supervisor import compose` from {}.",
-            files
-                .iter()
-                .map(|f| f.0.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "# {}",
+            comment(&format!(
+                "Imported by `agent-supervisor import compose` from {}.",
+                files
+                    .iter()
+                    .map(|f| f.0.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         ),
     );
     o.line(0, "# Edit the hosts' addresses (placeholders), then `agent-supervisor check THIS-FILE --host HOST`.");
@@ -450,7 +453,13 @@ pub fn import(
                 .iter()
                 .map(|&i| placed[i].plan.service.as_str())
                 .collect();
-            body.line(2, &format!("# services {} joined", svcs.join(", ")));
+            body.line(
+                2,
+                &format!(
+                    "# {}",
+                    comment(&format!("services {} joined", svcs.join(", ")))
+                ),
+            );
         }
         body.line(2, &format!("host: {}", key(host)));
         if let Some((img, _)) = &first.image {
