@@ -195,8 +195,9 @@ impl<'a> Node {
         }
     }
 
+    /// Empty, `~` or `null`: a mapping or list with nothing in it.
     fn is_empty_plain(&self) -> bool {
-        self.plain_text().is_some_and(str::is_empty)
+        self.plain_text().is_some_and(is_null)
     }
 }
 
@@ -353,6 +354,16 @@ impl<'de> de::Deserializer<'de> for &'de Node {
 
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         match &self.kind {
+            // `null` and `~` are YAML's null, not text (an empty value stays "": the field's
+            // own check names it).
+            Kind::Scalar {
+                text,
+                plain: true,
+                tag: None,
+            } if is_null(text) && !text.is_empty() => Err(<DeError as de::Error>::invalid_type(
+                Unexpected::Other("null (quote it for the text \"null\")"),
+                &v,
+            )),
             Kind::Scalar { text, .. } => v.visit_borrowed_str(text),
             _ => Err(self.invalid(&v)),
         }

@@ -52,11 +52,21 @@ pub fn value_problem(name: &str, value: &str) -> Option<String> {
         .then(|| format!("value of environment variable {name} contains a NUL byte"))
 }
 
+/// The most an env file may hold (a regular file; see [`crate::fsread`]).
+pub const MAX_ENV_FILE: u64 = 1 << 20;
+
 /// Reads and parses an env file; the first bad line is the error.
 pub fn parse(path: &Path) -> Result<Vec<(String, String)>, EnvFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EnvFileError::Read {
+    let read = |source| EnvFileError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let bytes = crate::fsread::read_regular(path, MAX_ENV_FILE).map_err(read)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not valid UTF-8",
+        ))
     })?;
     parse_str(path, &text)
 }
@@ -89,7 +99,8 @@ pub fn parse_all(path: &Path, text: &str) -> (Vec<(String, String)>, Vec<EnvFile
             message,
         };
         let Some((k, v)) = line.split_once('=') else {
-            errors.push(err(format!("expected KEY=VALUE, got {line:?}")));
+            // Not quoted: an env file holds secrets, and this line may be one.
+            errors.push(err("expected KEY=VALUE: this line has no `=`".to_string()));
             continue;
         };
         let (k, v) = (k.trim(), v.trim());
@@ -121,7 +132,7 @@ mod tests {
         let e = parse_str(p, "A=1\n  nonsense\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "app.env:2:3: expected KEY=VALUE, got \"nonsense\""
+            "app.env:2:3: expected KEY=VALUE: this line has no `=`"
         );
         let (_, errs) = parse_all(p, "=1\nexport X=1\nY=a\0b\n");
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();

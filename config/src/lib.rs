@@ -7,6 +7,7 @@ mod bridge;
 mod de;
 pub mod defaults;
 pub mod envfile;
+pub mod fsread;
 pub mod graph;
 pub mod load;
 pub mod locate;

@@ -79,39 +79,12 @@ pub fn load_all(path: &Path) -> (Option<Loaded>, Vec<Finding>) {
 pub const MAX_SYSTEM_FILE: u64 = 16 << 20;
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    use std::io::Read;
     let fail = |source: std::io::Error| LoadError::Read {
         path: path.to_path_buf(),
         source,
     };
     // A FIFO would block the read until a writer comes, a device could never end.
-    let meta = std::fs::metadata(path).map_err(fail)?;
-    let kind = meta.file_type();
-    if !kind.is_file() && !kind.is_dir() {
-        use std::os::unix::fs::FileTypeExt;
-        let what = if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "a device"
-        } else {
-            "not a file"
-        };
-        return Err(fail(std::io::Error::other(format!(
-            "{what}, not a regular file"
-        ))));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_SYSTEM_FILE + 1).read_to_end(&mut bytes))
-        .map_err(fail)?;
-    if bytes.len() as u64 > MAX_SYSTEM_FILE {
-        return Err(fail(std::io::Error::other(format!(
-            "larger than {} MiB",
-            MAX_SYSTEM_FILE >> 20
-        ))));
-    }
+    let bytes = crate::fsread::read_regular(path, MAX_SYSTEM_FILE).map_err(fail)?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..at];
@@ -246,6 +219,17 @@ impl Loaded {
     /// Whether `f` is about a part of the file that could not be read (see `hidden`).
     pub fn hides(&self, f: &Finding) -> bool {
         if f.field.as_deref().is_some_and(|p| covered(&self.hidden, p)) {
+            return true;
+        }
+        // A stand-in's text where an item of a list could not be read: a reference to it,
+        // or a script by that name, is no finding of its own (a clash with it still is).
+        let quotes_stand_in = |s: &str| s.contains(crate::recover::UNREADABLE);
+        if !self.hidden.is_empty()
+            && (f.field.as_deref().is_some_and(quotes_stand_in)
+                || (quotes_stand_in(&f.message)
+                    && (f.code.starts_with("unknown-")
+                        || matches!(f.code, "missing-script" | "interpreter" | "syntax"))))
+        {
             return true;
         }
         // A reference to something whose definition could not be read.

@@ -21,9 +21,13 @@ const MAX_TRIES: usize = 400;
 /// (names, paths, commands), a role, an empty mapping, an empty list.
 const STAND_INS: usize = 4;
 
+/// The text of the first stand-in: a finding that quotes it is about a value already
+/// reported as unreadable.
+pub const UNREADABLE: &str = "(unreadable)";
+
 fn stand_in(tree: &mut Tree, n: usize, path: String, mark: Mark) -> Option<Node> {
     let mut node = match n {
-        0 => tree.new_scalar(path, mark, "(unreadable)"),
+        0 => tree.new_scalar(path, mark, UNREADABLE),
         1 => tree.new_scalar(path, mark, "secondary"),
         2 => tree.new_collection(path, mark, true),
         3 => tree.new_collection(path, mark, false),
@@ -192,6 +196,8 @@ fn humanize(message: &str) -> String {
             "a boolean" => "true or false".into(),
             "a map" => "a mapping".into(),
             "a sequence" => "a list".into(),
+            // `struct Resources`, a Rust type's name: the file has a mapping there.
+            e if e.starts_with("struct ") => "a mapping".into(),
             other => other.to_string(),
         }
     }

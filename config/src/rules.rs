@@ -226,8 +226,8 @@ fn environment(l: &Loaded, out: &mut Vec<Finding>) {
         let Some(f) = &g.env_file else { continue };
         let path = l.resolve(f);
         let field = format!("{gp}.env_file");
-        let Ok(text) = std::fs::read(&path) else {
-            continue; // validate reports a missing file
+        let Ok(text) = crate::fsread::read_regular(&path, envfile::MAX_ENV_FILE) else {
+            continue; // validate reports why it cannot be read
         };
         let at = l
             .source
@@ -242,7 +242,16 @@ fn environment(l: &Loaded, out: &mut Vec<Finding>) {
             );
             continue;
         };
-        for e in envfile::parse_all(&path, &text).1 {
+        let errors = envfile::parse_all(&path, &text).1;
+        let more = errors.len().saturating_sub(MAX_ENV_FILE_ERRORS);
+        let first_not_shown = match errors.get(MAX_ENV_FILE_ERRORS) {
+            Some(envfile::EnvFileError::Line { line, column, .. }) => Some(crate::locate::Mark {
+                line: *line,
+                column: *column,
+            }),
+            _ => None,
+        };
+        for e in errors.into_iter().take(MAX_ENV_FILE_ERRORS) {
             if let envfile::EnvFileError::Line {
                 line,
                 column,
@@ -257,8 +266,24 @@ fn environment(l: &Loaded, out: &mut Vec<Finding>) {
                 );
             }
         }
+        if more > 0 {
+            out.push(
+                Finding::error(
+                    "env-file",
+                    format!(
+                        "this and {} more bad line(s) not shown{at} (is it an env file?)",
+                        more - 1
+                    ),
+                )
+                .in_file(path.clone(), first_not_shown)
+                .field(field.clone()),
+            );
+        }
     }
 }
+
+/// Bad lines of one env file reported one by one; the rest are counted.
+const MAX_ENV_FILE_ERRORS: usize = 10;
 
 fn commands(l: &Loaded, out: &mut Vec<Finding>) {
     for (gname, g) in &l.system.groups {

@@ -284,11 +284,15 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
         }
         if let Some(f) = &g.env_file {
             let path = l.resolve(f);
-            if !path.is_file() {
+            if let Err(why) = crate::fsread::read_regular(&path, crate::envfile::MAX_ENV_FILE) {
                 out.push(e(
                     &format!("{gp}.env_file"),
                     "env-file",
-                    format!("env_file {} does not exist", path.display()),
+                    format!(
+                        "env_file {} {}",
+                        path.display(),
+                        crate::fsread::why_unreadable(&why)
+                    ),
                 ));
             }
         }

@@ -632,17 +632,23 @@ impl Resolver<'_> {
     }
 
     fn env_file(&mut self, field: &str, path: &Path) -> Vec<(String, String)> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                self.err(
-                    "env-file",
-                    field,
-                    format!("env_file {}: {e}", path.display()),
-                );
-                return Vec::new();
-            }
-        };
+        let text =
+            match agent_config::fsread::read_regular(path, agent_config::envfile::MAX_ENV_FILE)
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8")
+                    })
+                }) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.err(
+                        "env-file",
+                        field,
+                        format!("env_file {}: {e}", path.display()),
+                    );
+                    return Vec::new();
+                }
+            };
         match crate::env::parse_env_file(&text) {
             Ok(vars) => vars,
             Err((line, message)) => {

@@ -126,3 +126,152 @@ fn a_script_with_a_nul_byte_is_an_error_of_the_file_without_a_line() {
     assert!(e.contains("null bytes (agent db:store)"), "{out}");
     assert!(out.contains("2/3 agents compile"), "{out}");
 }
+
+#[test]
+fn yaml_null_in_a_text_field_is_an_error_not_the_text_null() {
+    for (from, to, field) in [
+        (
+            "address: 10.0.0.1",
+            "address: null",
+            "system.yaml:2:17: hosts.h1.address",
+        ),
+        (
+            "- name: store",
+            "- name: ~",
+            "system.yaml:17:15: groups.db.agents[0].name",
+        ),
+        (
+            "depends_on: [web]",
+            "depends_on: [null]",
+            "system.yaml:15:18: groups.db.depends_on[0]",
+        ),
+    ] {
+        let f = Fixture::new("null");
+        f.write("system.yaml", &base_with(from, to));
+        let (code, out) = f.check(&[]);
+        assert_eq!(code, 1, "{to}: {out}");
+        let errs = errors(&out);
+        assert_eq!(errs.len(), 1, "{to}: {out}");
+        assert!(errs[0].contains(field), "{to}: {out}");
+        assert!(
+            errs[0].contains("expected a string, got null"),
+            "{to}: {out}"
+        );
+    }
+    // Quoted, it is the text.
+    let f = Fixture::new("null-quoted");
+    f.write(
+        "system.yaml",
+        &base_with("port: 18082", "port: 18082\n        env: {X: \"null\"}"),
+    );
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn an_unreadable_list_item_is_reported_once_without_its_stand_in() {
+    let f = Fixture::new("stand-in");
+    f.write(
+        "system.yaml",
+        &base_with("depends_on: [web]", "depends_on: [[web]]"),
+    );
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{out}");
+    let errs = errors(&out);
+    assert_eq!(errs.len(), 1, "{out}");
+    assert!(
+        errs[0].contains("groups.db.depends_on[0]: expected a string, got a list"),
+        "{out}"
+    );
+    assert!(!errs[0].contains("(unreadable)"), "{out}");
+}
+
+#[test]
+fn a_settings_mapping_of_the_wrong_type_says_mapping_not_a_rust_type() {
+    let f = Fixture::new("settings-type");
+    f.write(
+        "system.yaml",
+        &base_with(
+            "    depends_on: [web]\n",
+            "    depends_on: [web]\n    resources: 5\n",
+        ),
+    );
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("groups.db.resources: expected a mapping, got 5"),
+        "{out}"
+    );
+    assert!(!out.contains("struct"), "{out}");
+    // `null` and empty are both "nothing here": the defaults.
+    for empty in ["null", "~", ""] {
+        let f = Fixture::new("settings-null");
+        let sys = base_with(
+            "    depends_on: [web]\n",
+            &format!("    depends_on: [web]\n    resources: {empty}\n"),
+        );
+        f.write("system.yaml", &sys);
+        let (code, out) = f.check(&[]);
+        assert_eq!(code, 0, "resources: {empty}: {out}");
+    }
+}
+
+#[test]
+fn env_file_errors_quote_no_line_and_stop_after_ten() {
+    let f = Fixture::new("env-file-many");
+    let secret: String = (0..25).map(|i| format!("s3cret-token-{i}\n")).collect();
+    f.write("app.env", &format!("A=1\n{secret}"));
+    f.write(
+        "system.yaml",
+        &base_with(
+            "    depends_on: [web]\n",
+            "    depends_on: [web]\n    env_file: app.env\n",
+        ),
+    );
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        !out.contains("s3cret"),
+        "a line of an env file may be a secret:\n{out}"
+    );
+    let errs = errors(&out);
+    assert_eq!(errs.len(), 11, "{out}");
+    assert!(
+        errs[0]
+            .contains("app.env:2:1: groups.db.env_file: expected KEY=VALUE: this line has no `=`"),
+        "{out}"
+    );
+    assert!(
+        errs[10]
+            .contains("app.env:12:1: groups.db.env_file: this and 14 more bad line(s) not shown"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_env_file_that_is_a_directory_or_a_device_says_so() {
+    for (path, why) in [
+        ("adir", "is a directory, not a regular file"),
+        ("/dev/zero", "is a device, not a regular file"),
+        ("none.env", "does not exist"),
+    ] {
+        let f = Fixture::new("env-file-kind");
+        std::fs::create_dir_all(f.dir.join("adir")).unwrap();
+        f.write(
+            "system.yaml",
+            &base_with(
+                "    depends_on: [web]\n",
+                &format!("    depends_on: [web]\n    env_file: {path}\n"),
+            ),
+        );
+        let (code, out) = f.check(&[]);
+        assert_eq!(code, 1, "{path}: {out}");
+        let errs = errors(&out);
+        assert_eq!(errs.len(), 1, "{path}: {out}");
+        assert!(
+            errs[0].contains("system.yaml:16:15: groups.db.env_file: env_file"),
+            "{out}"
+        );
+        assert!(errs[0].contains(why), "{path}: {out}");
+    }
+}
