@@ -12,6 +12,7 @@ pub mod graph;
 pub mod load;
 pub mod locate;
 pub mod model;
+mod names;
 pub mod network;
 mod recover;
 pub mod report;

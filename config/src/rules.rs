@@ -23,6 +23,7 @@ pub fn check(l: &Loaded, out: &mut Vec<Finding>) {
         }
     }
     hosts(l, out);
+    crate::names::check(l, out);
     crate::bridge::check(l, out);
     environment(l, out);
     commands(l, out);

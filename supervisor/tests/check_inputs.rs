@@ -275,3 +275,27 @@ fn an_env_file_that_is_a_directory_or_a_device_says_so() {
         assert!(errs[0].contains(why), "{path}: {out}");
     }
 }
+
+#[test]
+fn names_one_in_etc_hosts_or_the_environment_are_a_clash() {
+    for (from, to, at, what) in [
+        ("- name: back", "- name: Front", "system.yaml:10:15: groups.web.agents[1].name", "agent web:Front clashes with agent web:front (at groups.web.agents[0].name): names that differ only in case or in - and _ are one name in /etc/hosts and in FRONT_ADDR"),
+        ("- name: store", "- name: web", "system.yaml:17:15: groups.db.agents[0].name", "agent db:web clashes with group web (at groups.web): /etc/hosts would give the name web to both"),
+        ("- name: store", "- name: H1", "system.yaml:17:15: groups.db.agents[0].name", "agent db:H1 clashes with host h1 (at hosts.h1)"),
+        ("  db:\n", "  H1:\n", "system.yaml:14:5: groups.H1", "group H1 clashes with host h1 (at hosts.h1)"),
+    ] {
+        let f = Fixture::new("clash");
+        f.write("system.yaml", &base_with(from, to));
+        let (code, out) = f.check(&[]);
+        assert_eq!(code, 1, "{to}: {out}");
+        let errs = errors(&out);
+        assert_eq!(errs.len(), 1, "{to}: {out}");
+        assert!(errs[0].contains(at), "{to}: {out}");
+        assert!(errs[0].contains(what), "{to}: {out}");
+    }
+    // An agent named like its own group is one address: no clash.
+    let f = Fixture::new("clash-own-group");
+    f.write("system.yaml", &base_with("- name: store", "- name: db"));
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 0, "{out}");
+}
