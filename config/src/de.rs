@@ -67,6 +67,15 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
+/// Whole-number syntax that fits no 64-bit integer.
+fn too_large_integer(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && parse_unsigned(s).is_none()
+        && parse_negative(s).is_none()
+}
+
 fn digits_but_not_number(s: &str) -> bool {
     let s = s.strip_prefix(['-', '+']).unwrap_or(s);
     s.len() > 1 && s.starts_with('0') && s[1..].bytes().all(|b| b.is_ascii_digit())
@@ -155,6 +164,9 @@ fn resolve(text: &str, plain: bool, tag: Option<CoreTag>) -> Scalar<'_> {
                 Scalar::U(u)
             } else if let Some(i) = parse_negative(text) {
                 Scalar::I(i)
+            } else if too_large_integer(text) {
+                // Read as a float it would be echoed as 1e26 or 100…000.0: keep the text.
+                Scalar::Str(text)
             } else if let Some(f) = parse_float(text) {
                 Scalar::F(f)
             } else {

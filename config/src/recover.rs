@@ -136,7 +136,8 @@ pub fn deserialize(
             } else {
                 "type"
             };
-            let mut f = Finding::error(code, humanize(&err.message)).in_file(path, Some(at.mark));
+            let mut f = Finding::error(code, humanize_at(&err.message, &at.path))
+                .in_file(path, Some(at.mark));
             if !at.path.is_empty() {
                 f = f.field(at.path.clone());
             }
@@ -181,6 +182,33 @@ fn work_around(tree: &mut Tree, at: At) -> bool {
             _ => return false,
         }
     }
+}
+
+/// Fields whose range is narrower than their Rust type's: serde would name the type's.
+const RANGES: &[(&str, &str, &str)] = &[
+    (
+        ".cpu_weight",
+        "a whole number 0-65535",
+        "a CPU weight 1-10000",
+    ),
+    (
+        ".pids",
+        "a whole number 0 or more",
+        "a whole number 1 or more",
+    ),
+];
+
+/// [`humanize`], with the range of the field at `path` where it is not its type's.
+fn humanize_at(message: &str, path: &str) -> String {
+    let text = humanize(message);
+    for (suffix, wide, narrow) in RANGES {
+        if path.ends_with(suffix) {
+            if let Some(rest) = text.strip_prefix(&format!("expected {wide}")) {
+                return format!("expected {narrow}{rest}");
+            }
+        }
+    }
+    text
 }
 
 /// Serde's wording made plainer: `invalid type: map, expected u32` becomes

@@ -206,7 +206,7 @@ impl<'de> Deserialize<'de> for Cpus {
                     Ok(Cpus(v))
                 } else {
                     Err(E::custom(format!(
-                        "expected a number of CPUs above 0, got {v}"
+                        "expected a number of CPUs above 0 and at most 4096, got {v}"
                     )))
                 }
             }

@@ -27,6 +27,30 @@ pub fn valid_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
+/// Why `name` is not a [`valid_name`]: too long, a leading `-`, else `chars` (the message
+/// about the characters). A long name is shown cut.
+fn name_problem(what: &str, name: &str, chars: &str) -> String {
+    let shown: String = name.chars().take(40).collect();
+    let shown = if shown.len() < name.len() {
+        format!("{shown:?}…")
+    } else {
+        format!("{name:?}")
+    };
+    let n = name.chars().count();
+    if name.is_empty() {
+        format!("{what} name is empty")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        format!("{what} name {shown} {chars}")
+    } else if name.len() > 63 {
+        format!("{what} name {shown} is {n} characters long; at most 63")
+    } else {
+        format!("{what} name {shown} may not start with -")
+    }
+}
+
 /// The agent name the launcher keeps for itself: each group's init runs in the group's
 /// `init` cgroup, beside one cgroup per agent.
 pub const RESERVED_AGENT_NAME: &str = "init";
@@ -122,7 +146,7 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
             out.push(e(
                 &p,
                 "name",
-                format!("host name {name:?} may use only letters, digits, - and _"),
+                name_problem("host", name, "may use only letters, digits, - and _"),
             ));
         }
         if h.address.trim().is_empty() {
@@ -194,7 +218,11 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
             out.push(e(
                 &gp,
                 "name",
-                format!("group name {gname:?} may use only letters, digits, - and _ (at most 63)"),
+                name_problem(
+                    "group",
+                    gname,
+                    "may use only letters, digits, - and _ (at most 63)",
+                ),
             ));
         }
         if !s.hosts.contains_key(&g.host) {
@@ -331,10 +359,7 @@ pub fn validate(l: &Loaded) -> Vec<Finding> {
                 out.push(e(
                     &format!("{ap}.name"),
                     "name",
-                    format!(
-                        "agent name {:?} may use only letters, digits, - and _",
-                        a.name
-                    ),
+                    name_problem("agent", &a.name, "may use only letters, digits, - and _"),
                 ));
             }
             if a.name == RESERVED_AGENT_NAME {

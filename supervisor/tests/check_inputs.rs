@@ -299,3 +299,98 @@ fn names_one_in_etc_hosts_or_the_environment_are_a_clash() {
     let (code, out) = f.check(&[]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn ranges_and_values_are_the_fields_own() {
+    for (to, field, what) in [
+        (
+            "resources: {cpu_weight: 70000}",
+            "groups.db.resources.cpu_weight",
+            "expected a CPU weight 1-10000, got 70000",
+        ),
+        (
+            "resources: {pids: -1}",
+            "groups.db.resources.pids",
+            "expected a whole number 1 or more, got -1",
+        ),
+        (
+            "resources: {cpus: 5000}",
+            "groups.db.resources.cpus",
+            "expected a number of CPUs above 0 and at most 4096, got 5000",
+        ),
+    ] {
+        let f = Fixture::new("ranges");
+        f.write(
+            "system.yaml",
+            &base_with(
+                "    depends_on: [web]\n",
+                &format!("    depends_on: [web]\n    {to}\n"),
+            ),
+        );
+        let (code, out) = f.check(&[]);
+        assert_eq!(code, 1, "{to}: {out}");
+        let errs = errors(&out);
+        assert_eq!(errs.len(), 1, "{to}: {out}");
+        assert!(errs[0].contains("system.yaml:16:"), "{to}: {out}");
+        assert!(errs[0].contains(&format!("{field}: {what}")), "{to}: {out}");
+    }
+    // A whole number too large for any integer is echoed as written, not as a float.
+    let f = Fixture::new("huge-int");
+    f.write(
+        "system.yaml",
+        &base_with("port: 18082", "port: 99999999999999999999999999"),
+    );
+    let (_, out) = f.check(&[]);
+    assert!(
+        out.contains(
+            "groups.db.agents[0].port: expected a port 1-65535, got 99999999999999999999999999\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_name_says_what_is_wrong_with_it() {
+    let long = "a".repeat(70);
+    for (to, what) in [
+        (
+            format!("- name: {long}"),
+            format!(
+                "agent name \"{}\"… is 70 characters long; at most 63",
+                &long[..40]
+            ),
+        ),
+        (
+            "- name: -x".to_string(),
+            "agent name \"-x\" may not start with -".to_string(),
+        ),
+        (
+            "- name: a.b".to_string(),
+            "agent name \"a.b\" may use only letters, digits, - and _".to_string(),
+        ),
+    ] {
+        let f = Fixture::new("bad-name");
+        f.write("system.yaml", &base_with("- name: store", &to));
+        let (code, out) = f.check(&[]);
+        assert_eq!(code, 1, "{to}: {out}");
+        let errs = errors(&out);
+        assert_eq!(errs.len(), 1, "{to}: {out}");
+        assert!(
+            errs[0].contains(&format!("groups.db.agents[0].name: {what}")),
+            "{to}: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_control_character_in_a_key_is_escaped_in_the_report() {
+    let f = Fixture::new("nul-key");
+    f.write(
+        "system.yaml",
+        &base_with("port: 18082", "port: 18082\n        env: {\"A\\u0000\": x}"),
+    );
+    let (code, out) = f.check(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains('\0'), "a raw NUL reached the report: {out:?}");
+    assert!(out.contains("groups.db.agents[0].env.A\\u{0}: environment variable name \"A\\0\" contains a NUL byte"), "{out}");
+}

@@ -103,8 +103,8 @@ pub fn render(hosts: &[HostSummary]) -> String {
     for h in hosts {
         out.push_str(&format!(
             "host {} ({}, {}){}: {} groups, {} agents, {} ports, {} GPU group(s), memory limits {}, daemon on {}\n",
-            h.name,
-            h.address,
+            short(&h.name),
+            short(&h.address),
             h.role,
             if h.this_machine { " [this machine]" } else { "" },
             h.groups.len(),
@@ -130,7 +130,7 @@ pub fn render(hosts: &[HostSummary]) -> String {
             }
             out.push_str(&format!(
                 "  group {} ({} agents; {})\n",
-                g.name,
+                short(&g.name),
                 g.agents.len(),
                 attrs.join(", ")
             ));
@@ -149,9 +149,29 @@ pub fn render(hosts: &[HostSummary]) -> String {
                 } else {
                     ports.join(", ")
                 };
-                out.push_str(&format!("    {:width$}  {}\n", a.name, ports));
+                out.push_str(&format!("    {:width$}  {}\n", short(&a.name), ports));
             }
         }
+    }
+    out
+}
+
+/// A name as the table shows it: at most 64 characters (a longer one is an error of its
+/// own, shown there), control characters escaped.
+fn short(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .take(64)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if name.chars().nth(64).is_some() {
+        out.push('…');
     }
     out
 }
