@@ -192,6 +192,11 @@ impl SourceMap {
         }
     }
 
+    /// Whether the file has a value at exactly `path`.
+    pub fn has(&self, path: &str) -> bool {
+        self.values.contains_key(path)
+    }
+
     /// Where the key that ends `path` is written (for "unknown field" errors).
     pub fn locate_key(&self, path: &str) -> Option<Mark> {
         self.keys.get(path).copied().or_else(|| self.locate(path))

@@ -114,7 +114,7 @@ pub fn run(cmd: ExportCmd) -> Result<String, ExportCliError> {
 pub fn main(cmd: ExportCmd) -> ExitCode {
     match run(cmd) {
         Ok(text) => {
-            print!("{text}");
+            crate::out!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -8,6 +8,7 @@ pub mod build_run;
 pub mod bundle;
 pub mod cgroup;
 pub mod check;
+pub mod cli_out;
 pub mod daemon;
 pub mod deploy;
 pub mod export_cli;

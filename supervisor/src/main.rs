@@ -224,7 +224,7 @@ fn main() -> ExitCode {
         Cmd::Spawner => exit_code(launch::server::main()),
         Cmd::Install { config, host } => match agent_supervisor::install::install(&config, &host) {
             Ok(log) => {
-                print!("{log}");
+                agent_supervisor::out!("{log}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -234,7 +234,7 @@ fn main() -> ExitCode {
         },
         Cmd::Uninstall { purge } => match agent_supervisor::install::uninstall(purge) {
             Ok(log) => {
-                print!("{log}");
+                agent_supervisor::out!("{log}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -257,8 +257,8 @@ fn main() -> ExitCode {
             };
             match agent_supervisor::deploy::run(&l, hosts.as_deref(), ssh_config.as_deref()) {
                 Ok(rows) => {
-                    print!("{}", agent_supervisor::deploy::table(&rows));
-                    println!("deploy: {:.1} s", t.elapsed().as_secs_f64());
+                    agent_supervisor::out!("{}", agent_supervisor::deploy::table(&rows));
+                    agent_supervisor::outln!("deploy: {:.1} s", t.elapsed().as_secs_f64());
                     if rows.iter().all(|(_, o)| {
                         matches!(o, agent_supervisor::deploy::Outcome::Deployed { .. })
                     }) {
@@ -285,11 +285,11 @@ fn main() -> ExitCode {
                 Ok(r) => {
                     if json {
                         match serde_json::to_string_pretty(&r) {
-                            Ok(t) => println!("{t}"),
+                            Ok(t) => agent_supervisor::outln!("{t}"),
                             Err(e) => eprintln!("agent-supervisor validate: JSON: {e}"),
                         }
                     } else {
-                        print!("{}", agent_supervisor::validate::table(&r));
+                        agent_supervisor::out!("{}", agent_supervisor::validate::table(&r));
                     }
                     if r.ok {
                         ExitCode::SUCCESS
@@ -321,7 +321,7 @@ fn main() -> ExitCode {
             force,
         }) {
             Ok(m) => {
-                print!("{m}");
+                agent_supervisor::out!("{m}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -396,7 +396,7 @@ fn main() -> ExitCode {
                             "wrote the private key to {} (mode 0600); its public key:",
                             path.display()
                         );
-                        println!("{}", key.public().to_base64());
+                        agent_supervisor::outln!("{}", key.public().to_base64());
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
@@ -405,8 +405,8 @@ fn main() -> ExitCode {
                     }
                 },
                 None => {
-                    println!("private_key: {}", key.to_base64());
-                    println!("public_key: {}", key.public().to_base64());
+                    agent_supervisor::outln!("private_key: {}", key.to_base64());
+                    agent_supervisor::outln!("public_key: {}", key.public().to_base64());
                     ExitCode::SUCCESS
                 }
             }
@@ -418,18 +418,21 @@ fn main() -> ExitCode {
             dir,
         } => match bundle::export(&config, &host, &group, &dir) {
             Ok(b) => {
-                println!(
+                agent_supervisor::outln!(
                     "wrote OCI bundle of group {group} (agent {}) to {}",
                     b.agent,
                     dir.display()
                 );
                 if !b.left_out.is_empty() {
-                    println!(
+                    agent_supervisor::outln!(
                         "note: an OCI bundle runs one process; agents {} are not in it",
                         b.left_out.join(", ")
                     );
                 }
-                println!("run it with: crun run --bundle {} {group}", dir.display());
+                agent_supervisor::outln!(
+                    "run it with: crun run --bundle {} {group}",
+                    dir.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -454,24 +457,25 @@ fn main() -> ExitCode {
             let report = check::run(&config, &check::Options { host });
             if json {
                 match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
+                    Ok(s) => agent_supervisor::outln!("{s}"),
                     Err(e) => {
                         eprintln!("agent-supervisor: cannot encode the report as JSON: {e}");
                         return ExitCode::from(2);
                     }
                 }
             } else {
-                print!("{}", check::render(&report.hosts));
+                agent_supervisor::out!("{}", check::render(&report.hosts));
                 for f in &report.findings {
-                    println!("{f}");
+                    agent_supervisor::outln!("{f}");
                 }
                 if report.scripts.total > 0 || !report.hosts.is_empty() {
-                    println!(
+                    agent_supervisor::outln!(
                         "{}/{} agents compile",
-                        report.scripts.compiled, report.scripts.total
+                        report.scripts.compiled,
+                        report.scripts.total
                     );
                 }
-                println!(
+                agent_supervisor::outln!(
                     "check {}: {} error(s), {} warning(s){}",
                     config.display(),
                     report.errors(),
@@ -526,7 +530,7 @@ fn daemon_main(opts: daemon::Options, live: bool) -> ExitCode {
 fn report(r: Result<String, images_cli::ImagesError>) -> ExitCode {
     match r {
         Ok(text) => {
-            print!("{text}");
+            agent_supervisor::out!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -83,8 +83,11 @@ pub async fn live_view(ctl: Sender<ControlMsg>) {
                     .iter()
                     .filter(|a| a.state == crate::daemon::api::AgentState::Running)
                     .count();
-                println!("\n{} agents, {running} running", snapshot.agents.len());
-                print!("{}", table(&snapshot));
+                crate::cli_out::print_or_drop(&format!(
+                    "\n{} agents, {running} running\n{}",
+                    snapshot.agents.len(),
+                    table(&snapshot)
+                ));
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

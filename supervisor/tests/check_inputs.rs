@@ -394,3 +394,60 @@ fn a_control_character_in_a_key_is_escaped_in_the_report() {
     assert!(!out.contains('\0'), "a raw NUL reached the report: {out:?}");
     assert!(out.contains("groups.db.agents[0].env.A\\u{0}: environment variable name \"A\\0\" contains a NUL byte"), "{out}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_check_quietly_not_with_a_panic() {
+    use std::process::{Command, Stdio};
+    let f = Fixture::new("broken-pipe");
+    f.write("system.yaml", BASE);
+    for json in [false, true] {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("check").arg(f.dir.join("system.yaml"));
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before check writes
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "json={json}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "json={json}: {stderr}");
+    }
+}
+
+#[test]
+fn the_disk_finding_points_at_min_free_disk_and_an_empty_state_dir_is_one_error() {
+    let f = Fixture::new("disk");
+    f.write(
+        "system.yaml",
+        &format!("daemon:\n  min_free_disk: 1000000T\n{BASE}"),
+    );
+    let (code, out) = f.check(&["--host", "h1"]);
+    assert_eq!(code, 1, "{out}");
+    let disk: Vec<&str> = errors(&out)
+        .into_iter()
+        .filter(|l| l.contains("free on"))
+        .collect();
+    assert_eq!(disk.len(), 1, "{out}");
+    assert!(
+        disk[0].contains("system.yaml:2:18: daemon.min_free_disk: only "),
+        "{out}"
+    );
+
+    let f = Fixture::new("empty-state-dir");
+    f.write("system.yaml", &format!("daemon:\n  state_dir: ''\n{BASE}"));
+    let (code, out) = f.check(&["--host", "h1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("system.yaml:2:14: daemon.state_dir: state_dir is empty"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("free disk"),
+        "no second finding about the empty path: {out}"
+    );
+}

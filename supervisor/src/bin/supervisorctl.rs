@@ -175,9 +175,9 @@ fn run(cmd: Cmd, socket: &Path, host: Option<&str>) -> Result<u8, Failure> {
             let snapshot = status(socket, &path)?;
             if json {
                 let text = serde_json::to_string_pretty(&snapshot).context("JSON")?;
-                println!("{text}");
+                agent_supervisor::outln!("{text}");
             } else {
-                print!("{}", status_table(&snapshot));
+                agent_supervisor::out!("{}", status_table(&snapshot));
             }
             let all_running = snapshot
                 .agents
@@ -195,9 +195,9 @@ fn run(cmd: Cmd, socket: &Path, host: Option<&str>) -> Result<u8, Failure> {
                 .into());
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&b).context("JSON")?);
+                agent_supervisor::outln!("{}", serde_json::to_string_pretty(&b).context("JSON")?);
             } else {
-                print!("{}", bridge_table(&b));
+                agent_supervisor::out!("{}", bridge_table(&b));
             }
             Ok(if b.error.is_none() && b.peers.iter().all(|p| p.up) {
                 0
@@ -241,25 +241,25 @@ fn run(cmd: Cmd, socket: &Path, host: Option<&str>) -> Result<u8, Failure> {
                 ("changed", &result.changed),
             ] {
                 for n in names {
-                    println!("{n}: {what}");
+                    agent_supervisor::outln!("{n}: {what}");
                 }
             }
             if result.added.is_empty() && result.removed.is_empty() && result.changed.is_empty() {
-                println!("no changes ({} agents unchanged)", result.unchanged);
+                agent_supervisor::outln!("no changes ({} agents unchanged)", result.unchanged);
             } else {
-                println!("{} agents unchanged", result.unchanged);
+                agent_supervisor::outln!("{} agents unchanged", result.unchanged);
             }
             Ok(0)
         }
         Cmd::Shutdown => {
             call(socket, "POST", "/v1/shutdown", None)?;
-            println!("Shut down");
+            agent_supervisor::outln!("Shut down");
             Ok(0)
         }
         Cmd::Version => {
-            println!("supervisorctl {}", agent_supervisor::VERSION);
+            agent_supervisor::outln!("supervisorctl {}", agent_supervisor::VERSION);
             if let Response::Version { version, pid } = call(socket, "GET", "/v1/version", None)? {
-                println!("agent-supervisor daemon {version} (pid {pid})");
+                agent_supervisor::outln!("agent-supervisor daemon {version} (pid {pid})");
             }
             Ok(0)
         }
@@ -291,7 +291,7 @@ fn print_done(resp: Response) -> Result<u8, Failure> {
         if result.starts_with("ERROR") {
             code = 1;
         }
-        println!("{agent}: {result}");
+        agent_supervisor::outln!("{agent}: {result}");
     }
     Ok(code)
 }
@@ -388,7 +388,7 @@ fn hosts_status(snapshot: Snapshot, only: Option<&str>, json: bool) -> Result<u8
         .map_or(0.0, |d| d.as_secs_f64());
     let mut ok = true;
     if json {
-        println!("{}", serde_json::to_string_pretty(&views).context("JSON")?);
+        agent_supervisor::outln!("{}", serde_json::to_string_pretty(&views).context("JSON")?);
     }
     for (i, v) in views.iter().enumerate() {
         let (host, up, error, last_seen, snap) =
@@ -401,15 +401,17 @@ fn hosts_status(snapshot: Snapshot, only: Option<&str>, json: bool) -> Result<u8
             continue;
         }
         if i > 0 {
-            println!();
+            agent_supervisor::outln!();
         }
         let seen = last_seen.map_or("never".to_string(), |t| {
             format!("{:.0}s ago", (now - t).max(0.0))
         });
         match (up, error) {
-            (true, _) if i == 0 && only.is_none() => println!("== host {host} (this host)"),
-            (true, _) => println!("== host {host}: up (seen {seen})"),
-            (false, e) => println!(
+            (true, _) if i == 0 && only.is_none() => {
+                agent_supervisor::outln!("== host {host} (this host)")
+            }
+            (true, _) => agent_supervisor::outln!("== host {host}: up (seen {seen})"),
+            (false, e) => agent_supervisor::outln!(
                 "== host {host}: DOWN ({}; last seen {seen}){}",
                 e.as_deref().unwrap_or("no answer"),
                 if snap.is_some() {
@@ -420,7 +422,7 @@ fn hosts_status(snapshot: Snapshot, only: Option<&str>, json: bool) -> Result<u8
             ),
         }
         if let Some(s) = snap {
-            print!("{}", status_table(s));
+            agent_supervisor::out!("{}", status_table(s));
         }
     }
     Ok(if ok { 0 } else { 3 })

@@ -444,14 +444,31 @@ fn check_local(l: &Loaded, host: &str, out: &mut Vec<Finding>) {
             )));
         }
     }
-    // Disk.
-    match machine::free_disk(&daemon.state_dir) {
-        Some((dir, free)) if free < daemon.min_free_disk.0 => out.push(Finding::error("disk", format!(
-            "only {} free on {} (state directory {}); at least {} is needed (daemon.min_free_disk)",
-            agent_config::units::ByteSize(free), dir.display(), daemon.state_dir.display(), daemon.min_free_disk
-        ))),
-        Some(_) => {}
-        None => out.push(Finding::warning("disk", format!("cannot measure free disk at {}", daemon.state_dir.display()))),
+    // Disk (a state_dir that is empty or relative is its own error: rules).
+    let disk_field = [
+        format!("hosts.{host}.daemon.min_free_disk"),
+        "daemon.min_free_disk".to_string(),
+        format!("hosts.{host}.daemon.state_dir"),
+        "daemon.state_dir".to_string(),
+    ]
+    .into_iter()
+    .find(|f| l.source.has(f));
+    let disk = |sev: Severity, message: String| match &disk_field {
+        Some(f) => l.at(sev, "disk", f, message),
+        None => Finding {
+            severity: sev,
+            ..Finding::error("disk", message).in_file(l.file.clone(), None)
+        },
+    };
+    if daemon.state_dir.is_absolute() {
+        match machine::free_disk(&daemon.state_dir) {
+            Some((dir, free)) if free < daemon.min_free_disk.0 => out.push(disk(Severity::Error, format!(
+                "only {} free on {} (state directory {}); at least {} is needed (daemon.min_free_disk)",
+                agent_config::units::ByteSize(free), dir.display(), daemon.state_dir.display(), daemon.min_free_disk
+            ))),
+            Some(_) => {}
+            None => out.push(disk(Severity::Warning, format!("cannot measure free disk at {}", daemon.state_dir.display()))),
+        }
     }
     // GPUs: resolved with the plan (code `gpu`: CDI specs, then NVML; scheduling rules).
     // Host rootfs and programs for groups on the host image.
