@@ -229,8 +229,9 @@ fn env(ctx: &PodCtx, a: &AgentPlan, notes: &mut Notes) -> Vec<Value> {
     let mut out = Vec::new();
     let mut dropped = Vec::new();
     let system_names: std::collections::HashSet<&str> =
-        a.names_env.iter().map(String::as_str).collect();
-    for (k, v) in &a.env {
+        a.visible_names().map(|(k, _)| k.as_str()).collect();
+    let env = a.full_env();
+    for (k, v) in &env {
         if from_file.iter().any(|(fk, fv)| fk == k && fv == v) {
             continue;
         }

@@ -140,7 +140,7 @@ impl Names {
             .map(|(_, a)| a)
     }
 
-    /// A variable of the system's names (`names_env` of the plan) for the cluster.
+    /// A variable of the system's names (`AgentPlan::visible_names`) for the cluster.
     pub fn rewrite(&self, key: &str, host: impl Fn(&AgentName) -> String) -> Rewrite {
         if key == "OBSERVABILITY_ENDPOINT" {
             return Rewrite::Drop("the daemon's metrics endpoint does not exist in the cluster");

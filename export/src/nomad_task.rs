@@ -105,8 +105,9 @@ fn env(
     let mut tmpl = String::new();
     let mut dropped = Vec::new();
     let system_names: std::collections::HashSet<&str> =
-        a.names_env.iter().map(String::as_str).collect();
-    for (k, v) in &a.env {
+        a.visible_names().map(|(k, _)| k.as_str()).collect();
+    let full = a.full_env();
+    for (k, v) in &full {
         if k == "AGENT_DEPENDENCIES" {
             if !v.is_empty() {
                 tmpl.push_str(&format!("{k}={}\n", names.dependencies(v, addr_of)));

@@ -79,20 +79,18 @@ fn same_agent(old: &AgentPlan, new: &AgentPlan) -> bool {
     if old == new {
         return true;
     }
-    use std::collections::HashSet;
-    let new_names: HashSet<&str> = new.names_env.iter().map(String::as_str).collect();
-    let old_names: HashSet<&str> = old.names_env.iter().map(String::as_str).collect();
-    let old_env: HashSet<(&str, &str)> = old
-        .env
-        .iter()
+    use std::collections::HashMap;
+    // Every system name the old one saw, with the same value; new ones do not count.
+    let seen: HashMap<&str, &str> = new
+        .visible_names()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    let kept = old
+        .visible_names()
+        .all(|(k, v)| seen.get(k.as_str()) == Some(&v.as_str()));
     let mut n = new.clone();
-    n.env.retain(|(k, v)| {
-        !new_names.contains(k.as_str()) || old_env.contains(&(k.as_str(), v.as_str()))
-    });
-    n.names_env.retain(|k| old_names.contains(k.as_str()));
-    n == *old
+    n.system_names = old.system_names.clone();
+    kept && n == *old
 }
 
 /// A group's own settings, without its agents.

@@ -46,17 +46,12 @@ impl Env {
     }
 }
 
-/// The group's base environment: defaults, the system's names (`<HOST>_IP`,
-/// `<AGENT>_ADDR`, `OBSERVABILITY_ENDPOINT`), the image's `Env` (`KEY=VALUE` strings), the
-/// `env_file` variables (already parsed) and the group's `env`.
-pub fn group_base(
-    system: &[(String, String)],
-    image_env: &[String],
-    env_file: Vec<(String, String)>,
-    g: &Group,
-) -> Env {
+/// The group's base environment: defaults, the image's `Env` (`KEY=VALUE` strings), the
+/// `env_file` variables (already parsed) and the group's `env`. The system's names
+/// (`<HOST>_IP`, `<AGENT>_ADDR`, `OBSERVABILITY_ENDPOINT`) are not in it: each agent plan
+/// shares them (`AgentPlan::system_names`).
+pub fn group_base(image_env: &[String], env_file: Vec<(String, String)>, g: &Group) -> Env {
     let mut env = Env::defaults();
-    env.extend(system.iter().cloned());
     env.extend(image_env.iter().filter_map(|kv| {
         kv.split_once('=')
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -179,9 +179,10 @@ pub struct AgentPlan {
     pub name: String,
     pub group: String,
     pub argv: Vec<String>,
-    /// The environment, in order, every source merged (later sources win): defaults, the
-    /// image's `Env`, the group's `env_file`, the group's `env`, the agent's `env`, the
-    /// `AGENT_*` variables.
+    /// The agent's own environment, in order, every source merged (later sources win):
+    /// defaults, the image's `Env`, the group's `env_file`, the group's `env`, the agent's
+    /// `env`, the `AGENT_*` variables. The system's names are in `system_names`; the whole
+    /// environment is [`AgentPlan::full_env`].
     pub env: Vec<(String, String)>,
     /// Working directory inside the group.
     pub workdir: PathBuf,
@@ -194,9 +195,32 @@ pub struct AgentPlan {
     pub stop_timeout: Duration,
     /// Agents this agent starts after (on any host), with their condition.
     pub depends_on: Vec<(String, Condition)>,
-    /// The names in `env` that come from the system's names (`<AGENT>_ADDR`, `<HOST>_IP`,
-    /// `OBSERVABILITY_ENDPOINT`): a reload that only adds such a name restarts nobody.
-    pub names_env: Vec<String>,
+    /// The system's names as the agent's group sees them (`<AGENT>_ADDR`, `<HOST>_IP`,
+    /// `OBSERVABILITY_ENDPOINT`), one table shared by every agent that sees the system
+    /// alike: with it in each agent's `env`, a plan of N agents with ports held N² variables.
+    /// A name the agent's `env` also sets is the agent's. A reload that only adds such a
+    /// name restarts nobody.
+    pub system_names: std::sync::Arc<Vec<(String, String)>>,
+}
+
+impl AgentPlan {
+    /// The names of `system_names` the agent sees as the system gave them (not set by its
+    /// own `env`), in the system's order.
+    pub fn visible_names(&self) -> impl Iterator<Item = &(String, String)> {
+        let own: std::collections::HashSet<&str> =
+            self.env.iter().map(|(k, _)| k.as_str()).collect();
+        self.system_names
+            .iter()
+            .filter(move |(k, _)| !own.contains(k.as_str()))
+    }
+
+    /// The whole environment the agent runs with: its own, then the system's names it did
+    /// not set itself.
+    pub fn full_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.extend(self.visible_names().cloned());
+        env
+    }
 }
 
 /// A health check with its timing.

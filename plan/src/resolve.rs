@@ -386,12 +386,7 @@ impl Resolver<'_> {
             .into_iter()
             .chain(devices.env.iter().map(|(k, v)| format!("{k}={v}")))
             .collect();
-        let base = group_base(&names.env, &image_env, env_file, g);
-        let system_names: std::collections::HashMap<&str, &str> = names
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let base = group_base(&image_env, env_file, g);
         let mut agents = IndexMap::new();
         for (i, a) in g.agents.iter().enumerate() {
             let ap = format!("{gp}.agents[{i}]");
@@ -407,20 +402,7 @@ impl Resolver<'_> {
                         }
                     }
                 }
-                // The system's names the agent still has as the system gave them (its own
-                // env may have replaced one), in the system's order.
-                let unchanged: std::collections::HashSet<&str> = plan
-                    .env
-                    .iter()
-                    .filter(|(k, v)| system_names.get(k.as_str()) == Some(&v.as_str()))
-                    .map(|(k, _)| k.as_str())
-                    .collect();
-                plan.names_env = names
-                    .env
-                    .iter()
-                    .filter(|(k, _)| unchanged.contains(k.as_str()))
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                plan.system_names = names.env.clone();
                 agents.insert(a.name.clone(), plan);
             }
         }
@@ -728,7 +710,7 @@ impl Resolver<'_> {
                 .clone()
                 .unwrap_or_else(|| defaults::STOP_SIGNAL.to_string()),
             stop_timeout: defaults::stop_timeout(g, a),
-            names_env: Vec::new(),
+            system_names: std::sync::Arc::default(),
             depends_on: a
                 .depends_on
                 .0

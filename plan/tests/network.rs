@@ -52,10 +52,12 @@ fn private(p: &HostPlan, g: &str) -> agent_plan::PrivateNet {
     }
 }
 
+/// The value of `k` in the environment the agent runs with (its own, then the system's names).
 fn env<'a>(p: &'a HostPlan, agent: &str, k: &str) -> Option<&'a str> {
-    p.agent(agent)?
-        .env
+    let a = p.agent(agent)?;
+    a.env
         .iter()
+        .chain(a.visible_names())
         .find(|(n, _)| n == k)
         .map(|(_, v)| v.as_str())
 }

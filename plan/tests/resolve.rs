@@ -40,10 +40,12 @@ groups:
         port: 7004
 ";
 
+/// The value of `k` in the environment the agent runs with (its own, then the system's names).
 fn env<'a>(p: &'a HostPlan, agent: &str, k: &str) -> Option<&'a str> {
-    p.agent(agent)?
-        .env
+    let a = p.agent(agent)?;
+    a.env
         .iter()
+        .chain(a.visible_names())
         .find(|(n, _)| n == k)
         .map(|(_, v)| v.as_str())
 }
@@ -142,7 +144,7 @@ fn changed_default_reaches_exactly_the_agents_that_inherit_it() {
         .groups
         .values()
         .flat_map(|g| g.agents.values())
-        .all(|a| a.env.contains(&(
+        .all(|a| a.full_env().contains(&(
             "OBSERVABILITY_ENDPOINT".into(),
             "http://10.0.0.1:9100/metrics".into()
         ))));

@@ -161,7 +161,7 @@ pub fn export_agent(
         group,
         agent: &a.name,
         argv: a.argv.clone(),
-        env: a.env.clone(),
+        env: a.full_env(),
         cwd: a.workdir.clone(),
         host_entries,
         binds: &binds,

@@ -159,7 +159,7 @@ pub fn agent_spec(
         private_network,
         cgroup_procs,
         argv: a.argv.clone(),
-        env: a.env.clone(),
+        env: a.full_env(),
         workdir: a.workdir.clone(),
         capabilities,
         seccomp: security.seccomp,
@@ -244,7 +244,7 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             workdir: "/code".into(),
             ports: vec![7001],
-            names_env: vec![],
+            system_names: std::sync::Arc::default(),
             restart: agent_config::defaults::EffectiveRestart {
                 policy: agent_config::model::Policy::Always,
                 backoff_initial: Duration::from_millis(100),
