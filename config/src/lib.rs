@@ -23,4 +23,5 @@ pub mod units;
 pub mod validate;
 
 pub use load::{load, load_all, LoadError, Loaded};
+pub use recover::UNREADABLE;
 pub use report::{Finding, Severity};

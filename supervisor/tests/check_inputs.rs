@@ -157,6 +157,10 @@ fn yaml_null_in_a_text_field_is_an_error_not_the_text_null() {
             errs[0].contains("expected a string, got null"),
             "{to}: {out}"
         );
+        assert!(
+            !out.contains("(unreadable)"),
+            "the summary shows ? instead: {out}"
+        );
     }
     // Quoted, it is the text.
     let f = Fixture::new("null-quoted");

@@ -126,7 +126,8 @@ pub fn render(hosts: &[HostSummary]) -> String {
                 attrs.push(format!("gpus {gp}"));
             }
             if !g.depends_on.is_empty() {
-                attrs.push(format!("after {}", g.depends_on.join(", ")));
+                let after: Vec<String> = g.depends_on.iter().map(|d| short(d)).collect();
+                attrs.push(format!("after {}", after.join(", ")));
             }
             out.push_str(&format!(
                 "  group {} ({} agents; {})\n",
@@ -157,8 +158,11 @@ pub fn render(hosts: &[HostSummary]) -> String {
 }
 
 /// A name as the table shows it: at most 64 characters (a longer one is an error of its
-/// own, shown there), control characters escaped.
+/// own, shown there), control characters escaped, `?` where it could not be read.
 fn short(name: &str) -> String {
+    if name == agent_config::UNREADABLE {
+        return "?".into();
+    }
     let mut out: String = name
         .chars()
         .take(64)
